@@ -1,0 +1,471 @@
+//! Configuration: bytes -> [`Config`], a value that cannot be invalid.
+//!
+//! Parsing is two steps, as in Kuadrant's wasm-shim: serde into the raw structs of
+//! [`raw`] (which refuse unknown keys and wrong types, and report the key path through
+//! `serde_path_to_error`), then [`compile`] which checks meaning (zero windows, unknown
+//! budgets in overrides, bad tenant ids, thresholds out of order).
+
+pub mod raw;
+
+pub use raw::{Algorithm, Level, Mode, OnError, Priority};
+use raw::{RawBudget, RawConfig, RawOverride, RawTenant};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A refused configuration: `path` is the dotted key path (`budgets.rpm.window_ms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "invalid configuration: {}", self.message)
+        } else {
+            write!(f, "invalid configuration at `{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError { path: path.into(), message: message.into() })
+}
+
+/// What a budget counts (SPEC 1, `counts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counts {
+    Requests,
+    RequestBytes,
+    /// Cost read from this request header (lower-case name) before admission.
+    RequestHeader(String),
+    /// Cost read from this upstream response header, charged after the fact.
+    ResponseHeader(String),
+    InFlight,
+}
+
+impl Counts {
+    /// The IETF RateLimit `qu` parameter for this kind, if not the default "requests".
+    pub fn quota_unit(&self) -> Option<&'static str> {
+        match self {
+            Counts::RequestBytes => Some("content-bytes"),
+            Counts::InFlight => Some("concurrent-requests"),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Match {
+    pub path_prefix: Option<String>,
+    /// Upper-case method names; empty means any method.
+    pub methods: Vec<String>,
+}
+
+impl Match {
+    pub fn is_any(&self) -> bool {
+        self.path_prefix.is_none() && self.methods.is_empty()
+    }
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        if let Some(p) = &self.path_prefix {
+            if !path.starts_with(p.as_str()) {
+                return false;
+            }
+        }
+        self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+    }
+}
+
+/// Limits of one budget for one tenant, after overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub limit: u64,
+    pub burst_credits: u64,
+    /// Window length in ms; 0 for `in_flight` (no window).
+    pub window_ms: u64,
+    pub unlimited: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub name: String,
+    /// Stable identity of the budget inside a tenant's stored state (FNV-1a of the name).
+    pub id: u32,
+    pub counts: Counts,
+    pub algorithm: Algorithm,
+    pub limits: Limits,
+    pub matcher: Match,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantPolicy {
+    pub priority: Priority,
+    /// One entry per budget, in `Config::budgets` order.
+    pub limits: Vec<Limits>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TenantSource {
+    Header(String),
+    Metadata(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalSource {
+    Orca(String),
+    ResponseHeader(String),
+    InFlight,
+    UpstreamLatencyMs,
+    Operator,
+}
+
+#[derive(Debug, Clone)]
+pub struct Signal {
+    pub name: String,
+    pub source: SignalSource,
+    pub elevated: f64,
+    pub critical: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Saturation {
+    pub signals: Vec<Signal>,
+    pub stale_after_ms: u64,
+    /// keep[level][priority], level 0..=2 (normal, elevated, critical), priority low, normal, vip.
+    pub keep: [[f64; 3]; 3],
+    pub retry_after_s: u64,
+    pub expose_signal_headers: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub path_prefix: String,
+    pub token_sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub tenant_source: TenantSource,
+    /// `None`: requests without a tenant id are rejected with 401.
+    pub fallback: Option<String>,
+    pub max_tracked: u64,
+    /// Budgets sorted by name: checked in this order, so the rejecting budget is deterministic.
+    pub budgets: Vec<Budget>,
+    pub tenants: BTreeMap<String, TenantPolicy>,
+    pub default_policy: TenantPolicy,
+    pub saturation: Option<Saturation>,
+    pub admin: Option<Admin>,
+    pub on_error: OnError,
+    /// Whether any budget needs `:path`/`:method`.
+    pub needs_match: bool,
+}
+
+pub const MAX_TENANT_ID_LEN: usize = 256;
+pub const DEFAULT_MAX_TRACKED: u64 = 100_000;
+
+/// A tenant id is 1..=256 bytes of visible ASCII (0x21-0x7E).
+pub fn valid_tenant_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_TENANT_ID_LEN && id.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// FNV-1a, 32 bit: stable across builds and platforms.
+pub fn fnv1a(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn valid_header_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Config {
+    /// Parse and validate the plugin configuration.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError { path, message: e.into_inner().to_string() }
+        })?;
+        compile(raw)
+    }
+
+    pub fn policy(&self, tenant: &str) -> &TenantPolicy {
+        self.tenants.get(tenant).unwrap_or(&self.default_policy)
+    }
+
+    pub fn budget_index(&self, name: &str) -> Option<usize> {
+        self.budgets.iter().position(|b| b.name == name)
+    }
+}
+
+fn parse_counts(path: &str, v: &Value) -> Result<Counts, ConfigError> {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "requests" => Ok(Counts::Requests),
+            "request_bytes" => Ok(Counts::RequestBytes),
+            "in_flight" => Ok(Counts::InFlight),
+            other => err(path, format!("unknown counts kind `{other}`, expected one of `requests`, `request_bytes`, `in_flight`, {{\"request_header\": H}}, {{\"response_header\": H}}")),
+        },
+        Value::Object(m) if m.len() == 1 => {
+            let (k, v) = m.iter().next().ok_or_else(|| ConfigError { path: path.into(), message: "empty object".into() })?;
+            let h = match v {
+                Value::String(h) if valid_header_name(h) => h.to_ascii_lowercase(),
+                _ => return err(format!("{path}.{k}"), "expected a header name (string)"),
+            };
+            match k.as_str() {
+                "request_header" => Ok(Counts::RequestHeader(h)),
+                "response_header" => Ok(Counts::ResponseHeader(h)),
+                other => err(format!("{path}.{other}"), format!("unknown key `{other}`, expected `request_header` or `response_header`")),
+            }
+        }
+        _ => err(path, "expected a string or an object with one key `request_header` or `response_header`"),
+    }
+}
+
+fn positive_window(path: &str, w: i64) -> Result<u64, ConfigError> {
+    if w <= 0 {
+        return err(path, format!("window_ms must be a positive number of milliseconds, got {w}"));
+    }
+    Ok(w as u64)
+}
+
+fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
+    let p = format!("budgets.{name}");
+    if !valid_name(name) {
+        return err(&p, "budget names are 1-64 characters of [A-Za-z0-9_-]");
+    }
+    let counts = parse_counts(&format!("{p}.counts"), &raw.counts)?;
+    let window_ms = match (&counts, raw.window_ms) {
+        // A window on an in_flight budget means nothing; it is accepted and ignored.
+        (Counts::InFlight, _) => 0,
+        (_, None) => return err(format!("{p}.window_ms"), "missing window_ms (required for every kind but in_flight)"),
+        (_, Some(w)) => positive_window(&format!("{p}.window_ms"), w)?,
+    };
+    let algorithm = raw.algorithm.unwrap_or_default();
+    if counts == Counts::InFlight && algorithm == Algorithm::Sliding {
+        return err(format!("{p}.algorithm"), "in_flight budgets have no window to slide");
+    }
+    let mut matcher = Match::default();
+    if let Some(m) = &raw.match_ {
+        if let Some(pp) = &m.path_prefix {
+            if !pp.starts_with('/') {
+                return err(format!("{p}.match.path_prefix"), "must start with `/`");
+            }
+            matcher.path_prefix = Some(pp.clone());
+        }
+        for (i, meth) in m.methods.iter().flatten().enumerate() {
+            if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return err(format!("{p}.match.methods[{i}]"), format!("`{meth}` is not an HTTP method"));
+            }
+            matcher.methods.push(meth.to_ascii_uppercase());
+        }
+    }
+    Ok(Budget {
+        name: name.to_string(),
+        id: fnv1a(name.as_bytes()),
+        counts,
+        algorithm,
+        limits: Limits { limit: raw.limit, burst_credits: raw.burst_credits.unwrap_or(0), window_ms, unlimited: false },
+        matcher,
+    })
+}
+
+/// Apply a tenant entry (from the config or the admin API) on top of the budgets' limits.
+pub fn compile_tenant(path: &str, budgets: &[Budget], raw: &RawTenant) -> Result<TenantPolicy, ConfigError> {
+    let all_unlimited = raw.unlimited.unwrap_or(false);
+    let mut limits: Vec<Limits> =
+        budgets.iter().map(|b| Limits { unlimited: all_unlimited, ..b.limits }).collect();
+    for (bname, ov) in &raw.budgets {
+        let bp = format!("{path}.budgets.{bname}");
+        let Some(i) = budgets.iter().position(|b| &b.name == bname) else {
+            return err(bp, format!("unknown budget `{bname}` (not in `budgets`)"));
+        };
+        apply_override(&bp, &budgets[i], &mut limits[i], ov)?;
+    }
+    Ok(TenantPolicy { priority: raw.priority.unwrap_or_default(), limits })
+}
+
+fn apply_override(path: &str, b: &Budget, l: &mut Limits, ov: &RawOverride) -> Result<(), ConfigError> {
+    if let Some(v) = ov.limit {
+        l.limit = v;
+    }
+    if let Some(v) = ov.burst_credits {
+        l.burst_credits = v;
+    }
+    if let Some(w) = ov.window_ms {
+        let w = positive_window(&format!("{path}.window_ms"), w)?;
+        if b.counts != Counts::InFlight {
+            l.window_ms = w;
+        }
+    }
+    if let Some(u) = ov.unlimited {
+        l.unlimited = u;
+    }
+    Ok(())
+}
+
+fn parse_signal_source(path: &str, from: &str) -> Result<SignalSource, ConfigError> {
+    let s = if let Some(m) = from.strip_prefix("orca:") {
+        let ok = !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        if !ok {
+            return err(path, format!("bad ORCA metric name in `{from}`"));
+        }
+        SignalSource::Orca(m.to_string())
+    } else if let Some(h) = from.strip_prefix("response_header:") {
+        if !valid_header_name(h) {
+            return err(path, format!("bad header name in `{from}`"));
+        }
+        SignalSource::ResponseHeader(h.to_ascii_lowercase())
+    } else {
+        match from {
+            "in_flight" => SignalSource::InFlight,
+            "upstream_latency_ms" => SignalSource::UpstreamLatencyMs,
+            "operator" | "admin" => SignalSource::Operator,
+            _ => return err(path, format!("unknown signal source `{from}`, expected `orca:<metric>`, `response_header:<name>`, `in_flight`, `upstream_latency_ms` or `operator`")),
+        }
+    };
+    Ok(s)
+}
+
+fn compile_saturation(raw: &raw::RawSaturation) -> Result<Saturation, ConfigError> {
+    let mut signals = Vec::new();
+    for (name, s) in &raw.signals {
+        let p = format!("saturation.signals.{name}");
+        if !valid_name(name) {
+            return err(&p, "signal names are 1-64 characters of [A-Za-z0-9_-]");
+        }
+        let source = parse_signal_source(&format!("{p}.from"), &s.from)?;
+        if !s.elevated.is_finite() || !s.critical.is_finite() || s.elevated < 0.0 {
+            return err(&p, "thresholds must be finite, non-negative numbers");
+        }
+        if s.elevated > s.critical {
+            return err(format!("{p}.elevated"), "elevated must not exceed critical");
+        }
+        signals.push(Signal { name: name.clone(), source, elevated: s.elevated, critical: s.critical });
+    }
+    let stale_after_ms = match raw.stale_after_ms {
+        None => 10_000,
+        Some(v) if v > 0 => v as u64,
+        Some(v) => return err("saturation.stale_after_ms", format!("must be positive, got {v}")),
+    };
+    let mut keep = [[1.0f64; 3]; 3];
+    for (level, per) in &raw.keep {
+        for (prio, k) in per {
+            if !(0.0..=1.0).contains(k) {
+                return err(format!("saturation.keep.{level:?}.{prio:?}").to_lowercase(), "keep factors lie in [0, 1]");
+            }
+            keep[*level as usize][*prio as usize] = *k;
+        }
+    }
+    let retry_after_s = raw.retry_after_s.unwrap_or(5).max(1);
+    Ok(Saturation {
+        signals,
+        stale_after_ms,
+        keep,
+        retry_after_s,
+        expose_signal_headers: raw.expose_signal_headers.unwrap_or(false),
+    })
+}
+
+fn compile_admin(raw: &raw::RawAdmin) -> Result<Admin, ConfigError> {
+    if !raw.path_prefix.starts_with('/') || raw.path_prefix.len() < 2 || raw.path_prefix.ends_with('/') {
+        return err("admin.path_prefix", "must start with `/`, not end with `/`, and not be `/` alone");
+    }
+    let hex = raw.token_sha256.as_bytes();
+    if hex.len() != 64 {
+        return err("admin.token_sha256", "must be 64 hex digits (the SHA-256 of the bearer token)");
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok().and_then(|s| u8::from_str_radix(s, 16).ok());
+        match s {
+            Some(v) => out[i] = v,
+            None => return err("admin.token_sha256", "must be 64 hex digits"),
+        }
+    }
+    Ok(Admin { path_prefix: raw.path_prefix.clone(), token_sha256: out })
+}
+
+fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+    let src = raw.tenant.unwrap_or_default();
+    let tenant_source = match (&src.header, &src.metadata) {
+        (Some(_), Some(_)) => return err("tenant", "set either `header` or `metadata`, not both"),
+        (_, Some(path)) => {
+            if path.is_empty() || path.iter().any(|p| p.is_empty()) {
+                return err("tenant.metadata", "expected a non-empty list of non-empty path segments");
+            }
+            TenantSource::Metadata(path.clone())
+        }
+        (Some(h), None) => {
+            if !valid_header_name(h) {
+                return err("tenant.header", format!("`{h}` is not a valid header name"));
+            }
+            TenantSource::Header(h.to_ascii_lowercase())
+        }
+        (None, None) => TenantSource::Header("x-tenant-id".into()),
+    };
+    let fallback = match src.fallback {
+        None => Some("anonymous".to_string()),
+        Some(None) => None,
+        Some(Some(f)) => {
+            if !valid_tenant_id(f.as_bytes()) {
+                return err("tenant.fallback", "must be 1-256 bytes of visible ASCII, or null");
+            }
+            Some(f)
+        }
+    };
+    let max_tracked = match src.max_tracked {
+        None => DEFAULT_MAX_TRACKED,
+        Some(0) => return err("tenant.max_tracked", "must be at least 1"),
+        Some(n) => n,
+    };
+    let mut budgets = Vec::new();
+    for (name, b) in &raw.budgets {
+        budgets.push(compile_budget(name, b)?);
+    }
+    // Budget ids must be distinct, or two budgets would share stored state.
+    for (i, a) in budgets.iter().enumerate() {
+        if budgets[..i].iter().any(|b| b.id == a.id) {
+            return err(format!("budgets.{}", a.name), "budget name collides with another budget's id; rename it");
+        }
+    }
+    let mut tenants = BTreeMap::new();
+    for (id, t) in &raw.tenants {
+        let p = format!("tenants.{id}");
+        if !valid_tenant_id(id.as_bytes()) {
+            return err(p, "tenant ids are 1-256 bytes of visible ASCII");
+        }
+        tenants.insert(id.clone(), compile_tenant(&p, &budgets, t)?);
+    }
+    let default_policy = compile_tenant("", &budgets, &RawTenant::default())?;
+    let saturation = raw.saturation.as_ref().map(compile_saturation).transpose()?;
+    let admin = raw.admin.as_ref().map(compile_admin).transpose()?;
+    let needs_match = budgets.iter().any(|b| !b.matcher.is_any());
+    Ok(Config {
+        mode: raw.mode.unwrap_or_default(),
+        tenant_source,
+        fallback,
+        max_tracked,
+        budgets,
+        tenants,
+        default_policy,
+        saturation,
+        admin,
+        on_error: raw.on_error.unwrap_or_default(),
+        needs_match,
+    })
+}
+
+#[cfg(test)]
+mod tests;

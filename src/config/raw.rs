@@ -1,0 +1,166 @@
+//! The configuration as written by the operator: serde structs that mirror SPEC section 1
+//! key for key. Every struct refuses unknown keys; semantic checks happen in `compile`.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub tenant: Option<RawTenantSource>,
+    #[serde(default)]
+    pub budgets: BTreeMap<String, RawBudget>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, RawTenant>,
+    #[serde(default)]
+    pub saturation: Option<RawSaturation>,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Off,
+    Shadow,
+    #[default]
+    Enforce,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantSource {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Vec<String>>,
+    /// Absent: "anonymous". `null`: reject requests without a tenant (401).
+    #[serde(default, deserialize_with = "double_option")]
+    pub fallback: Option<Option<String>>,
+    #[serde(default)]
+    pub max_tracked: Option<u64>,
+}
+
+fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// `"requests"`, `"request_bytes"`, `"in_flight"`, `{"request_header": H}` or
+    /// `{"response_header": H}`; parsed by hand in `compile` for precise errors.
+    pub counts: Value,
+    #[serde(default)]
+    pub window_ms: Option<i64>,
+    pub limit: u64,
+    #[serde(default)]
+    pub burst_credits: Option<u64>,
+    #[serde(default)]
+    pub algorithm: Option<Algorithm>,
+    #[serde(default, rename = "match")]
+    pub match_: Option<RawMatch>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    #[default]
+    Fixed,
+    Sliding,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    Vip,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    #[serde(default)]
+    pub unlimited: Option<bool>,
+    #[serde(default)]
+    pub budgets: BTreeMap<String, RawOverride>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub burst_credits: Option<u64>,
+    #[serde(default)]
+    pub window_ms: Option<i64>,
+    #[serde(default)]
+    pub unlimited: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Normal,
+    Elevated,
+    Critical,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSaturation {
+    #[serde(default)]
+    pub signals: BTreeMap<String, RawSignal>,
+    #[serde(default)]
+    pub stale_after_ms: Option<i64>,
+    #[serde(default)]
+    pub keep: BTreeMap<Level, BTreeMap<Priority, f64>>,
+    #[serde(default)]
+    pub retry_after_s: Option<u64>,
+    /// Keep the upstream's load headers on client responses (default: strip them).
+    #[serde(default)]
+    pub expose_signal_headers: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignal {
+    pub from: String,
+    pub elevated: f64,
+    pub critical: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub path_prefix: String,
+    pub token_sha256: String,
+}

@@ -1,0 +1,298 @@
+//! The host-independent quota logic: pure functions of (policy, previous state, now, units).
+//!
+//! Time is Unix milliseconds passed in by the caller ([`Clock`]); nothing here reads a clock,
+//! touches shared data or allocates per call beyond the caller's buffers. Every subtraction
+//! of times saturates, because host time is wall clock and may step back.
+
+pub mod saturation;
+pub mod state;
+
+use crate::config::{Budget, Counts, Limits};
+pub use state::{Slot, TenantState};
+
+/// Unix time in milliseconds.
+pub type Millis = u64;
+
+/// A source of wall-clock time. The filter uses the host's clock; tests use [`FakeClock`].
+pub trait Clock {
+    fn now_ms(&self) -> Millis;
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug, Default)]
+pub struct FakeClock(pub std::cell::Cell<Millis>);
+
+impl FakeClock {
+    pub fn new(ms: Millis) -> Self {
+        FakeClock(std::cell::Cell::new(ms))
+    }
+    pub fn advance(&self, ms: Millis) {
+        self.0.set(self.0.get().saturating_add(ms));
+    }
+    pub fn set(&self, ms: Millis) {
+        self.0.set(ms);
+    }
+}
+
+impl Clock for FakeClock {
+    fn now_ms(&self) -> Millis {
+        self.0.get()
+    }
+}
+
+/// How a demand is admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// `used + units <= cap`, and the units are taken now.
+    Reserve,
+    /// `used < cap`; the real units are charged later with [`charge`] (response-header
+    /// cost, request bodies without content-length).
+    Probe,
+}
+
+/// What one request asks of one budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Demand {
+    /// Index into the config's budgets.
+    pub budget: usize,
+    pub units: u64,
+    pub admit: Admit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The budget has no burst credits and its limit is used up.
+    Exceeded,
+    /// The budget's limit and burst credits are used up.
+    BurstExhausted,
+    /// Only the saturation keep factor made the request not fit.
+    SaturationThrottle,
+}
+
+impl Reason {
+    /// The `x-tenant-quota-reason` value.
+    pub fn header_value(&self, budget: &str) -> String {
+        match self {
+            Reason::Exceeded => format!("{budget}_exceeded"),
+            Reason::BurstExhausted => "burst_exhausted".to_string(),
+            Reason::SaturationThrottle => "saturation_throttle".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub budget: usize,
+    pub reason: Reason,
+    /// Whole seconds, at least 1.
+    pub retry_after_s: u64,
+    /// Effective limit (after overrides and saturation).
+    pub limit: u64,
+    /// Seconds until the window resets (0 for in_flight).
+    pub reset_s: u64,
+}
+
+/// One budget's standing after a decision, for response headers and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub budget: usize,
+    /// Effective limit.
+    pub limit: u64,
+    /// Effective burst credits.
+    pub burst_credits: u64,
+    /// Units used in the current window after this request (sliding: the estimate).
+    pub used: u64,
+    /// Burst units this request took.
+    pub burst_taken: u64,
+    pub resets_in_ms: u64,
+}
+
+impl Usage {
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+    pub fn burst_remaining(&self) -> u64 {
+        self.burst_credits.saturating_sub(self.used.saturating_sub(self.limit))
+    }
+    pub fn cap(&self) -> u64 {
+        self.limit.saturating_add(self.burst_credits)
+    }
+}
+
+/// Effective limit and burst at a saturation keep factor in [0, 1] (floor).
+pub fn scaled(l: &Limits, keep: f64) -> (u64, u64) {
+    if keep >= 1.0 {
+        return (l.limit, l.burst_credits);
+    }
+    let k = keep.max(0.0);
+    ((l.limit as f64 * k).floor() as u64, (l.burst_credits as f64 * k).floor() as u64)
+}
+
+/// Start of the fixed window containing `now` (aligned to the Unix epoch).
+pub fn window_start(now: Millis, window_ms: u64) -> Millis {
+    if window_ms == 0 {
+        0
+    } else {
+        now - now % window_ms
+    }
+}
+
+/// `(used in the current window, weighted count carried from the previous one)`.
+fn rolled(slot: &Slot, now: Millis, window_ms: u64, sliding: bool) -> (Slot, u64) {
+    if window_ms == 0 {
+        return (*slot, 0);
+    }
+    let start = window_start(now, window_ms);
+    let cur = if slot.window_start >= start {
+        // Same window, or the clock stepped back: keep counting in the stored window.
+        *slot
+    } else if slot.window_start.saturating_add(window_ms) == start {
+        Slot { budget: slot.budget, window_start: start, used: 0, prev: slot.used }
+    } else {
+        Slot { budget: slot.budget, window_start: start, used: 0, prev: 0 }
+    };
+    if !sliding || cur.prev == 0 {
+        return (cur, 0);
+    }
+    let elapsed = now.saturating_sub(cur.window_start).min(window_ms);
+    let left = (window_ms - elapsed) as u128;
+    // Ceil, so the estimate never admits more than the exact count would.
+    let carried = (cur.prev as u128 * left).div_ceil(window_ms as u128) as u64;
+    (cur, carried)
+}
+
+fn resets_in_ms(slot: &Slot, now: Millis, window_ms: u64) -> u64 {
+    if window_ms == 0 {
+        return 0;
+    }
+    slot.window_start.saturating_add(window_ms).saturating_sub(now).max(1)
+}
+
+fn ceil_s(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}
+
+/// Inputs that stay the same while a decision is retried on CAS conflicts.
+pub struct Policy<'a> {
+    pub budgets: &'a [Budget],
+    /// The tenant's limits, one per budget.
+    pub limits: &'a [Limits],
+    /// Saturation keep factor for this request's priority (1.0 when not saturated).
+    pub keep: f64,
+    /// Retry-after for saturation rejections.
+    pub saturation_retry_after_s: u64,
+}
+
+/// Decide a request: check every demand first, then commit all of them.
+///
+/// On admission `state` is updated in place and `usage` holds one entry per demand; on
+/// rejection `state` is left as it was (a rejected request consumes nothing) and the
+/// first budget, in config order, that refused is returned. Pure and re-runnable.
+pub fn decide(
+    policy: &Policy,
+    state: &mut TenantState,
+    now: Millis,
+    demands: &[Demand],
+    usage: &mut Vec<Usage>,
+) -> Result<(), Rejection> {
+    usage.clear();
+    // Check.
+    for d in demands {
+        let b = &policy.budgets[d.budget];
+        let l = &policy.limits[d.budget];
+        if l.unlimited {
+            continue;
+        }
+        let stored = state.slot(b.id).copied().unwrap_or(Slot { budget: b.id, ..Slot::default() });
+        let (cur, carried) = rolled(&stored, now, l.window_ms, b.algorithm == crate::config::Algorithm::Sliding);
+        let used = cur.used.saturating_add(carried);
+        let fits = |cap: u64| match d.admit {
+            Admit::Reserve => used.saturating_add(d.units) <= cap,
+            Admit::Probe => used < cap,
+        };
+        let (limit, burst) = scaled(l, policy.keep);
+        if !fits(limit.saturating_add(burst)) {
+            let full_fits = fits(l.limit.saturating_add(l.burst_credits));
+            let reset_ms = resets_in_ms(&cur, now, l.window_ms);
+            let (reason, retry) = if full_fits && policy.keep < 1.0 {
+                (Reason::SaturationThrottle, policy.saturation_retry_after_s.max(1))
+            } else if l.burst_credits > 0 {
+                (Reason::BurstExhausted, if b.counts == Counts::InFlight { 1 } else { ceil_s(reset_ms) })
+            } else {
+                (Reason::Exceeded, if b.counts == Counts::InFlight { 1 } else { ceil_s(reset_ms) })
+            };
+            let reset_s = if l.window_ms == 0 { 0 } else { ceil_s(reset_ms) };
+            return Err(Rejection { budget: d.budget, reason, retry_after_s: retry, limit, reset_s });
+        }
+        let taken = if d.admit == Admit::Reserve { d.units } else { 0 };
+        let after = used.saturating_add(taken);
+        usage.push(Usage {
+            budget: d.budget,
+            limit,
+            burst_credits: burst,
+            used: after,
+            burst_taken: after.saturating_sub(limit).saturating_sub(used.saturating_sub(limit)),
+            resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+        });
+    }
+    // Commit.
+    for d in demands {
+        let b = &policy.budgets[d.budget];
+        let l = &policy.limits[d.budget];
+        if l.unlimited {
+            continue;
+        }
+        let slot = state.slot_mut(b.id);
+        let (mut cur, _) = rolled(slot, now, l.window_ms, false);
+        if d.admit == Admit::Reserve {
+            cur.used = cur.used.saturating_add(d.units);
+        }
+        *slot = cur;
+    }
+    Ok(())
+}
+
+/// Charge `units` after the fact (response-header cost, streamed request bytes).
+/// Always succeeds: the request already ran. Returns the budget's standing.
+pub fn charge(policy: &Policy, state: &mut TenantState, now: Millis, budget: usize, units: u64) -> Option<Usage> {
+    let b = &policy.budgets[budget];
+    let l = &policy.limits[budget];
+    if l.unlimited {
+        return None;
+    }
+    let sliding = b.algorithm == crate::config::Algorithm::Sliding;
+    let slot = state.slot_mut(b.id);
+    let (mut cur, carried) = rolled(slot, now, l.window_ms, sliding);
+    let before = cur.used.saturating_add(carried);
+    cur.used = cur.used.saturating_add(units);
+    *slot = cur;
+    let (limit, burst) = scaled(l, policy.keep);
+    let after = before.saturating_add(units);
+    Some(Usage {
+        budget,
+        limit,
+        burst_credits: burst,
+        used: after,
+        burst_taken: after.saturating_sub(limit).saturating_sub(before.saturating_sub(limit)),
+        resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+    })
+}
+
+/// Give back one in_flight slot. Never underflows.
+pub fn release(state: &mut TenantState, budget_id: u32, units: u64) {
+    let slot = state.slot_mut(budget_id);
+    slot.used = slot.used.saturating_sub(units);
+}
+
+/// The budget closest to exhaustion (smallest share of its cap left), for response headers.
+pub fn closest_to_exhaustion(usage: &[Usage]) -> Option<&Usage> {
+    usage.iter().min_by(|a, b| {
+        // left_a / cap_a < left_b / cap_b  <=>  left_a * cap_b < left_b * cap_a
+        let la = a.cap().saturating_sub(a.used) as u128;
+        let lb = b.cap().saturating_sub(b.used) as u128;
+        (la * b.cap().max(1) as u128).cmp(&(lb * a.cap().max(1) as u128))
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,476 @@
+//! One request's path through the quota, independent of the host: tenant resolution,
+//! demands per budget, the CAS-committed decision, and the replies and headers that follow.
+//! The proxy-wasm layer feeds it header values and a store; tests feed it the same.
+
+use crate::config::{Config, Counts, Mode, OnError, Priority, TenantPolicy};
+use crate::core::{self, saturation, Admit, Demand, Millis, Policy, Reason, Rejection, TenantState, Usage};
+use crate::store::{self, Scratch, SharedStore, StoreError, TenantKind};
+
+/// What the engine needs to know about a request's headers.
+pub trait RequestHeaders {
+    /// The value of a request header (lower-case name, pseudo-headers included).
+    fn get(&mut self, name: &str) -> Option<Vec<u8>>;
+}
+
+/// A local reply the filter sends instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    /// `x-tenant-quota-reason`, also used as Envoy's response code details.
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// Units charged after admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterCharge {
+    pub budget: usize,
+    /// Response header carrying the cost, or `None` for streamed request bytes.
+    pub response_header: Option<String>,
+}
+
+/// An admitted request's bookkeeping, kept until the stream ends.
+#[derive(Debug, Clone, Default)]
+pub struct Admitted {
+    /// Tenant id as reported (the overflow tenant reports `overflow`).
+    pub tenant: String,
+    /// The store key the decision was committed under.
+    pub key: String,
+    pub priority: Option<Priority>,
+    pub keep: f64,
+    /// The budget closest to exhaustion, for the response headers.
+    pub headline: Option<Usage>,
+    /// `x-tenant-quota-shadow` reason of a would-be rejection (shadow mode).
+    pub shadow: Option<String>,
+    /// Budgets holding an in_flight slot, released when the stream ends.
+    pub in_flight: Vec<usize>,
+    pub after: Vec<AfterCharge>,
+    /// Every budget's standing after admission (metrics).
+    pub usage: Vec<Usage>,
+}
+
+#[derive(Debug)]
+pub enum Verdict {
+    /// Nothing to do (mode off, or the filter could not decide and `on_error` is allow).
+    Pass { error: Option<StoreError> },
+    Admit(Box<Admitted>),
+    Reject { reply: Reply, tenant: Option<String>, rejection: Option<Rejection>, error: Option<StoreError> },
+}
+
+/// Per-worker state the engine reuses between requests.
+#[derive(Debug, Default)]
+pub struct Worker {
+    pub scratch: Scratch,
+    pub demands: Vec<Demand>,
+    pub usage: Vec<Usage>,
+    /// Seed for lock tokens; non-zero.
+    pub seed: u64,
+    pub calls: u64,
+}
+
+impl Worker {
+    pub fn new(seed: u64) -> Self {
+        Worker { seed: seed | 1, ..Worker::default() }
+    }
+    /// A token unique to this worker and call, for the registry lock.
+    pub fn token(&mut self) -> u64 {
+        self.calls = self.calls.wrapping_add(1);
+        // splitmix64 of seed + counter
+        let mut z = self.seed.wrapping_add(self.calls.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) | 1
+    }
+}
+
+pub fn parse_priority(v: &[u8]) -> Option<Priority> {
+    if v.eq_ignore_ascii_case(b"low") {
+        Some(Priority::Low)
+    } else if v.eq_ignore_ascii_case(b"normal") {
+        Some(Priority::Normal)
+    } else if v.eq_ignore_ascii_case(b"vip") {
+        Some(Priority::Vip)
+    } else {
+        None
+    }
+}
+
+/// A non-negative decimal integer, at most 19 digits; `None` for anything else.
+pub fn parse_units(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for d in v {
+        n = n * 10 + u64::from(d - b'0');
+    }
+    Some(n)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let s = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
+    let e = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(s, |e| e + 1);
+    &v[s..e]
+}
+
+fn json_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// A 400/401/503 reply without a budget.
+pub fn plain_reply(status: u32, reason: &str, title: &str, tenant: Option<&str>) -> Reply {
+    let tenant_json = tenant.map_or("null".to_string(), |t| format!("\"{}\"", json_escape(t)));
+    let body = format!(
+        "{{\"type\":\"about:blank\",\"title\":\"{}\",\"status\":{},\"error\":\"{}\",\"reason\":\"{}\",\"tenant\":{}}}",
+        json_escape(title),
+        status,
+        reason,
+        reason,
+        tenant_json
+    );
+    Reply {
+        status,
+        reason: reason.to_string(),
+        headers: vec![
+            ("content-type".into(), "application/problem+json".into()),
+            ("x-tenant-quota-reason".into(), reason.to_string()),
+        ],
+        body,
+    }
+}
+
+/// `ratelimit-policy` value for a budget (IETF httpapi RateLimit fields, draft 10).
+pub fn policy_header(cfg: &Config, budget: usize, limit: u64, window_ms: u64) -> String {
+    let b = &cfg.budgets[budget];
+    let mut s = format!("\"{}\";q={}", b.name, limit);
+    if window_ms > 0 {
+        s.push_str(&format!(";w={}", window_ms.div_ceil(1000)));
+    }
+    if let Some(qu) = b.counts.quota_unit() {
+        s.push_str(&format!(";qu=\"{qu}\""));
+    }
+    s
+}
+
+/// `ratelimit` value: remaining units and seconds until they reset.
+pub fn ratelimit_header(cfg: &Config, budget: usize, remaining: u64, reset_s: u64) -> String {
+    format!("\"{}\";r={};t={}", cfg.budgets[budget].name, remaining, reset_s)
+}
+
+/// The 429 for a rejection.
+pub fn reject_reply(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejection) -> Reply {
+    let b = &cfg.budgets[r.budget];
+    let reason = r.reason.header_value(&b.name);
+    let window_ms = policy.limits[r.budget].window_ms;
+    let reset_s = if r.reason == Reason::SaturationThrottle { r.retry_after_s } else { r.reset_s.max(if window_ms == 0 { 1 } else { 0 }) };
+    let title = match r.reason {
+        Reason::SaturationThrottle => "Tenant throttled while the service is saturated",
+        _ => "Tenant quota exceeded",
+    };
+    let body = format!(
+        "{{\"type\":\"urn:tenant-quota:{}\",\"title\":\"{}\",\"status\":429,\"violated-policies\":[\"{}\"],\"error\":\"quota_exceeded\",\"reason\":\"{}\",\"budget\":\"{}\",\"tenant\":\"{}\",\"retry_after_s\":{}}}",
+        reason,
+        title,
+        b.name,
+        reason,
+        b.name,
+        json_escape(tenant),
+        r.retry_after_s
+    );
+    Reply {
+        status: 429,
+        reason: reason.clone(),
+        headers: vec![
+            ("retry-after".into(), r.retry_after_s.to_string()),
+            ("x-tenant-quota-reason".into(), reason),
+            ("x-tenant-quota-budget".into(), b.name.clone()),
+            ("x-tenant-quota-limit".into(), r.limit.to_string()),
+            ("x-tenant-quota-remaining".into(), "0".into()),
+            ("ratelimit-policy".into(), policy_header(cfg, r.budget, r.limit, window_ms)),
+            ("ratelimit".into(), ratelimit_header(cfg, r.budget, 0, reset_s)),
+            ("content-type".into(), "application/problem+json".into()),
+        ],
+        body,
+    }
+}
+
+/// Headers for an admitted response (enforce and shadow).
+pub fn admitted_headers(cfg: &Config, a: &Admitted) -> Vec<(String, String)> {
+    let mut h = Vec::new();
+    if let Some(u) = &a.headline {
+        let b = &cfg.budgets[u.budget];
+        let window_ms = if b.counts == Counts::InFlight { 0 } else { u.resets_in_ms.max(1) };
+        h.push(("x-tenant-quota-budget".into(), b.name.clone()));
+        h.push(("x-tenant-quota-limit".into(), u.limit.to_string()));
+        h.push(("x-tenant-quota-remaining".into(), u.remaining().to_string()));
+        h.push(("x-tenant-quota-burst-remaining".into(), u.burst_remaining().to_string()));
+        let win = cfg.policy(&a.tenant).limits[u.budget].window_ms;
+        h.push(("ratelimit-policy".into(), policy_header(cfg, u.budget, u.limit, win)));
+        let reset_s = if window_ms == 0 { 0 } else { u.resets_in_ms.div_ceil(1000) };
+        h.push(("ratelimit".into(), ratelimit_header(cfg, u.budget, u.remaining(), reset_s)));
+    }
+    if let Some(s) = &a.shadow {
+        h.push(("x-tenant-quota-shadow".into(), s.clone()));
+    }
+    h
+}
+
+/// Inputs from the host for one request.
+pub struct RequestInput<'h, H: RequestHeaders> {
+    pub headers: &'h mut H,
+    /// The tenant id as read from the header or property (None: absent).
+    pub tenant: Option<Vec<u8>>,
+    /// The request has no body (headers carried end_of_stream).
+    pub end_of_stream: bool,
+    /// Current saturation level (0 normal, 1 elevated, 2 critical).
+    pub level: u8,
+    pub now: Millis,
+}
+
+fn store_error_verdict(cfg: &Config, e: StoreError, tenant: Option<String>) -> Verdict {
+    match cfg.on_error {
+        OnError::Allow => Verdict::Pass { error: Some(e) },
+        OnError::Deny => Verdict::Reject {
+            reply: plain_reply(503, "quota_unavailable", "Quota state unavailable", tenant.as_deref()),
+            tenant,
+            rejection: None,
+            error: Some(e),
+        },
+    }
+}
+
+fn shadow_or_reject(cfg: &Config, reply: Reply, tenant: Option<String>) -> Verdict {
+    if cfg.mode == Mode::Shadow {
+        Verdict::Admit(Box::new(Admitted {
+            tenant: tenant.unwrap_or_default(),
+            keep: 1.0,
+            shadow: Some(reply.reason),
+            ..Admitted::default()
+        }))
+    } else {
+        Verdict::Reject { reply, tenant, rejection: None, error: None }
+    }
+}
+
+/// Decide one request. Pure apart from the store.
+pub fn evaluate<S: SharedStore, H: RequestHeaders>(
+    cfg: &Config,
+    store: &S,
+    w: &mut Worker,
+    input: RequestInput<'_, H>,
+    overrides: &dyn Fn(&str) -> Option<TenantPolicy>,
+) -> Verdict {
+    if cfg.mode == Mode::Off {
+        return Verdict::Pass { error: None };
+    }
+    // 1. Tenant.
+    let (tenant, kind) = match input.tenant.filter(|t| !t.is_empty()) {
+        None => match &cfg.fallback {
+            Some(f) => (f.clone(), TenantKind::Named),
+            None => {
+                let reply = plain_reply(401, "missing_tenant", "Tenant id required", None);
+                return shadow_or_reject(cfg, reply, None);
+            }
+        },
+        Some(raw) => {
+            if !crate::config::valid_tenant_id(&raw) {
+                let reply = plain_reply(400, "invalid_tenant", "Invalid tenant id", None);
+                return shadow_or_reject(cfg, reply, None);
+            }
+            // Valid ids are ASCII, so this cannot fail.
+            let id = String::from_utf8(raw).unwrap_or_default();
+            let kind = if cfg.tenants.contains_key(&id) { TenantKind::Named } else { TenantKind::Dynamic };
+            (id, kind)
+        }
+    };
+    let runtime = overrides(&tenant);
+    let policy: &TenantPolicy = runtime.as_ref().unwrap_or_else(|| cfg.policy(&tenant));
+    // 2. Priority: a request may lower its own, never raise it.
+    let mut priority = policy.priority;
+    if let Some(p) = input.headers.get("x-tenant-quota-priority").and_then(|v| parse_priority(trim(&v))) {
+        priority = priority.min(p);
+    }
+    let keep = saturation::keep(cfg.saturation.as_ref(), input.level, priority);
+    let sat_retry = cfg.saturation.as_ref().map_or(5, |s| s.retry_after_s);
+    // 3. Demands.
+    let (method, path) = if cfg.needs_match {
+        let m = input.headers.get(":method").unwrap_or_default();
+        let p = input.headers.get(":path").unwrap_or_default();
+        (String::from_utf8_lossy(&m).into_owned(), String::from_utf8_lossy(&p).into_owned())
+    } else {
+        (String::new(), String::new())
+    };
+    w.demands.clear();
+    let mut after = Vec::new();
+    let mut in_flight = Vec::new();
+    let mut shadow_cost: Option<String> = None;
+    for (i, b) in cfg.budgets.iter().enumerate() {
+        if !b.matcher.is_any() && !b.matcher.matches(&method, &path) {
+            continue;
+        }
+        if policy.limits[i].unlimited {
+            continue;
+        }
+        let d = match &b.counts {
+            Counts::Requests => Demand { budget: i, units: 1, admit: Admit::Reserve },
+            Counts::RequestBytes => match input.headers.get("content-length").and_then(|v| parse_units(&v)) {
+                Some(n) => Demand { budget: i, units: n, admit: Admit::Reserve },
+                None if input.end_of_stream => Demand { budget: i, units: 0, admit: Admit::Reserve },
+                None => {
+                    after.push(AfterCharge { budget: i, response_header: None });
+                    Demand { budget: i, units: 0, admit: Admit::Probe }
+                }
+            },
+            Counts::RequestHeader(h) => match input.headers.get(h) {
+                None => Demand { budget: i, units: 0, admit: Admit::Reserve },
+                Some(v) => match parse_units(&v) {
+                    Some(n) => Demand { budget: i, units: n, admit: Admit::Reserve },
+                    None => {
+                        let reply = plain_reply(400, "invalid_cost", "Invalid cost header", Some(&tenant));
+                        if cfg.mode == Mode::Shadow {
+                            shadow_cost = Some(reply.reason);
+                            Demand { budget: i, units: 0, admit: Admit::Reserve }
+                        } else {
+                            return Verdict::Reject { reply, tenant: Some(tenant), rejection: None, error: None };
+                        }
+                    }
+                },
+            },
+            Counts::ResponseHeader(h) => {
+                after.push(AfterCharge { budget: i, response_header: Some(h.clone()) });
+                Demand { budget: i, units: 0, admit: Admit::Probe }
+            }
+            Counts::InFlight => {
+                in_flight.push(i);
+                Demand { budget: i, units: 1, admit: Admit::Reserve }
+            }
+        };
+        w.demands.push(d);
+    }
+    // 4. Saturation may refuse this priority outright.
+    if keep <= 0.0 {
+        let budget = w.demands.first().map(|d| d.budget);
+        let r = match budget {
+            Some(b) => Rejection {
+                budget: b,
+                reason: Reason::SaturationThrottle,
+                retry_after_s: sat_retry,
+                limit: 0,
+                reset_s: sat_retry,
+            },
+            None => {
+                let mut reply = plain_reply(429, "saturation_throttle", "Tenant throttled while the service is saturated", Some(&tenant));
+                reply.headers.push(("retry-after".into(), sat_retry.to_string()));
+                return shadow_or_reject(cfg, reply, Some(tenant));
+            }
+        };
+        return finish_rejection(cfg, policy, tenant, r, keep, priority);
+    }
+    if w.demands.is_empty() {
+        return Verdict::Admit(Box::new(Admitted { tenant, keep, priority: Some(priority), shadow: shadow_cost, ..Admitted::default() }));
+    }
+    // 5. Decide and commit under CAS.
+    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep, saturation_retry_after_s: sat_retry };
+    let token = w.token();
+    let Worker { scratch, demands, usage, .. } = w;
+    store::tenant_key(&tenant, &mut scratch.key);
+    let mut run = |scratch: &mut Scratch| {
+        store::transact(store, scratch, |st: &mut TenantState| match core::decide(&pol, st, input.now, demands, usage) {
+            Ok(()) => (true, Ok(())),
+            Err(r) => (false, Err(r)),
+        })
+    };
+    let mut result = run(scratch);
+    if result == Err(StoreError::Missing) {
+        if let Err(e) = store::resolve(store, &tenant, kind, cfg.max_tracked, input.now, token, scratch) {
+            return store_error_verdict(cfg, e, Some(tenant));
+        }
+        result = run(scratch);
+    }
+    let reported = if scratch.key.ends_with("|overflow") { store::OVERFLOW_TENANT.to_string() } else { tenant };
+    match result {
+        Err(e) => store_error_verdict(cfg, e, Some(reported)),
+        Ok(Err(r)) => finish_rejection(cfg, policy, reported, r, keep, priority),
+        Ok(Ok(())) => Verdict::Admit(Box::new(Admitted {
+            headline: core::closest_to_exhaustion(usage).copied(),
+            usage: usage.clone(),
+            tenant: reported,
+            key: scratch.key.clone(),
+            priority: Some(priority),
+            keep,
+            shadow: shadow_cost,
+            in_flight,
+            after,
+        })),
+    }
+}
+
+fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Rejection, keep: f64, priority: Priority) -> Verdict {
+    let reply = reject_reply(cfg, policy, &tenant, &r);
+    if cfg.mode == Mode::Shadow {
+        let headline = Usage { budget: r.budget, limit: r.limit, burst_credits: 0, used: r.limit, burst_taken: 0, resets_in_ms: r.reset_s * 1000 };
+        return Verdict::Admit(Box::new(Admitted {
+            tenant,
+            keep,
+            priority: Some(priority),
+            headline: Some(headline),
+            shadow: Some(reply.reason),
+            ..Admitted::default()
+        }));
+    }
+    Verdict::Reject { reply, tenant: Some(tenant), rejection: Some(r), error: None }
+}
+
+/// Charge units after the fact to an admitted request's tenant.
+pub fn charge<S: SharedStore>(
+    cfg: &Config,
+    store: &S,
+    w: &mut Worker,
+    a: &Admitted,
+    policy: &TenantPolicy,
+    budget: usize,
+    units: u64,
+    now: Millis,
+) -> Result<Option<Usage>, StoreError> {
+    if units == 0 {
+        return Ok(None);
+    }
+    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1 };
+    w.scratch.key.clone_from(&a.key);
+    store::transact(store, &mut w.scratch, |st| {
+        let u = core::charge(&pol, st, now, budget, units);
+        (true, u)
+    })
+}
+
+/// Give back the in_flight slots of an admitted request. Must not be lost: retried.
+pub fn release<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitted) -> Result<(), StoreError> {
+    if a.in_flight.is_empty() {
+        return Ok(());
+    }
+    w.scratch.key.clone_from(&a.key);
+    let mut last = Ok(());
+    for _ in 0..4 {
+        last = store::transact(store, &mut w.scratch, |st| {
+            for &b in &a.in_flight {
+                core::release(st, cfg.budgets[b].id, 1);
+            }
+            (true, ())
+        });
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
+}

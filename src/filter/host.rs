@@ -1,0 +1,214 @@
+//! Raw proxy-wasm host calls. The SDK's wrappers panic on statuses they do not expect,
+//! and a panic traps the VM; these map every status to a `Result` instead and avoid
+//! allocating beyond what the host itself allocates.
+
+use crate::store::{SharedStore, StoreError};
+use std::ptr::null_mut;
+
+#[allow(dead_code)]
+pub mod map {
+    pub const REQUEST_HEADERS: u32 = 0;
+    pub const RESPONSE_HEADERS: u32 = 2;
+}
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+const CAS_MISMATCH: u32 = 8;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+/// Take ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
+fn owned(ptr: *mut u8, len: usize) -> Vec<u8> {
+    if ptr.is_null() || len == 0 {
+        if !ptr.is_null() {
+            // SAFETY: the host allocated `ptr` with our allocator for `len` (0) bytes.
+            drop(unsafe { Vec::from_raw_parts(ptr, 0, 0) });
+        }
+        return Vec::new();
+    }
+    // SAFETY: the SDK's allocator hands out boxed slices of exactly `len` bytes.
+    unsafe { Vec::from_raw_parts(ptr, len, len) }
+}
+
+pub const LOG_INFO: u32 = 2;
+pub const LOG_WARN: u32 = 3;
+pub const LOG_ERROR: u32 = 4;
+pub const LOG_CRITICAL: u32 = 5;
+
+pub fn log(level: u32, msg: &str) {
+    // SAFETY: pointer and length of a live str.
+    unsafe {
+        proxy_log(level, msg.as_ptr(), msg.len());
+    }
+}
+
+/// Host wall-clock time in Unix ms (0 if the host refuses).
+pub fn now_ms() -> u64 {
+    let mut t: u64 = 0;
+    // SAFETY: `t` outlives the call.
+    let s = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
+    if s == OK {
+        t / 1_000_000
+    } else {
+        0
+    }
+}
+
+pub fn header(map_type: u32, name: &str) -> Option<Vec<u8>> {
+    let mut p: *mut u8 = null_mut();
+    let mut n: usize = 0;
+    // SAFETY: out-pointers outlive the call; the returned buffer is ours.
+    let s = unsafe { proxy_get_header_map_value(map_type, name.as_ptr(), name.len(), &mut p, &mut n) };
+    match s {
+        OK => Some(owned(p, n)),
+        _ => None,
+    }
+}
+
+pub fn add_header(map_type: u32, name: &str, value: &str) -> bool {
+    // SAFETY: pointers and lengths of live strs.
+    unsafe { proxy_add_header_map_value(map_type, name.as_ptr(), name.len(), value.as_ptr(), value.len()) == OK }
+}
+
+#[allow(dead_code)]
+pub fn remove_header(map_type: u32, name: &str) -> bool {
+    // SAFETY: pointer and length of a live str.
+    unsafe { proxy_remove_header_map_value(map_type, name.as_ptr(), name.len()) == OK }
+}
+
+/// An Envoy attribute by path, e.g. `["metadata", "filter_metadata", "jwt", "tenant"]`.
+pub fn property(path: &[String]) -> Option<Vec<u8>> {
+    let mut enc = Vec::new();
+    for (i, part) in path.iter().enumerate() {
+        if i > 0 {
+            enc.push(0);
+        }
+        enc.extend_from_slice(part.as_bytes());
+    }
+    let mut p: *mut u8 = null_mut();
+    let mut n: usize = 0;
+    // SAFETY: as above.
+    let s = unsafe { proxy_get_property(enc.as_ptr(), enc.len(), &mut p, &mut n) };
+    match s {
+        OK => Some(owned(p, n)),
+        _ => None,
+    }
+}
+
+fn serialize_map(map: &[(String, String)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + map.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>());
+    b.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    for (k, v) in map {
+        b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in map {
+        b.extend_from_slice(k.as_bytes());
+        b.push(0);
+        b.extend_from_slice(v.as_bytes());
+        b.push(0);
+    }
+    b
+}
+
+pub fn send_local_response(status: u32, details: &str, body: &str, headers: &[(String, String)]) -> bool {
+    let h = serialize_map(headers);
+    // SAFETY: all buffers live across the call.
+    unsafe {
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            h.as_ptr(),
+            h.len(),
+            -1,
+        ) == OK
+    }
+}
+
+/// Envoy's shared data, as a [`SharedStore`].
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str, buf: &mut Vec<u8>) -> Result<Option<u32>, StoreError> {
+        let mut p: *mut u8 = null_mut();
+        let mut n: usize = 0;
+        let mut cas: u32 = 0;
+        // SAFETY: out-pointers outlive the call; the returned buffer is ours.
+        let s = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut p, &mut n, &mut cas) };
+        match s {
+            OK => {
+                let v = owned(p, n);
+                if v.is_empty() {
+                    return Ok(None);
+                }
+                buf.clear();
+                buf.extend_from_slice(&v);
+                Ok(Some(cas))
+            }
+            NOT_FOUND => Ok(None),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        // SAFETY: pointers and lengths of live buffers.
+        let s = unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+        match s {
+            OK => Ok(()),
+            CAS_MISMATCH => Err(StoreError::CasMismatch),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+}

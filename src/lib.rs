@@ -1,0 +1,15 @@
+//! tenant-quota: per-tenant quotas for Envoy and Istio as a proxy-wasm filter.
+//!
+//! The quota logic (`config`, `core`, `store`, `engine`) is host-independent and tested
+//! natively and on wasm32 under Node; `filter` is the thin proxy-wasm layer, compiled only
+//! for `wasm32-wasip1` (the target Envoy loads).
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod config;
+pub mod core;
+pub mod engine;
+pub mod store;
+
+#[cfg(target_os = "wasi")]
+mod filter;
