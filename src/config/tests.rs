@@ -1,1 +1,188 @@
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
+use super::*;
+
+fn parse(s: &str) -> Result<Config, ConfigError> {
+    Config::parse(s.as_bytes())
+}
+
+fn refused(s: &str) -> ConfigError {
+    match parse(s) {
+        Ok(_) => panic!("config was accepted: {s}"),
+        Err(e) => e,
+    }
+}
+
+const SPEC_EXAMPLE: &str = r#"{
+  "mode": "enforce",
+  "tenant": { "header": "x-tenant-id", "fallback": "anonymous", "max_tracked": 100000 },
+  "budgets": {
+    "requests_per_minute":   { "counts": "requests",      "window_ms": 60000,    "limit": 100,         "burst_credits": 20 },
+    "ingest_bytes_per_day":  { "counts": "request_bytes", "window_ms": 86400000, "limit": 10737418240, "burst_credits": 536870912 },
+    "query_cost_per_minute": { "counts": { "request_header": "x-query-cost" }, "window_ms": 60000, "limit": 20000, "burst_credits": 2000 },
+    "export_concurrency":    { "counts": "in_flight", "limit": 10, "burst_credits": 2, "match": { "path_prefix": "/export" } }
+  },
+  "tenants": {
+    "acme":    { "priority": "vip", "budgets": { "requests_per_minute": { "limit": 200, "burst_credits": 25 } } },
+    "batchco": { "priority": "low" }
+  },
+  "saturation": {
+    "signals": {
+      "cpu_load":      { "from": "orca:cpu_utilization",             "elevated": 0.75, "critical": 0.9 },
+      "queue_depth":   { "from": "in_flight",                        "elevated": 200,  "critical": 500 },
+      "db_latency_ms": { "from": "response_header:x-db-latency-ms",  "elevated": 250,  "critical": 1000 }
+    },
+    "stale_after_ms": 10000,
+    "keep": {
+      "elevated": { "vip": 1.0, "normal": 0.8, "low": 0.5 },
+      "critical": { "vip": 1.0, "normal": 0.5, "low": 0.0 }
+    },
+    "retry_after_s": 5
+  },
+  "admin": { "path_prefix": "/.quota", "token_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" },
+  "on_error": "allow"
+}"#;
+
+#[test]
+fn spec_example_loads() {
+    let c = parse(SPEC_EXAMPLE).unwrap();
+    assert_eq!(c.mode, Mode::Enforce);
+    assert_eq!(c.budgets.len(), 4);
+    let rpm = c.budget_index("requests_per_minute").unwrap();
+    assert_eq!(c.policy("acme").limits[rpm].limit, 200);
+    assert_eq!(c.policy("acme").limits[rpm].burst_credits, 25);
+    assert_eq!(c.policy("acme").priority, Priority::Vip);
+    assert_eq!(c.policy("batchco").priority, Priority::Low);
+    assert_eq!(c.policy("someone").limits[rpm].limit, 100);
+    let exp = c.budget_index("export_concurrency").unwrap();
+    assert_eq!(c.budgets[exp].counts, Counts::InFlight);
+    assert!(c.budgets[exp].matcher.matches("GET", "/export/x"));
+    assert!(!c.budgets[exp].matcher.matches("GET", "/other"));
+    let sat = c.saturation.unwrap();
+    assert_eq!(sat.keep[2][Priority::Low as usize], 0.0);
+    assert_eq!(sat.keep[1][Priority::Normal as usize], 0.8);
+    assert_eq!(sat.keep[0][Priority::Normal as usize], 1.0);
+    assert!(c.admin.is_some());
+    assert!(c.needs_match);
+}
+
+#[test]
+fn defaults() {
+    let c = parse("{}").unwrap();
+    assert_eq!(c.mode, Mode::Enforce);
+    assert_eq!(c.tenant_source, TenantSource::Header("x-tenant-id".into()));
+    assert_eq!(c.fallback.as_deref(), Some("anonymous"));
+    assert_eq!(c.max_tracked, DEFAULT_MAX_TRACKED);
+    assert_eq!(c.on_error, OnError::Allow);
+}
+
+#[test]
+fn null_fallback_and_metadata_source() {
+    let c = parse(r#"{"tenant":{"metadata":["metadata","filter_metadata","jwt","tenant"],"fallback":null}}"#).unwrap();
+    assert_eq!(c.fallback, None);
+    assert!(matches!(c.tenant_source, TenantSource::Metadata(ref p) if p.len() == 4));
+}
+
+#[test]
+fn unknown_keys_are_refused_and_named() {
+    let e = refused(r#"{"mode":"enforce","bogus":1}"#);
+    assert!(e.to_string().contains("bogus"), "{e}");
+    let e = refused(r#"{"budgets":{"rpm":{"counts":"requests","window_ms":1000,"limit":1,"brust_credits":2}}}"#);
+    assert!(e.to_string().contains("brust_credits"), "{e}");
+    assert!(e.path.contains("budgets.rpm"), "{e}");
+    let e = refused(r#"{"tenant":{"heder":"x"}}"#);
+    assert!(e.to_string().contains("heder"), "{e}");
+}
+
+#[test]
+fn wrong_types_are_refused() {
+    let e = refused(r#"{"budgets":{"rpm":{"counts":"requests","window_ms":1000,"limit":"ten"}}}"#);
+    assert_eq!(e.path, "budgets.rpm.limit", "{e}");
+    let e = refused(r#"{"mode":"loud"}"#);
+    assert_eq!(e.path, "mode");
+    let e = refused(r#"{"budgets":{"rpm":{"counts":"sockets","window_ms":1000,"limit":1}}}"#);
+    assert_eq!(e.path, "budgets.rpm.counts");
+    let e = refused(r#"{"budgets":{"rpm":{"counts":{"request_body":"x"},"window_ms":1000,"limit":1}}}"#);
+    assert!(e.path.starts_with("budgets.rpm.counts"), "{e}");
+}
+
+#[test]
+fn zero_and_negative_windows_are_refused() {
+    let e = refused(r#"{"budgets":{"rpm":{"counts":"requests","window_ms":0,"limit":1}}}"#);
+    assert_eq!(e.path, "budgets.rpm.window_ms");
+    let e = refused(r#"{"budgets":{"rpm":{"counts":"requests","window_ms":-5,"limit":1}}}"#);
+    assert_eq!(e.path, "budgets.rpm.window_ms");
+    let e = refused(r#"{"budgets":{"rpm":{"counts":"requests","limit":1}}}"#);
+    assert_eq!(e.path, "budgets.rpm.window_ms");
+    let e = refused(r#"{"budgets":{"rpm":{"counts":"requests","window_ms":1000,"limit":1}},"tenants":{"a":{"budgets":{"rpm":{"window_ms":0}}}}}"#);
+    assert_eq!(e.path, "tenants.a.budgets.rpm.window_ms");
+}
+
+#[test]
+fn overrides_of_unknown_budgets_are_refused() {
+    let e = refused(r#"{"budgets":{"rpm":{"counts":"requests","window_ms":1000,"limit":1}},"tenants":{"acme":{"budgets":{"rph":{"limit":3}}}}}"#);
+    assert_eq!(e.path, "tenants.acme.budgets.rph");
+    assert!(e.message.contains("unknown budget"));
+}
+
+#[test]
+fn unknown_priorities_and_levels_are_refused() {
+    let e = refused(r#"{"tenants":{"acme":{"priority":"gold"}}}"#);
+    assert_eq!(e.path, "tenants.acme.priority", "{e}");
+    let e = refused(r#"{"saturation":{"keep":{"meltdown":{"vip":1.0}}}}"#);
+    assert!(e.to_string().contains("meltdown"), "{e}");
+    let e = refused(r#"{"saturation":{"keep":{"critical":{"gold":1.0}}}}"#);
+    assert!(e.to_string().contains("gold"), "{e}");
+    let e = refused(r#"{"saturation":{"keep":{"critical":{"low":1.5}}}}"#);
+    assert!(e.path.contains("keep"), "{e}");
+}
+
+#[test]
+fn bad_saturation_and_admin_are_refused() {
+    let e = refused(r#"{"saturation":{"signals":{"cpu":{"from":"telepathy","elevated":1,"critical":2}}}}"#);
+    assert_eq!(e.path, "saturation.signals.cpu.from");
+    let e = refused(r#"{"saturation":{"signals":{"cpu":{"from":"in_flight","elevated":3,"critical":2}}}}"#);
+    assert!(e.path.contains("saturation.signals.cpu"));
+    let e = refused(r#"{"admin":{"path_prefix":"/.quota","token_sha256":"abc"}}"#);
+    assert_eq!(e.path, "admin.token_sha256");
+    let e = refused(r#"{"admin":{"path_prefix":"quota","token_sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}}"#);
+    assert_eq!(e.path, "admin.path_prefix");
+}
+
+#[test]
+fn bad_tenant_settings_are_refused() {
+    assert_eq!(refused(r#"{"tenant":{"fallback":"has space"}}"#).path, "tenant.fallback");
+    assert_eq!(refused(r#"{"tenant":{"max_tracked":0}}"#).path, "tenant.max_tracked");
+    assert_eq!(refused(r#"{"tenant":{"header":"x","metadata":["a"]}}"#).path, "tenant");
+    assert_eq!(refused(r#"{"on_error":"panic"}"#).path, "on_error");
+    assert!(refused("not json").to_string().contains("invalid configuration"));
+}
+
+#[test]
+fn unlimited_overrides() {
+    let c = parse(r#"{"budgets":{"a":{"counts":"requests","window_ms":1000,"limit":1},"b":{"counts":"requests","window_ms":1000,"limit":1}},
+        "tenants":{"all":{"unlimited":true},"one":{"budgets":{"b":{"unlimited":true}}}}}"#).unwrap();
+    assert!(c.policy("all").limits.iter().all(|l| l.unlimited));
+    assert_eq!(c.policy("one").limits.iter().map(|l| l.unlimited).collect::<Vec<_>>(), vec![false, true]);
+}
+
+#[test]
+fn valid_tenant_ids() {
+    assert!(valid_tenant_id(b"acme-1_x.y"));
+    assert!(!valid_tenant_id(b""));
+    assert!(!valid_tenant_id(b"a b"));
+    assert!(!valid_tenant_id(b"a\x01"));
+    assert!(!valid_tenant_id(b"caf\xc3\xa9"));
+    assert!(valid_tenant_id(&[b'a'; 256]));
+    assert!(!valid_tenant_id(&[b'a'; 257]));
+}
+
+#[test]
+fn shipped_envoy_config_loads() {
+    // The JSON inside envoy/envoy.yaml must stay valid.
+    let yaml = include_str!("../../envoy/envoy.yaml");
+    let start = yaml.find("value: |").unwrap();
+    let json: String = yaml[start + 8..].lines().take_while(|l| !l.trim_start().starts_with("- name:")).collect::<Vec<_>>().join("\n");
+    parse(&json).unwrap();
+}

@@ -1,1 +1,204 @@
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
+use super::*;
+use crate::config::Config;
+
+fn cfg(json: &str) -> Config {
+    Config::parse(json.as_bytes()).unwrap()
+}
+
+struct Case {
+    c: Config,
+    st: TenantState,
+    usage: Vec<Usage>,
+}
+
+impl Case {
+    fn new(json: &str) -> Case {
+        Case { c: cfg(json), st: TenantState::default(), usage: Vec::new() }
+    }
+    fn ask(&mut self, tenant: &str, now: Millis, demands: &[Demand], keep: f64) -> Result<(), Rejection> {
+        let p = self.c.policy(tenant).clone();
+        let pol = Policy { budgets: &self.c.budgets, limits: &p.limits, keep, saturation_retry_after_s: 7 };
+        decide(&pol, &mut self.st, now, demands, &mut self.usage)
+    }
+}
+
+const RPM: &str = r#"{"budgets":{"rpm":{"counts":"requests","window_ms":60000,"limit":3,"burst_credits":2}}}"#;
+const REQ: Demand = Demand { budget: 0, units: 1, admit: Admit::Reserve };
+
+#[test]
+fn exactly_limit_plus_burst_then_burst_exhausted() {
+    let mut k = Case::new(RPM);
+    let t0 = 1_700_000_040_000 + 40_000; // 40 s into a minute
+    let clock = FakeClock::new(t0);
+    for i in 0..5 {
+        k.ask("x", clock.now_ms(), &[REQ], 1.0).unwrap_or_else(|r| panic!("request {i} rejected: {r:?}"));
+    }
+    assert_eq!(k.usage[0].burst_taken, 1);
+    assert_eq!(k.usage[0].burst_remaining(), 0);
+    let r = k.ask("x", clock.now_ms(), &[REQ], 1.0).unwrap_err();
+    assert_eq!(r.reason, Reason::BurstExhausted);
+    assert_eq!(r.retry_after_s, 20);
+    assert_eq!(r.limit, 3);
+    clock.advance(19_500);
+    assert_eq!(k.ask("x", clock.now_ms(), &[REQ], 1.0).unwrap_err().retry_after_s, 1);
+    clock.advance(500); // the window resets at the minute
+    k.ask("x", clock.now_ms(), &[REQ], 1.0).unwrap();
+    assert_eq!(k.usage[0].remaining(), 2);
+}
+
+#[test]
+fn without_burst_the_reason_names_the_budget() {
+    let mut k = Case::new(r#"{"budgets":{"rpm":{"counts":"requests","window_ms":1000,"limit":1}}}"#);
+    k.ask("x", 0, &[REQ], 1.0).unwrap();
+    let r = k.ask("x", 0, &[REQ], 1.0).unwrap_err();
+    assert_eq!(r.reason, Reason::Exceeded);
+    assert_eq!(r.reason.header_value("rpm"), "rpm_exceeded");
+}
+
+#[test]
+fn rejection_consumes_nothing_of_any_budget() {
+    let mut k = Case::new(r#"{"budgets":{"a":{"counts":"requests","window_ms":60000,"limit":10},"b":{"counts":"request_bytes","window_ms":60000,"limit":100}}}"#);
+    let ask = |units| [Demand { budget: 0, units: 1, admit: Admit::Reserve }, Demand { budget: 1, units, admit: Admit::Reserve }];
+    k.ask("x", 0, &ask(60), 1.0).unwrap();
+    let before = k.st.clone();
+    let r = k.ask("x", 0, &ask(41), 1.0).unwrap_err();
+    assert_eq!(r.budget, 1);
+    assert_eq!(k.st, before);
+    k.ask("x", 0, &ask(40), 1.0).unwrap();
+    assert_eq!(k.st.slot(k.c.budgets[0].id).unwrap().used, 2);
+}
+
+#[test]
+fn overrides_and_unlimited() {
+    let mut k = Case::new(r#"{"budgets":{"rpm":{"counts":"requests","window_ms":60000,"limit":1}},
+        "tenants":{"big":{"budgets":{"rpm":{"limit":3}}},"free":{"unlimited":true}}}"#);
+    for _ in 0..3 {
+        k.ask("big", 0, &[REQ], 1.0).unwrap();
+    }
+    assert!(k.ask("big", 0, &[REQ], 1.0).is_err());
+    k.st = TenantState::default();
+    for _ in 0..100 {
+        k.ask("free", 0, &[REQ], 1.0).unwrap();
+    }
+}
+
+#[test]
+fn in_flight_slots_release() {
+    let mut k = Case::new(r#"{"budgets":{"conc":{"counts":"in_flight","limit":1,"burst_credits":1}}}"#);
+    k.ask("x", 5, &[REQ], 1.0).unwrap();
+    k.ask("x", 5, &[REQ], 1.0).unwrap();
+    let r = k.ask("x", 5, &[REQ], 1.0).unwrap_err();
+    assert_eq!((r.reason, r.retry_after_s), (Reason::BurstExhausted, 1));
+    let id = k.c.budgets[0].id;
+    release(&mut k.st, id, 1);
+    k.ask("x", 99_999_999, &[REQ], 1.0).unwrap();
+    release(&mut k.st, id, 1);
+    release(&mut k.st, id, 1);
+    release(&mut k.st, id, 1); // never below zero
+    assert_eq!(k.st.slot(id).unwrap().used, 0);
+}
+
+#[test]
+fn probe_admits_while_below_cap_and_charge_crosses() {
+    let mut k = Case::new(r#"{"budgets":{"tok":{"counts":{"response_header":"x-cost"},"window_ms":60000,"limit":100}}}"#);
+    let probe = [Demand { budget: 0, units: 0, admit: Admit::Probe }];
+    k.ask("x", 0, &probe, 1.0).unwrap();
+    let p = k.c.policy("x").clone();
+    let pol = Policy { budgets: &k.c.budgets, limits: &p.limits, keep: 1.0, saturation_retry_after_s: 1 };
+    let u = charge(&pol, &mut k.st, 0, 0, 150).unwrap();
+    assert_eq!((u.used, u.remaining()), (150, 0));
+    assert_eq!(k.ask("x", 0, &probe, 1.0).unwrap_err().reason, Reason::Exceeded);
+}
+
+#[test]
+fn zero_unit_demands_always_fit() {
+    let mut k = Case::new(r#"{"budgets":{"cost":{"counts":{"request_header":"x-cost"},"window_ms":60000,"limit":10}}}"#);
+    k.ask("x", 0, &[Demand { budget: 0, units: 10, admit: Admit::Reserve }], 1.0).unwrap();
+    assert!(k.ask("x", 0, &[Demand { budget: 0, units: 1, admit: Admit::Reserve }], 1.0).is_err());
+    k.ask("x", 0, &[Demand { budget: 0, units: 0, admit: Admit::Reserve }], 1.0).unwrap();
+}
+
+#[test]
+fn saturation_keep_reduces_limits_with_its_own_reason() {
+    let mut k = Case::new(RPM);
+    // keep 0.5: limit 1, burst 1.
+    k.ask("x", 0, &[REQ], 0.5).unwrap();
+    k.ask("x", 0, &[REQ], 0.5).unwrap();
+    let r = k.ask("x", 0, &[REQ], 0.5).unwrap_err();
+    assert_eq!((r.reason, r.retry_after_s, r.limit), (Reason::SaturationThrottle, 7, 1));
+    for _ in 0..3 {
+        k.ask("x", 0, &[REQ], 1.0).unwrap();
+    }
+    // Exhausted at full limits: the budget's own reason, not saturation.
+    assert_eq!(k.ask("x", 0, &[REQ], 0.5).unwrap_err().reason, Reason::BurstExhausted);
+}
+
+#[test]
+fn sliding_window_carries_the_previous_window() {
+    let mut k = Case::new(r#"{"budgets":{"s":{"counts":"requests","window_ms":1000,"limit":10,"algorithm":"sliding"}}}"#);
+    for _ in 0..10 {
+        k.ask("x", 0, &[REQ], 1.0).unwrap();
+    }
+    // 25% into the next window, 75% of the previous 10 still weigh: 8 (ceil 7.5), room for 2.
+    k.ask("x", 1250, &[REQ], 1.0).unwrap();
+    k.ask("x", 1250, &[REQ], 1.0).unwrap();
+    assert!(k.ask("x", 1250, &[REQ], 1.0).is_err());
+    // Two windows later nothing carries.
+    for _ in 0..10 {
+        k.ask("x", 3000, &[REQ], 1.0).unwrap();
+    }
+}
+
+#[test]
+fn clock_stepping_back_does_not_refill() {
+    let mut k = Case::new(r#"{"budgets":{"rpm":{"counts":"requests","window_ms":1000,"limit":1}}}"#);
+    k.ask("x", 5_000, &[REQ], 1.0).unwrap();
+    let r = k.ask("x", 4_100, &[REQ], 1.0).unwrap_err();
+    assert_eq!(r.reason, Reason::Exceeded);
+    assert!(r.retry_after_s >= 1);
+}
+
+#[test]
+fn huge_numbers_saturate() {
+    let mut k = Case::new(r#"{"budgets":{"b":{"counts":"request_bytes","window_ms":1000,"limit":18446744073709551615,"burst_credits":18446744073709551615}}}"#);
+    k.ask("x", 0, &[Demand { budget: 0, units: u64::MAX, admit: Admit::Reserve }], 1.0).unwrap();
+    k.ask("x", 0, &[Demand { budget: 0, units: u64::MAX, admit: Admit::Reserve }], 1.0).unwrap();
+}
+
+#[test]
+fn state_encoding_round_trips_and_rejects_garbage() {
+    let mut s = TenantState::default();
+    s.slot_mut(7).used = 42;
+    s.slot_mut(9).window_start = 1_700_000_000_000;
+    let enc = s.encode();
+    assert_eq!(TenantState::decode(&enc).unwrap(), s);
+    assert!(TenantState::decode(&[]).is_err());
+    assert!(TenantState::decode(&[2, 0]).is_err());
+    assert!(TenantState::decode(&enc[..enc.len() - 1]).is_err());
+}
+
+#[test]
+fn closest_to_exhaustion_picks_smallest_share_left() {
+    let u = |budget, limit, used| Usage { budget, limit, burst_credits: 0, used, burst_taken: 0, resets_in_ms: 1 };
+    let all = [u(0, 100, 50), u(1, 10, 8), u(2, 1000, 100)];
+    assert_eq!(closest_to_exhaustion(&all).unwrap().budget, 1);
+}
+
+#[test]
+fn saturation_levels_staleness_and_hysteresis() {
+    use saturation::*;
+    let c = cfg(r#"{"saturation":{"signals":{"cpu":{"from":"orca:cpu_utilization","elevated":0.75,"critical":0.9}},"stale_after_ms":1000}}"#);
+    let s = c.saturation.as_ref().unwrap();
+    let r = |v, at| Some(Reading { value: v, at_ms: at });
+    assert_eq!(raw_level(s, &[r(0.95, 0)], 500), CRITICAL);
+    assert_eq!(raw_level(s, &[r(0.8, 0)], 500), ELEVATED);
+    assert_eq!(raw_level(s, &[r(0.95, 0)], 1001), NORMAL); // stale
+    assert_eq!(raw_level(s, &[None], 0), NORMAL);
+    let mut h = Hysteresis::default();
+    assert_eq!(h.next(CRITICAL, 0, 100), CRITICAL);
+    assert_eq!(h.next(NORMAL, 50, 100), CRITICAL);
+    assert_eq!(h.next(NORMAL, 150, 100), NORMAL);
+}

