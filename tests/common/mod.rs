@@ -1,0 +1,435 @@
+//! End-to-end harness: a real Envoy with the built filter, a test upstream, and a small
+//! HTTP/1.1 client. Every Envoy gets free ports and its own config, waits for `/ready`,
+//! and is killed when dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn wasm_path() -> PathBuf {
+    let p = std::env::var("TQ_WASM").map(PathBuf::from).unwrap_or_else(|_| repo().join("target/wasm32-wasip1/release/tenant_quota.wasm"));
+    assert!(p.exists(), "{} missing: run `make build` (or `make test`)", p.display());
+    p
+}
+
+pub fn envoy_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ENVOY_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("envoy")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!("tq-{}-{}-{}", tag, std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct EnvoyOpts {
+    pub concurrency: u32,
+    /// Route timeout for the upstream route.
+    pub route_timeout_ms: u64,
+    /// Extra bootstrap YAML appended at top level (e.g. stats_config).
+    pub extra_bootstrap: String,
+}
+
+impl Default for EnvoyOpts {
+    fn default() -> Self {
+        EnvoyOpts { concurrency: 2, route_timeout_ms: 10_000, extra_bootstrap: String::new() }
+    }
+}
+
+pub struct Envoy {
+    child: Child,
+    pub port: u16,
+    pub admin: u16,
+    pub log: PathBuf,
+    pub dir: PathBuf,
+}
+
+fn indent(s: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    s.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+pub fn bootstrap(plugin_json: &str, port: u16, admin: u16, upstream: u16, opts: &EnvoyOpts) -> String {
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+{extra}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream, timeout: {timeout}s }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: tenant_quota
+                root_id: tenant_quota
+                failure_policy: FAIL_RELOAD
+                vm_config:
+                  vm_id: tenant_quota
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{wasm}" }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+{json}          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: upstream
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
+"#,
+        extra = opts.extra_bootstrap,
+        timeout = opts.route_timeout_ms as f64 / 1000.0,
+        wasm = wasm_path().display(),
+        json = indent(plugin_json, 20),
+    )
+}
+
+impl Envoy {
+    pub fn start(plugin_json: &str, upstream: u16, opts: EnvoyOpts) -> Envoy {
+        match Envoy::try_start(plugin_json, upstream, opts) {
+            Ok(e) => e,
+            Err(log) => panic!("envoy did not become ready:\n{log}"),
+        }
+    }
+
+    /// Start Envoy; on failure return its log.
+    pub fn try_start(plugin_json: &str, upstream: u16, opts: EnvoyOpts) -> Result<Envoy, String> {
+        let dir = tmpdir("envoy");
+        let (port, admin) = (free_port(), free_port());
+        let cfg = dir.join("envoy.yaml");
+        std::fs::write(&cfg, bootstrap(plugin_json, port, admin, upstream, &opts)).unwrap();
+        let log = dir.join("envoy.log");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&cfg)
+            .arg("--concurrency")
+            .arg(opts.concurrency.to_string())
+            .args(["--disable-hot-restart", "-l", "info", "--log-path"])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start envoy: run `make test` so the Makefile installs it");
+        let mut e = Envoy { child, port, admin, log, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(_)) = e.child.try_wait() {
+                return Err(e.log_text());
+            }
+            if let Ok(r) = try_request(e.admin, "GET", "/ready", &[], None) {
+                if r.status == 200 {
+                    return Ok(e);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(e.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        request(self.port, "GET", path, headers, None)
+    }
+
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let r = request(self.admin, "GET", &format!("/stats?filter=^{name}$"), &[], None);
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `envoy --mode validate` on a config carrying `plugin_json`: Ok(log) or Err(log).
+pub fn validate(plugin_json: &str) -> Result<String, String> {
+    let dir = tmpdir("validate");
+    let cfg = dir.join("envoy.yaml");
+    std::fs::write(&cfg, bootstrap(plugin_json, free_port(), free_port(), free_port(), &EnvoyOpts::default())).unwrap();
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-l", "info", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("cannot run envoy");
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(log)
+    } else {
+        Err(log)
+    }
+}
+
+// ---------------------------------------------------------------- HTTP client
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count()
+    }
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn num(&self, name: &str) -> u64 {
+        self.header(name).unwrap_or_else(|| panic!("no {name} header in {self:?}")).parse().unwrap()
+    }
+}
+
+pub fn write_request(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> std::io::Result<()> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let chunked = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+    if let (Some(b), false) = (body, chunked) {
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+            req.push_str(&format!("content-length: {}\r\n", b.len()));
+        }
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    if let Some(b) = body {
+        if chunked {
+            for c in b.chunks(1000) {
+                bytes.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                bytes.extend_from_slice(c);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            bytes.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            bytes.extend_from_slice(b);
+        }
+    }
+    s.write_all(&bytes)
+}
+
+fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<(String, Vec<(String, String)>)> {
+    let mut first = String::new();
+    if r.read_line(&mut first)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof in headers"));
+        }
+        let l = l.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    Ok((first.trim_end().to_string(), headers))
+}
+
+fn read_body<R: BufRead>(r: &mut R, headers: &[(String, String)]) -> std::io::Result<Vec<u8>> {
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    if let Some(n) = get("content-length") {
+        let n: usize = n.parse().unwrap_or(0);
+        let mut b = vec![0; n];
+        r.read_exact(&mut b)?;
+        return Ok(b);
+    }
+    if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut out = Vec::new();
+        loop {
+            let mut l = String::new();
+            r.read_line(&mut l)?;
+            let n = usize::from_str_radix(l.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            if n == 0 {
+                let mut t = String::new();
+                r.read_line(&mut t)?;
+                return Ok(out);
+            }
+            let mut b = vec![0; n + 2];
+            r.read_exact(&mut b)?;
+            out.extend_from_slice(&b[..n]);
+        }
+    }
+    Ok(Vec::new())
+}
+
+pub fn read_response<R: BufRead>(r: &mut R) -> std::io::Result<Response> {
+    let (first, headers) = read_head(r)?;
+    let status = first.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = read_body(r, &headers)?;
+    Ok(Response { status, headers, body })
+}
+
+pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write_request(&mut s, method, path, headers, body)?;
+    read_response(&mut BufReader::new(s))
+}
+
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    try_request(port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// A keep-alive connection.
+pub struct Conn {
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(port: u16) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn { r: BufReader::new(s) }
+    }
+    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+        write_request(self.r.get_mut(), method, path, headers, body).unwrap();
+        read_response(&mut self.r).unwrap()
+    }
+    /// Send a request and return without reading the response.
+    pub fn send_only(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) {
+        write_request(self.r.get_mut(), method, path, headers, None).unwrap();
+    }
+    /// Abort: close the socket before the response arrives.
+    pub fn abort(self) {
+        let s = self.r.into_inner();
+        let _ = s.shutdown(Shutdown::Both);
+    }
+}
+
+// ---------------------------------------------------------------- test upstream
+
+/// An HTTP/1.1 upstream on a free port:
+/// - `/slow/<ms>...` answers after `<ms>` milliseconds;
+/// - `/reset...` closes the connection without answering (an upstream reset);
+/// - a request header `x-test-respond-<name>: <v>` becomes a response header `<name>: <v>`;
+/// - the body is `ok <bytes received>`.
+pub struct Upstream {
+    pub port: u16,
+    pub received: Arc<AtomicUsize>,
+    pub open: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let received = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (rc, oc) = (received.clone(), open.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let (rc, oc) = (rc.clone(), oc.clone());
+                std::thread::spawn(move || serve(s, rc, oc));
+            }
+        });
+        Upstream { port, received, open }
+    }
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+fn serve(s: TcpStream, received: Arc<AtomicUsize>, open: Arc<AtomicUsize>) {
+    let mut w = match s.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut r = BufReader::new(s);
+    loop {
+        let Ok((first, headers)) = read_head(&mut r) else { return };
+        let Ok(body) = read_body(&mut r, &headers) else { return };
+        received.fetch_add(1, Ordering::SeqCst);
+        let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+        if path.starts_with("/reset") {
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        }
+        if let Some(ms) = path.strip_prefix("/slow/") {
+            let ms: u64 = ms.split(|c: char| !c.is_ascii_digit()).next().unwrap_or("0").parse().unwrap_or(0);
+            open.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(ms));
+            open.fetch_sub(1, Ordering::SeqCst);
+        }
+        let text = format!("ok {}\n", body.len());
+        let mut resp = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n", text.len());
+        for (k, v) in &headers {
+            if let Some(name) = k.strip_prefix("x-test-respond-") {
+                resp.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        resp.push_str("\r\n");
+        resp.push_str(&text);
+        if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
