@@ -355,6 +355,9 @@ impl Conn {
     pub fn send_only(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) {
         write_request(self.r.get_mut(), method, path, headers, None).unwrap();
     }
+    pub fn reader(&mut self) -> &mut BufReader<TcpStream> {
+        &mut self.r
+    }
     /// Abort: close the socket before the response arrives.
     pub fn abort(self) {
         let s = self.r.into_inner();
