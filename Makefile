@@ -66,7 +66,7 @@ wasm-test: wasm-targets $(WBG_STAMP)
 	  cargo test --lib --target wasm32-unknown-unknown
 
 e2e-test: build envoy
-	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --tests --test '*' -- --test-threads 2
+	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --test '*' -- --test-threads 2
 
 lint:
 	cargo clippy --lib --target wasm32-wasip1 -- -D warnings
