@@ -419,7 +419,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
 fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Rejection, keep: f64, priority: Priority) -> Verdict {
     let reply = reject_reply(cfg, policy, &tenant, &r);
     if cfg.mode == Mode::Shadow {
-        let headline = Usage { budget: r.budget, limit: r.limit, burst_credits: 0, used: r.limit, burst_taken: 0, resets_in_ms: r.reset_s * 1000 };
+        let headline = Usage { budget: r.budget, limit: r.limit, burst_credits: 0, used: r.limit, burst_taken: 0, used_before: r.limit, resets_in_ms: r.reset_s * 1000 };
         return Verdict::Admit(Box::new(Admitted {
             tenant,
             keep,

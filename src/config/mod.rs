@@ -283,9 +283,18 @@ fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
 
 /// Apply a tenant entry (from the config or the admin API) on top of the budgets' limits.
 pub fn compile_tenant(path: &str, budgets: &[Budget], raw: &RawTenant) -> Result<TenantPolicy, ConfigError> {
-    let all_unlimited = raw.unlimited.unwrap_or(false);
-    let mut limits: Vec<Limits> =
-        budgets.iter().map(|b| Limits { unlimited: all_unlimited, ..b.limits }).collect();
+    let base = TenantPolicy { priority: Priority::default(), limits: budgets.iter().map(|b| b.limits).collect() };
+    compile_tenant_on(path, budgets, &base, raw)
+}
+
+/// Apply a tenant entry on top of `base` (a runtime override on top of the configured entry).
+pub fn compile_tenant_on(path: &str, budgets: &[Budget], base: &TenantPolicy, raw: &RawTenant) -> Result<TenantPolicy, ConfigError> {
+    let mut limits = base.limits.clone();
+    if let Some(u) = raw.unlimited {
+        for l in limits.iter_mut() {
+            l.unlimited = u;
+        }
+    }
     for (bname, ov) in &raw.budgets {
         let bp = format!("{path}.budgets.{bname}");
         let Some(i) = budgets.iter().position(|b| &b.name == bname) else {
@@ -293,7 +302,7 @@ pub fn compile_tenant(path: &str, budgets: &[Budget], raw: &RawTenant) -> Result
         };
         apply_override(&bp, &budgets[i], &mut limits[i], ov)?;
     }
-    Ok(TenantPolicy { priority: raw.priority.unwrap_or_default(), limits })
+    Ok(TenantPolicy { priority: raw.priority.unwrap_or(base.priority), limits })
 }
 
 fn apply_override(path: &str, b: &Budget, l: &mut Limits, ov: &RawOverride) -> Result<(), ConfigError> {

@@ -104,6 +104,8 @@ pub struct Usage {
     pub used: u64,
     /// Burst units this request took.
     pub burst_taken: u64,
+    /// Units used before this request (for threshold crossings).
+    pub used_before: u64,
     pub resets_in_ms: u64,
 }
 
@@ -232,6 +234,7 @@ pub fn decide(
             burst_credits: burst,
             used: after,
             burst_taken: after.saturating_sub(limit).saturating_sub(used.saturating_sub(limit)),
+            used_before: used,
             resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
         });
     }
@@ -274,7 +277,43 @@ pub fn charge(policy: &Policy, state: &mut TenantState, now: Millis, budget: usi
         burst_credits: burst,
         used: after,
         burst_taken: after.saturating_sub(limit).saturating_sub(before.saturating_sub(limit)),
+        used_before: before,
         resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+    })
+}
+
+/// A budget's standing at `now` without changing anything (admin usage report).
+pub fn standing(policy: &Policy, state: &TenantState, now: Millis, budget: usize) -> Usage {
+    let b = &policy.budgets[budget];
+    let l = &policy.limits[budget];
+    let stored = state.slot(b.id).copied().unwrap_or(Slot { budget: b.id, ..Slot::default() });
+    let (cur, carried) = rolled(&stored, now, l.window_ms, b.algorithm == crate::config::Algorithm::Sliding);
+    let used = cur.used.saturating_add(carried);
+    let (limit, burst) = scaled(l, policy.keep);
+    Usage { budget, limit, burst_credits: burst, used, burst_taken: 0, used_before: used, resets_in_ms: resets_in_ms(&cur, now, l.window_ms) }
+}
+
+/// Clear a budget's window counts (not in_flight slots).
+pub fn reset(state: &mut TenantState, budget_id: u32) {
+    if let Some(s) = state.slots.iter_mut().find(|s| s.budget == budget_id) {
+        s.used = 0;
+        s.prev = 0;
+    }
+}
+
+/// Alert thresholds, in percent of the limit.
+pub const THRESHOLDS: [u64; 3] = [80, 90, 95];
+
+/// Thresholds this usage crossed (index into [`THRESHOLDS`]); each is crossed by exactly one
+/// committed update per window, since every update is a CAS on the tenant's one value.
+pub fn crossed(u: &Usage) -> impl Iterator<Item = usize> + '_ {
+    THRESHOLDS.iter().enumerate().filter_map(move |(i, pct)| {
+        if u.limit == 0 {
+            return None;
+        }
+        // used * 100 >= pct * limit, without overflow.
+        let at = |used: u64| (used as u128) * 100 >= (*pct as u128) * (u.limit as u128);
+        (at(u.used) && !at(u.used_before)).then_some(i)
     })
 }
 

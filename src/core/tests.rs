@@ -182,7 +182,7 @@ fn state_encoding_round_trips_and_rejects_garbage() {
 
 #[test]
 fn closest_to_exhaustion_picks_smallest_share_left() {
-    let u = |budget, limit, used| Usage { budget, limit, burst_credits: 0, used, burst_taken: 0, resets_in_ms: 1 };
+    let u = |budget, limit, used| Usage { budget, limit, burst_credits: 0, used, burst_taken: 0, used_before: 0, resets_in_ms: 1 };
     let all = [u(0, 100, 50), u(1, 10, 8), u(2, 1000, 100)];
     assert_eq!(closest_to_exhaustion(&all).unwrap().budget, 1);
 }
@@ -201,4 +201,15 @@ fn saturation_levels_staleness_and_hysteresis() {
     assert_eq!(h.next(CRITICAL, 0, 100), CRITICAL);
     assert_eq!(h.next(NORMAL, 50, 100), CRITICAL);
     assert_eq!(h.next(NORMAL, 150, 100), NORMAL);
+}
+
+#[test]
+fn thresholds_are_crossed_once() {
+    let u = |before, used| Usage { budget: 0, limit: 100, burst_credits: 0, used, burst_taken: 0, used_before: before, resets_in_ms: 1 };
+    assert_eq!(crossed(&u(79, 80)).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(crossed(&u(80, 81)).count(), 0);
+    assert_eq!(crossed(&u(10, 96)).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(crossed(&u(94, 95)).collect::<Vec<_>>(), vec![2]);
+    let zero = Usage { limit: 0, ..u(0, 5) };
+    assert_eq!(crossed(&zero).count(), 0);
 }

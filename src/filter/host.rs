@@ -54,6 +54,17 @@ extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
+    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -140,6 +151,49 @@ pub fn property(path: &[String]) -> Option<Vec<u8>> {
     let s = unsafe { proxy_get_property(enc.as_ptr(), enc.len(), &mut p, &mut n) };
     match s {
         OK => Some(owned(p, n)),
+        _ => None,
+    }
+}
+
+pub fn define_metric(metric_type: u32, name: &str) -> Option<u32> {
+    let mut id: u32 = 0;
+    // SAFETY: pointers of a live str and a local.
+    let s = unsafe { proxy_define_metric(metric_type, name.as_ptr(), name.len(), &mut id) };
+    (s == OK && id != 0).then_some(id)
+}
+
+pub fn increment_metric(id: u32, by: i64) {
+    // SAFETY: plain values.
+    unsafe {
+        proxy_increment_metric(id, by);
+    }
+}
+
+pub fn record_metric(id: u32, v: u64) {
+    // SAFETY: plain values.
+    unsafe {
+        proxy_record_metric(id, v);
+    }
+}
+
+pub fn get_metric(id: u32) -> Option<u64> {
+    let mut v: u64 = 0;
+    // SAFETY: `v` outlives the call.
+    let s = unsafe { proxy_get_metric(id, &mut v) };
+    (s == OK).then_some(v)
+}
+
+/// Buffer types of `proxy_get_buffer_bytes`.
+pub const HTTP_REQUEST_BODY: u32 = 0;
+
+pub fn buffer(buffer_type: u32, start: usize, max: usize) -> Option<Vec<u8>> {
+    let mut p: *mut u8 = null_mut();
+    let mut n: usize = 0;
+    // SAFETY: out-pointers outlive the call; the returned buffer is ours.
+    let s = unsafe { proxy_get_buffer_bytes(buffer_type, start, max, &mut p, &mut n) };
+    match s {
+        OK => Some(owned(p, n)),
+        NOT_FOUND => Some(Vec::new()),
         _ => None,
     }
 }

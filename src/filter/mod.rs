@@ -3,10 +3,13 @@
 //! replies and response headers.
 
 mod host;
+mod metrics;
 
-use crate::config::{Config, TenantPolicy, TenantSource};
+use crate::admin::{self, Overrides};
+use crate::config::{Config, Mode, TenantPolicy, TenantSource};
 use crate::engine::{self, Admitted, RequestHeaders, Verdict, Worker};
 use crate::store;
+use metrics::Metrics;
 use host::{map, HostStore};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
@@ -21,10 +24,17 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// Per-worker mutable state shared by the root and HTTP contexts of one VM.
+struct Shared {
+    worker: Worker,
+    overrides: Overrides,
+    metrics: Metrics,
+}
+
 #[derive(Default)]
 struct Root {
     config: Option<Rc<Config>>,
-    worker: Rc<RefCell<Worker>>,
+    shared: Option<Rc<RefCell<Shared>>>,
 }
 
 impl Context for Root {}
@@ -46,7 +56,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        if let Err(e) = store::init_registry(&HostStore) {
+        if let Err(e) = store::init_registry(&HostStore).and_then(|_| admin::init(&HostStore)) {
             host::log(host::LOG_CRITICAL, &format!("tenant-quota: shared data unavailable at configure: {e:?}"));
             return false;
         }
@@ -60,14 +70,20 @@ impl RootContext for Root {
             ),
         );
         let seed = host::now_ms() ^ ((self as *const Root as u64) << 32) ^ 0x5151_7a7a;
-        self.worker = Rc::new(RefCell::new(Worker::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
+        let shared = Shared {
+            worker: Worker::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            overrides: Overrides::default(),
+            metrics: Metrics::new(&cfg),
+        };
+        self.shared = Some(Rc::new(RefCell::new(shared)));
         self.config = Some(Rc::new(cfg));
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
-        Some(Box::new(Http { config, worker: self.worker.clone(), admitted: None, local_reply: false, body_bytes: 0, finished: false }))
+        let shared = self.shared.clone()?;
+        Some(Box::new(Http { config, shared, admitted: None, local_reply: false, body_bytes: 0, finished: false, admin: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -75,9 +91,16 @@ impl RootContext for Root {
     }
 }
 
+/// An admin request waiting for its body.
+struct PendingAdmin {
+    method: String,
+    path: String,
+}
+
 struct Http {
     config: Rc<Config>,
-    worker: Rc<RefCell<Worker>>,
+    shared: Rc<RefCell<Shared>>,
+    admin: Option<PendingAdmin>,
     admitted: Option<Box<Admitted>>,
     /// We answered locally; the reply passes back through the response callbacks.
     local_reply: bool,
@@ -93,13 +116,95 @@ impl RequestHeaders for HostHeaders {
     }
 }
 
-fn no_overrides(_: &str) -> Option<TenantPolicy> {
-    None
-}
-
 impl Http {
-    fn policy(&self, a: &Admitted) -> TenantPolicy {
-        self.config.policy(&a.tenant).clone()
+    fn policy(&self, sh: &Shared, a: &Admitted) -> TenantPolicy {
+        sh.overrides.get(&a.tenant).unwrap_or_else(|| self.config.policy(&a.tenant).clone())
+    }
+
+    fn send(&mut self, status: u32, details: &str, body: &str, headers: &[(String, String)]) -> Action {
+        self.local_reply = true;
+        self.finished = true;
+        if !host::send_local_response(status, details, body, headers) {
+            host::log(host::LOG_ERROR, "tenant-quota: send_local_response failed");
+            return Action::Continue;
+        }
+        Action::Pause
+    }
+
+    /// Requests under the admin prefix: authenticate, then answer (after the body, if any).
+    fn admin_headers(&mut self, path: &str, end_of_stream: bool) -> Action {
+        let Some(adm) = &self.config.admin else { return Action::Continue };
+        let auth = host::header(map::REQUEST_HEADERS, "authorization");
+        if !admin::authorized(adm, auth.as_deref()) {
+            let h = vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                ("www-authenticate".to_string(), "Bearer".to_string()),
+            ];
+            return self.send(401, "tenant_quota_admin_unauthorized", "{\"error\":\"unauthorized\"}", &h);
+        }
+        let method = String::from_utf8_lossy(&host::header(map::REQUEST_HEADERS, ":method").unwrap_or_default()).into_owned();
+        let sub = path[adm.path_prefix.len()..].split('?').next().unwrap_or("").to_string();
+        self.admin = Some(PendingAdmin { method, path: sub });
+        if end_of_stream {
+            self.admin_answer(&[])
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn admin_answer(&mut self, body: &[u8]) -> Action {
+        let Some(p) = self.admin.take() else { return Action::Continue };
+        let cfg = self.config.clone();
+        let now = host::now_ms();
+        let resp = {
+            let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
+            let sh = &mut *sh;
+            sh.overrides.next_check = 0;
+            sh.overrides.refresh(&cfg, &HostStore, now);
+            let req = admin::Request { method: &p.method, path: &p.path, body };
+            let metrics = &mut sh.metrics;
+            let r = admin::handle(&cfg, &HostStore, &sh.overrides, &req, now, || {
+                let t = metrics.totals(&cfg);
+                admin::StatusExtra {
+                    totals: serde_json::json!({ "allowed": t[0], "rejected": t[1], "shadow_rejected": t[2] }),
+                    saturation: serde_json::json!({ "level": "normal", "signals": {} }),
+                }
+            });
+            // A write must be visible to this worker's next request at once.
+            sh.overrides.next_check = 0;
+            r
+        };
+        let h = vec![("content-type".to_string(), "application/json".to_string())];
+        self.send(resp.status, "tenant_quota_admin", &resp.body, &h)
+    }
+
+    fn record(&self, sh: &mut Shared, verdict: &Verdict) {
+        let cfg = &self.config;
+        match verdict {
+            Verdict::Pass { error: Some(_) } => sh.metrics.error(),
+            Verdict::Pass { error: None } => {}
+            Verdict::Admit(a) => {
+                if let (Some(_), Some(h)) = (&a.shadow, &a.headline) {
+                    if a.usage.is_empty() {
+                        // A would-be rejection in shadow mode.
+                        let reason = if h.burst_credits > 0 { crate::core::Reason::BurstExhausted } else { crate::core::Reason::Exceeded };
+                        sh.metrics.rejected(cfg, &a.tenant, h.budget, reason, true);
+                        return;
+                    }
+                }
+                for u in &a.usage {
+                    sh.metrics.usage(cfg, &a.tenant, u, true);
+                }
+            }
+            Verdict::Reject { tenant, rejection, error, .. } => {
+                if error.is_some() {
+                    sh.metrics.error();
+                }
+                if let (Some(t), Some(r)) = (tenant, rejection) {
+                    sh.metrics.rejected(cfg, t, r.budget, r.reason, false);
+                }
+            }
+        }
     }
 
     /// Release in_flight slots and charge streamed bytes: once, however the stream ended.
@@ -109,17 +214,24 @@ impl Http {
         }
         self.finished = true;
         let Some(a) = self.admitted.take() else { return };
-        let Ok(mut w) = self.worker.try_borrow_mut() else { return };
+        let Ok(mut sh) = self.shared.try_borrow_mut() else { return };
+        let sh = &mut *sh;
         let now = host::now_ms();
         if self.body_bytes > 0 {
             if let Some(b) = a.after.iter().find(|c| c.response_header.is_none()).map(|c| c.budget) {
-                let p = self.policy(&a);
-                if let Err(e) = engine::charge(&self.config, &HostStore, &mut w, &a, &p, b, self.body_bytes, now) {
-                    host::log(host::LOG_ERROR, &format!("tenant-quota: could not charge request bytes: {e:?}"));
+                let p = self.policy(sh, &a);
+                match engine::charge(&self.config, &HostStore, &mut sh.worker, &a, &p, b, self.body_bytes, now) {
+                    Ok(Some(u)) => sh.metrics.usage(&self.config, &a.tenant, &u, false),
+                    Ok(None) => {}
+                    Err(e) => {
+                        sh.metrics.error();
+                        host::log(host::LOG_ERROR, &format!("tenant-quota: could not charge request bytes: {e:?}"));
+                    }
                 }
             }
         }
-        if let Err(e) = engine::release(&self.config, &HostStore, &mut w, &a) {
+        if let Err(e) = engine::release(&self.config, &HostStore, &mut sh.worker, &a) {
+            sh.metrics.error();
             host::log(host::LOG_ERROR, &format!("tenant-quota: could not release in_flight slot of `{}`: {e:?}", a.tenant));
         }
     }
@@ -141,14 +253,32 @@ impl Drop for Http {
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let cfg = self.config.clone();
+        if cfg.mode == Mode::Off {
+            return Action::Continue;
+        }
+        if let Some(adm) = &cfg.admin {
+            let path = host::header(map::REQUEST_HEADERS, ":path").unwrap_or_default();
+            let path = String::from_utf8_lossy(&path);
+            if admin::is_admin_path(&adm.path_prefix, &path) {
+                return self.admin_headers(&path, end_of_stream);
+            }
+        }
         let tenant = match &cfg.tenant_source {
             TenantSource::Header(h) => host::header(map::REQUEST_HEADERS, h),
             TenantSource::Metadata(path) => host::property(path),
         };
         let verdict = {
-            let Ok(mut w) = self.worker.try_borrow_mut() else { return Action::Continue };
-            let input = engine::RequestInput { headers: &mut HostHeaders, tenant, end_of_stream, level: 0, now: host::now_ms() };
-            engine::evaluate(&cfg, &HostStore, &mut w, input, &no_overrides)
+            let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
+            let sh = &mut *sh;
+            let now = host::now_ms();
+            if cfg.admin.is_some() {
+                sh.overrides.refresh(&cfg, &HostStore, now);
+            }
+            let input = engine::RequestInput { headers: &mut HostHeaders, tenant, end_of_stream, level: 0, now };
+            let overrides = &sh.overrides;
+            let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
+            self.record(sh, &v);
+            v
         };
         match verdict {
             Verdict::Pass { error } => {
@@ -165,18 +295,25 @@ impl HttpContext for Http {
                 if let Some(e) = error {
                     host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, denying: {e:?}"));
                 }
-                self.local_reply = true;
-                self.finished = true;
-                if !host::send_local_response(reply.status, &reply.reason, &reply.body, &reply.headers) {
-                    host::log(host::LOG_ERROR, "tenant-quota: send_local_response failed");
-                    return Action::Continue;
-                }
-                Action::Pause
+                self.send(reply.status, &reply.reason, &reply.body, &reply.headers)
             }
         }
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.admin.is_some() {
+            if !end_of_stream {
+                // Buffer until the whole body is here.
+                return Action::Pause;
+            }
+            if body_size > 1 << 20 {
+                self.admin = None;
+                let h = vec![("content-type".to_string(), "application/json".to_string())];
+                return self.send(413, "tenant_quota_admin", "{\"error\":\"body too large\"}", &h);
+            }
+            let body = host::buffer(host::HTTP_REQUEST_BODY, 0, body_size).unwrap_or_default();
+            return self.admin_answer(&body);
+        }
         if let Some(a) = &self.admitted {
             if a.after.iter().any(|c| c.response_header.is_none()) {
                 self.body_bytes = self.body_bytes.saturating_add(body_size as u64);
@@ -198,18 +335,23 @@ impl HttpContext for Http {
             .filter_map(|(b, h)| host::header(map::RESPONSE_HEADERS, h).and_then(|v| engine::parse_units(&v)).map(|n| (b, n)))
             .collect();
         if !charges.is_empty() {
-            let p = self.policy(&a);
-            if let Ok(mut w) = self.worker.try_borrow_mut() {
+            if let Ok(mut sh) = self.shared.try_borrow_mut() {
+                let sh = &mut *sh;
+                let p = self.policy(sh, &a);
                 let now = host::now_ms();
                 for (b, n) in charges {
-                    match engine::charge(&cfg, &HostStore, &mut w, &a, &p, b, n, now) {
+                    match engine::charge(&cfg, &HostStore, &mut sh.worker, &a, &p, b, n, now) {
                         Ok(Some(u)) => {
+                            sh.metrics.usage(&cfg, &a.tenant, &u, false);
                             if let Some(slot) = a.usage.iter_mut().find(|x| x.budget == b) {
                                 *slot = u;
                             }
                         }
                         Ok(None) => {}
-                        Err(e) => host::log(host::LOG_ERROR, &format!("tenant-quota: could not charge response cost: {e:?}")),
+                        Err(e) => {
+                            sh.metrics.error();
+                            host::log(host::LOG_ERROR, &format!("tenant-quota: could not charge response cost: {e:?}"));
+                        }
                     }
                 }
                 if a.shadow.is_none() || a.headline.is_none() {

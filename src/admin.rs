@@ -1,0 +1,370 @@
+//! The admin API (SPEC 4), host-independent: authentication, routing, and the state it
+//! reads and writes in the shared store. Runtime overrides and operator signal values live
+//! in one shared key each, so every worker sees them; workers re-read them at most every
+//! [`REFRESH_MS`].
+
+use crate::config::{compile_tenant_on, raw::RawTenant, valid_tenant_id, Admin, Config, Counts, TenantPolicy};
+use crate::core::{self, Millis, Policy, TenantState};
+use crate::store::{self, Scratch, SharedStore, StoreError};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+pub const OVERRIDES_KEY: &str = "tq1|overrides";
+pub const OPERATOR_KEY: &str = "tq1|operator";
+/// How stale a worker's copy of overrides and operator values may get.
+pub const REFRESH_MS: u64 = 500;
+/// At most this many runtime overrides (the value must stay small).
+pub const MAX_OVERRIDES: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u32,
+    pub body: String,
+}
+
+fn reply(status: u32, v: Value) -> Response {
+    Response { status, body: v.to_string() }
+}
+
+fn error(status: u32, msg: impl Into<String>) -> Response {
+    reply(status, json!({ "error": msg.into() }))
+}
+
+/// Does `path` (with query) address the admin API under `prefix`?
+pub fn is_admin_path(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
+        None => false,
+    }
+}
+
+/// `authorization: Bearer <token>` whose SHA-256 equals the configured hash, compared in
+/// constant time (every byte is looked at whatever the first difference).
+pub fn authorized(admin: &Admin, authorization: Option<&[u8]>) -> bool {
+    let Some(h) = authorization else { return false };
+    let token = match h.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case(b"bearer ") => &h[7..],
+        _ => return false,
+    };
+    let digest = Sha256::digest(token);
+    let mut diff = 0u8;
+    for (a, b) in digest.iter().zip(admin.token_sha256.iter()) {
+        diff |= a ^ b;
+    }
+    diff == 0
+}
+
+/// Create the shared keys the admin API writes, if missing. Idempotent; run at configure.
+pub fn init<S: SharedStore>(store: &S) -> Result<(), StoreError> {
+    let mut buf = Vec::new();
+    for key in [OVERRIDES_KEY, OPERATOR_KEY] {
+        if store.get(key, &mut buf)?.is_none() {
+            store.set(key, b"{}", 0)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_map<S: SharedStore>(store: &S, key: &str) -> Result<(Map<String, Value>, u32), StoreError> {
+    let mut buf = Vec::new();
+    let cas = store.get(key, &mut buf)?.ok_or(StoreError::Unavailable)?;
+    match serde_json::from_slice::<Value>(&buf) {
+        Ok(Value::Object(m)) => Ok((m, cas)),
+        _ => Err(StoreError::Corrupt),
+    }
+}
+
+/// CAS-update a JSON map key.
+fn update_map<S: SharedStore, R>(store: &S, key: &str, mut f: impl FnMut(&mut Map<String, Value>) -> R) -> Result<R, StoreError> {
+    for _ in 0..store::MAX_CAS_RETRIES {
+        let (mut m, cas) = read_map(store, key)?;
+        let r = f(&mut m);
+        match store.set(key, Value::Object(m).to_string().as_bytes(), cas) {
+            Ok(()) => return Ok(r),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+/// A worker's copy of the runtime overrides.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub cas: u32,
+    pub next_check: Millis,
+    pub policies: HashMap<String, TenantPolicy>,
+    pub raw: Map<String, Value>,
+}
+
+impl Overrides {
+    /// Re-read the shared overrides if the copy may be stale. Entries that no longer fit the
+    /// configuration (a budget was removed) are skipped.
+    pub fn refresh<S: SharedStore>(&mut self, cfg: &Config, store: &S, now: Millis) {
+        if now < self.next_check {
+            return;
+        }
+        self.next_check = now.saturating_add(REFRESH_MS);
+        let mut buf = Vec::new();
+        let Ok(Some(cas)) = store.get(OVERRIDES_KEY, &mut buf) else { return };
+        if cas == self.cas {
+            return;
+        }
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&buf) else { return };
+        self.policies = m
+            .iter()
+            .filter_map(|(id, v)| {
+                let raw: RawTenant = serde_json::from_value(v.clone()).ok()?;
+                let p = compile_tenant_on("", &cfg.budgets, cfg.policy(id), &raw).ok()?;
+                Some((id.clone(), p))
+            })
+            .collect();
+        self.raw = m;
+        self.cas = cas;
+    }
+
+    pub fn get(&self, id: &str) -> Option<TenantPolicy> {
+        if self.policies.is_empty() {
+            return None;
+        }
+        self.policies.get(id).cloned()
+    }
+}
+
+/// Operator signal values: `{name: {"value": v, "expires_ms": t}}`.
+pub fn operator_values<S: SharedStore>(store: &S, now: Millis) -> Vec<(String, f64)> {
+    let Ok((m, _)) = read_map(store, OPERATOR_KEY) else { return Vec::new() };
+    m.iter()
+        .filter_map(|(k, v)| {
+            let value = v.get("value")?.as_f64()?;
+            let exp = v.get("expires_ms")?.as_u64()?;
+            (now < exp).then(|| (k.clone(), value))
+        })
+        .collect()
+}
+
+/// What the host layer adds to `GET /status`.
+pub struct StatusExtra {
+    pub totals: Value,
+    pub saturation: Value,
+}
+
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Path below the prefix, without the query string (e.g. `/tenants/acme`).
+    pub path: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Handle an authorized admin request.
+pub fn handle<S: SharedStore>(
+    cfg: &Config,
+    store: &S,
+    overrides: &Overrides,
+    req: &Request,
+    now: Millis,
+    extra: impl FnOnce() -> StatusExtra,
+) -> Response {
+    let parts: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    match (req.method, parts.as_slice()) {
+        ("GET", ["status"]) => status(cfg, store, extra()),
+        ("GET", ["tenants", id]) => with_id(id, |id| usage(cfg, store, overrides, id, now)),
+        ("PUT", ["tenants", id, "overrides"]) => with_id(id, |id| put_override(cfg, store, id, req.body)),
+        ("DELETE", ["tenants", id, "overrides"]) => with_id(id, |id| delete_override(store, id)),
+        ("POST", ["tenants", id, "reset"]) => with_id(id, |id| reset(cfg, store, id, now)),
+        ("PUT", ["saturation"]) => put_saturation(store, req.body, now),
+        (_, ["status"]) | (_, ["tenants", _]) | (_, ["tenants", _, "overrides"]) | (_, ["tenants", _, "reset"]) | (_, ["saturation"]) => {
+            error(405, format!("method {} not allowed here", req.method))
+        }
+        _ => error(404, "no such admin endpoint; see GET {prefix}/status, {prefix}/tenants/{id}"),
+    }
+}
+
+fn with_id(id: &str, f: impl FnOnce(&str) -> Response) -> Response {
+    if !valid_tenant_id(id.as_bytes()) {
+        return error(400, "tenant ids are 1-256 bytes of visible ASCII");
+    }
+    f(id)
+}
+
+fn store_error(e: StoreError) -> Response {
+    error(503, format!("shared data unavailable: {e:?}"))
+}
+
+fn read_state<S: SharedStore>(store: &S, id: &str) -> Result<Option<TenantState>, StoreError> {
+    let mut key = String::new();
+    store::tenant_key(id, &mut key);
+    let mut buf = Vec::new();
+    match store.get(&key, &mut buf)? {
+        None => Ok(None),
+        Some(_) => TenantState::decode(&buf).map(Some).map_err(|_| StoreError::Corrupt),
+    }
+}
+
+fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, id: &str, now: Millis) -> Response {
+    let state = match read_state(store, id) {
+        Ok(s) => s,
+        Err(e) => return store_error(e),
+    };
+    let runtime = overrides.get(id);
+    let policy = runtime.as_ref().unwrap_or_else(|| cfg.policy(id));
+    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: 1.0, saturation_retry_after_s: 1 };
+    let empty = TenantState::default();
+    let st = state.as_ref().unwrap_or(&empty);
+    let mut budgets = Map::new();
+    for (i, b) in cfg.budgets.iter().enumerate() {
+        let l = &policy.limits[i];
+        let u = core::standing(&pol, st, now, i);
+        let mut e = json!({
+            "counts": counts_name(&b.counts),
+            "used": u.used,
+            "limit": u.limit,
+            "burst_credits": u.burst_credits,
+            "remaining": u.remaining(),
+            "burst_used": u.used.saturating_sub(u.limit).min(u.burst_credits),
+            "burst_remaining": u.burst_remaining(),
+            "unlimited": l.unlimited,
+        });
+        if b.counts == Counts::InFlight {
+            e["resets_in_ms"] = Value::Null;
+        } else {
+            e["window_ms"] = json!(l.window_ms);
+            e["resets_in_ms"] = json!(u.resets_in_ms);
+        }
+        budgets.insert(b.name.clone(), e);
+    }
+    reply(
+        200,
+        json!({
+            "tenant": id,
+            "tracked": state.is_some(),
+            "configured": cfg.tenants.contains_key(id),
+            "priority": format!("{:?}", policy.priority).to_lowercase(),
+            "override": overrides.raw.get(id).cloned().unwrap_or(Value::Null),
+            "budgets": budgets,
+        }),
+    )
+}
+
+fn counts_name(c: &Counts) -> Value {
+    match c {
+        Counts::Requests => json!("requests"),
+        Counts::RequestBytes => json!("request_bytes"),
+        Counts::InFlight => json!("in_flight"),
+        Counts::RequestHeader(h) => json!({ "request_header": h }),
+        Counts::ResponseHeader(h) => json!({ "response_header": h }),
+    }
+}
+
+fn put_override<S: SharedStore>(cfg: &Config, store: &S, id: &str, body: &[u8]) -> Response {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let raw: RawTenant = match serde_path_to_error::deserialize(de) {
+        Ok(r) => r,
+        Err(e) => return error(400, format!("invalid override at `{}`: {}", e.path(), e.inner())),
+    };
+    if let Err(e) = compile_tenant_on("", &cfg.budgets, cfg.policy(id), &raw) {
+        return error(400, format!("invalid override at `{}`: {}", e.path.trim_start_matches('.'), e.message));
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(body) else { return error(400, "invalid JSON") };
+    let r = update_map(store, OVERRIDES_KEY, |m| {
+        if !m.contains_key(id) && m.len() >= MAX_OVERRIDES {
+            return false;
+        }
+        m.insert(id.to_string(), value.clone());
+        true
+    });
+    match r {
+        Ok(true) => reply(200, json!({ "tenant": id, "override": value })),
+        Ok(false) => error(409, format!("at most {MAX_OVERRIDES} runtime overrides")),
+        Err(e) => store_error(e),
+    }
+}
+
+fn delete_override<S: SharedStore>(store: &S, id: &str) -> Response {
+    match update_map(store, OVERRIDES_KEY, |m| m.remove(id).is_some()) {
+        Ok(true) => reply(200, json!({ "tenant": id, "override": null })),
+        Ok(false) => error(404, "no runtime override for this tenant"),
+        Err(e) => store_error(e),
+    }
+}
+
+fn reset<S: SharedStore>(cfg: &Config, store: &S, id: &str, now: Millis) -> Response {
+    let _ = now;
+    let mut sc = Scratch::default();
+    store::tenant_key(id, &mut sc.key);
+    let r = store::transact(store, &mut sc, |st| {
+        for b in cfg.budgets.iter().filter(|b| b.counts != Counts::InFlight) {
+            core::reset(st, b.id);
+        }
+        (true, ())
+    });
+    match r {
+        Ok(()) => reply(200, json!({ "tenant": id, "reset": true })),
+        Err(StoreError::Missing) => reply(200, json!({ "tenant": id, "reset": false, "note": "tenant has no state yet" })),
+        Err(e) => store_error(e),
+    }
+}
+
+fn put_saturation<S: SharedStore>(store: &S, body: &[u8], now: Millis) -> Response {
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) else {
+        return error(400, "expected a JSON object such as {\"cpu_load\":0.95,\"ttl_ms\":60000}");
+    };
+    let ttl = match m.get("ttl_ms") {
+        None => 60_000,
+        Some(v) => match v.as_u64() {
+            Some(t) if t > 0 => t,
+            _ => return error(400, "ttl_ms must be a positive integer"),
+        },
+    };
+    let mut values = Vec::new();
+    for (k, v) in &m {
+        if k == "ttl_ms" {
+            continue;
+        }
+        let ok_name = !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        match v.as_f64() {
+            Some(x) if ok_name && x.is_finite() && x >= 0.0 => values.push((k.clone(), x)),
+            _ => return error(400, format!("`{k}`: expected a signal name with a non-negative number")),
+        }
+    }
+    if values.is_empty() {
+        return error(400, "no signal value given");
+    }
+    let expires = now.saturating_add(ttl);
+    let r = update_map(store, OPERATOR_KEY, |map| {
+        map.retain(|_, v| v.get("expires_ms").and_then(Value::as_u64).is_some_and(|e| e > now));
+        for (k, x) in &values {
+            map.insert(k.clone(), json!({ "value": x, "expires_ms": expires }));
+        }
+    });
+    match r {
+        Ok(()) => reply(200, json!({ "signals": values.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>(), "expires_ms": expires })),
+        Err(e) => store_error(e),
+    }
+}
+
+fn status<S: SharedStore>(cfg: &Config, store: &S, extra: StatusExtra) -> Response {
+    let reg = match store::read_registry(store) {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    let overrides = read_map(store, OVERRIDES_KEY).map(|(m, _)| m.len()).unwrap_or(0);
+    reply(
+        200,
+        json!({
+            "mode": format!("{:?}", cfg.mode).to_lowercase(),
+            "tracked_tenants": reg.tracked,
+            "max_tracked": cfg.max_tracked,
+            "named_tenants": cfg.tenants.len(),
+            "runtime_overrides": overrides,
+            "budgets": cfg.budgets.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+            "totals": extra.totals,
+            "saturation": extra.saturation,
+        }),
+    )
+}
+
+#[cfg(test)]
+#[path = "admin_tests.rs"]
+mod tests;

@@ -1,0 +1,144 @@
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::*;
+use crate::store::{init_registry, MemStore};
+
+// sha256("secret")
+const HASH: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+const NOW: u64 = 1_700_000_000_000;
+
+fn cfg() -> Config {
+    Config::parse(
+        format!(
+            r#"{{"budgets":{{"rpm":{{"counts":"requests","window_ms":60000,"limit":10,"burst_credits":2}},"conc":{{"counts":"in_flight","limit":3}}}},
+               "tenants":{{"acme":{{"priority":"vip","budgets":{{"rpm":{{"limit":20}}}}}}}},
+               "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn setup() -> (Config, MemStore) {
+    let s = MemStore::new();
+    init_registry(&s).unwrap();
+    init(&s).unwrap();
+    (cfg(), s)
+}
+
+fn call(c: &Config, s: &MemStore, o: &mut Overrides, method: &str, path: &str, body: &str) -> (u32, Value) {
+    o.next_check = 0;
+    o.refresh(c, s, NOW);
+    let r = handle(c, s, o, &Request { method, path, body: body.as_bytes() }, NOW, || StatusExtra { totals: json!({}), saturation: json!(null) });
+    (r.status, serde_json::from_str(&r.body).unwrap())
+}
+
+#[test]
+fn bearer_token_is_checked() {
+    let a = cfg().admin.unwrap();
+    assert!(authorized(&a, Some(b"Bearer secret")));
+    assert!(authorized(&a, Some(b"bearer secret")));
+    assert!(!authorized(&a, None));
+    assert!(!authorized(&a, Some(b"Bearer secreT")));
+    assert!(!authorized(&a, Some(b"Bearer ")));
+    assert!(!authorized(&a, Some(b"Basic secret")));
+    assert!(!authorized(&a, Some(HASH.as_bytes())));
+}
+
+#[test]
+fn admin_paths() {
+    assert!(is_admin_path("/.quota", "/.quota/status"));
+    assert!(is_admin_path("/.quota", "/.quota"));
+    assert!(is_admin_path("/.quota", "/.quota?x=1"));
+    assert!(!is_admin_path("/.quota", "/.quotas/status"));
+    assert!(!is_admin_path("/.quota", "/api"));
+}
+
+#[test]
+fn overrides_put_get_delete() {
+    let (c, s) = setup();
+    let mut o = Overrides::default();
+    let (st, v) = call(&c, &s, &mut o, "GET", "/tenants/acme", "");
+    assert_eq!(st, 200);
+    assert_eq!(v["budgets"]["rpm"]["limit"], 20);
+    assert_eq!(v["priority"], "vip");
+    assert_eq!(v["tracked"], false);
+    let (st, _) = call(&c, &s, &mut o, "PUT", "/tenants/acme/overrides", r#"{"budgets":{"rpm":{"burst_credits":7}}}"#);
+    assert_eq!(st, 200);
+    let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/acme", "");
+    // On top of the configured entry: limit 20 stays, burst becomes 7, priority stays vip.
+    assert_eq!((v["budgets"]["rpm"]["limit"].clone(), v["budgets"]["rpm"]["burst_credits"].clone()), (json!(20), json!(7)));
+    assert_eq!(v["priority"], "vip");
+    assert_eq!(v["override"]["budgets"]["rpm"]["burst_credits"], 7);
+    assert_eq!(o.get("acme").unwrap().limits[c.budget_index("rpm").unwrap()].burst_credits, 7);
+    let (st, _) = call(&c, &s, &mut o, "DELETE", "/tenants/acme/overrides", "");
+    assert_eq!(st, 200);
+    assert!(o.get("acme").is_none() || { o.next_check = 0; o.refresh(&c, &s, NOW); o.get("acme").is_none() });
+    let (st, _) = call(&c, &s, &mut o, "DELETE", "/tenants/acme/overrides", "");
+    assert_eq!(st, 404);
+}
+
+#[test]
+fn bad_overrides_are_refused_with_the_key() {
+    let (c, s) = setup();
+    let mut o = Overrides::default();
+    let (st, v) = call(&c, &s, &mut o, "PUT", "/tenants/x/overrides", r#"{"budgets":{"nope":{"limit":1}}}"#);
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
+    let (st, v) = call(&c, &s, &mut o, "PUT", "/tenants/x/overrides", r#"{"priority":"gold"}"#);
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("priority"), "{v}");
+    let (st, _) = call(&c, &s, &mut o, "PUT", "/tenants/x/overrides", "not json");
+    assert_eq!(st, 400);
+}
+
+#[test]
+fn reset_clears_counts_but_not_in_flight() {
+    let (c, s) = setup();
+    let mut o = Overrides::default();
+    let mut sc = Scratch::default();
+    store::resolve(&s, "t", store::TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
+    let (rpm, conc) = (c.budgets[c.budget_index("rpm").unwrap()].id, c.budgets[c.budget_index("conc").unwrap()].id);
+    store::transact(&s, &mut sc, |st| {
+        *st.slot_mut(rpm) = core::Slot { budget: rpm, window_start: NOW - NOW % 60000, used: 9, prev: 0 };
+        st.slot_mut(conc).used = 2;
+        (true, ())
+    })
+    .unwrap();
+    let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/t", "");
+    assert_eq!((v["budgets"]["rpm"]["used"].clone(), v["budgets"]["rpm"]["remaining"].clone()), (json!(9), json!(1)));
+    assert_eq!(v["budgets"]["conc"]["used"], 2);
+    assert_eq!(v["tracked"], true);
+    let (st, _) = call(&c, &s, &mut o, "POST", "/tenants/t/reset", "");
+    assert_eq!(st, 200);
+    let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/t", "");
+    assert_eq!(v["budgets"]["rpm"]["used"], 0);
+    assert_eq!(v["budgets"]["conc"]["used"], 2);
+}
+
+#[test]
+fn saturation_values_expire() {
+    let (c, s) = setup();
+    let mut o = Overrides::default();
+    let (st, _) = call(&c, &s, &mut o, "PUT", "/saturation", r#"{"cpu_load":0.95,"ttl_ms":1000}"#);
+    assert_eq!(st, 200);
+    assert_eq!(operator_values(&s, NOW + 999), vec![("cpu_load".to_string(), 0.95)]);
+    assert!(operator_values(&s, NOW + 1000).is_empty());
+    assert_eq!(call(&c, &s, &mut o, "PUT", "/saturation", r#"{"cpu_load":"hot"}"#).0, 400);
+    assert_eq!(call(&c, &s, &mut o, "PUT", "/saturation", r#"{"ttl_ms":5}"#).0, 400);
+}
+
+#[test]
+fn status_and_routing() {
+    let (c, s) = setup();
+    let mut o = Overrides::default();
+    let (st, v) = call(&c, &s, &mut o, "GET", "/status", "");
+    assert_eq!(st, 200);
+    assert_eq!(v["tracked_tenants"], 0);
+    assert_eq!(v["mode"], "enforce");
+    assert_eq!(call(&c, &s, &mut o, "GET", "/nope", "").0, 404);
+    assert_eq!(call(&c, &s, &mut o, "DELETE", "/status", "").0, 405);
+    assert_eq!(call(&c, &s, &mut o, "GET", "/tenants/bad%20id", "").0, 200);
+    assert_eq!(call(&c, &s, &mut o, "GET", &format!("/tenants/{}", "x".repeat(300)), "").0, 400);
+}

@@ -1,0 +1,176 @@
+//! Envoy stats for SPEC 3. Names carry their labels as dotted pairs
+//! (`quota_checks_total.tenant_id.acme.resource.rpm.result.allowed`); the `stats_config`
+//! tag rules in envoy/envoy.yaml turn them into Prometheus labels. Envoy puts them under
+//! `wasmcustom.`. Every distinct name lives until restart, so `tenant_id` is bounded:
+//! named tenants by name, everyone else `other`. Ids are defined lazily, once per worker.
+
+use super::host;
+use crate::config::Config;
+use crate::core::{self, Reason, Usage};
+use std::collections::HashMap;
+
+const COUNTER: u32 = 0;
+const GAUGE: u32 = 1;
+
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Allowed = 0,
+    Rejected = 1,
+    ShadowRejected = 2,
+    ThrottleExceeded = 3,
+    ThrottleBurst = 4,
+    ThrottleSaturation = 5,
+    BurstUsed = 6,
+    Remaining = 7,
+    Cross80 = 8,
+    Cross90 = 9,
+    Cross95 = 10,
+}
+const KINDS: usize = 11;
+
+pub struct Metrics {
+    tenants: HashMap<String, usize>,
+    labels: Vec<String>,
+    budgets: usize,
+    ids: Vec<u32>,
+    errors: u32,
+    gauges: HashMap<&'static str, u32>,
+}
+
+/// A label value: named tenants keep their id with anything outside `[A-Za-z0-9_-]` as `_`.
+fn label(id: &str) -> String {
+    id.bytes().map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { b as char } else { '_' }).collect()
+}
+
+impl Metrics {
+    pub fn new(cfg: &Config) -> Metrics {
+        let mut tenants = HashMap::new();
+        let mut labels = Vec::new();
+        for (i, id) in cfg.tenants.keys().enumerate() {
+            tenants.insert(id.clone(), i);
+            labels.push(label(id));
+        }
+        labels.push("other".into());
+        let n = labels.len() * cfg.budgets.len() * KINDS;
+        let errors = host::define_metric(COUNTER, "quota_errors_total").unwrap_or(0);
+        Metrics { tenants, labels, budgets: cfg.budgets.len(), ids: vec![0; n], errors, gauges: HashMap::new() }
+    }
+
+    pub fn tenant_index(&self, id: &str) -> usize {
+        self.tenants.get(id).copied().unwrap_or(self.labels.len() - 1)
+    }
+
+    fn id(&mut self, cfg: &Config, tenant: usize, budget: usize, kind: Kind) -> Option<u32> {
+        let slot = (tenant * self.budgets + budget) * KINDS + kind as usize;
+        let cur = *self.ids.get(slot)?;
+        if cur != 0 {
+            return Some(cur);
+        }
+        let t = &self.labels[tenant];
+        let b = &cfg.budgets[budget].name;
+        let (ty, name) = match kind {
+            Kind::Allowed => (COUNTER, format!("quota_checks_total.tenant_id.{t}.resource.{b}.result.allowed")),
+            Kind::Rejected => (COUNTER, format!("quota_checks_total.tenant_id.{t}.resource.{b}.result.rejected")),
+            Kind::ShadowRejected => (COUNTER, format!("quota_checks_total.tenant_id.{t}.resource.{b}.result.shadow_rejected")),
+            Kind::ThrottleExceeded => (COUNTER, format!("quota_throttles_total.tenant_id.{t}.resource.{b}.reason.{b}_exceeded")),
+            Kind::ThrottleBurst => (COUNTER, format!("quota_throttles_total.tenant_id.{t}.resource.{b}.reason.burst_exhausted")),
+            Kind::ThrottleSaturation => (COUNTER, format!("quota_throttles_total.tenant_id.{t}.resource.{b}.reason.saturation_throttle")),
+            Kind::BurstUsed => (COUNTER, format!("burst_credits_used_total.tenant_id.{t}.resource.{b}")),
+            Kind::Remaining => (GAUGE, format!("quota_remaining.tenant_id.{t}.resource.{b}")),
+            Kind::Cross80 => (COUNTER, format!("quota_threshold_crossings_total.tenant_id.{t}.resource.{b}.threshold.80")),
+            Kind::Cross90 => (COUNTER, format!("quota_threshold_crossings_total.tenant_id.{t}.resource.{b}.threshold.90")),
+            Kind::Cross95 => (COUNTER, format!("quota_threshold_crossings_total.tenant_id.{t}.resource.{b}.threshold.95")),
+        };
+        let id = host::define_metric(ty, &name)?;
+        self.ids[slot] = id;
+        Some(id)
+    }
+
+    pub fn inc(&mut self, cfg: &Config, tenant: usize, budget: usize, kind: Kind, by: u64) {
+        if by == 0 {
+            return;
+        }
+        if let Some(id) = self.id(cfg, tenant, budget, kind) {
+            host::increment_metric(id, by as i64);
+        }
+    }
+
+    pub fn set(&mut self, cfg: &Config, tenant: usize, budget: usize, kind: Kind, v: u64) {
+        if let Some(id) = self.id(cfg, tenant, budget, kind) {
+            host::record_metric(id, v);
+        }
+    }
+
+    pub fn error(&mut self) {
+        if self.errors != 0 {
+            host::increment_metric(self.errors, 1);
+        }
+    }
+
+    pub fn gauge(&mut self, name: &'static str, v: u64) {
+        let id = match self.gauges.get(name) {
+            Some(id) => *id,
+            None => {
+                let Some(id) = host::define_metric(GAUGE, name) else { return };
+                self.gauges.insert(name, id);
+                id
+            }
+        };
+        host::record_metric(id, v);
+    }
+
+    /// Standing after an admission or a charge: allowed checks, burst use, remaining,
+    /// threshold crossings (logged once each per window).
+    pub fn usage(&mut self, cfg: &Config, tenant_id: &str, u: &Usage, count_check: bool) {
+        let t = self.tenant_index(tenant_id);
+        if count_check {
+            self.inc(cfg, t, u.budget, Kind::Allowed, 1);
+        }
+        self.inc(cfg, t, u.budget, Kind::BurstUsed, u.burst_taken);
+        self.set(cfg, t, u.budget, Kind::Remaining, u.remaining());
+        for i in core::crossed(u) {
+            let kind = [Kind::Cross80, Kind::Cross90, Kind::Cross95][i];
+            self.inc(cfg, t, u.budget, kind, 1);
+            host::log(
+                host::LOG_WARN,
+                &format!(
+                    "tenant-quota: tenant `{tenant_id}` crossed {}% of budget `{}`: used {} of limit {}",
+                    core::THRESHOLDS[i],
+                    cfg.budgets[u.budget].name,
+                    u.used,
+                    u.limit
+                ),
+            );
+        }
+    }
+
+    pub fn rejected(&mut self, cfg: &Config, tenant_id: &str, budget: usize, reason: Reason, shadow: bool) {
+        let t = self.tenant_index(tenant_id);
+        if shadow {
+            self.inc(cfg, t, budget, Kind::ShadowRejected, 1);
+            return;
+        }
+        self.inc(cfg, t, budget, Kind::Rejected, 1);
+        let kind = match reason {
+            Reason::Exceeded => Kind::ThrottleExceeded,
+            Reason::BurstExhausted => Kind::ThrottleBurst,
+            Reason::SaturationThrottle => Kind::ThrottleSaturation,
+        };
+        self.inc(cfg, t, budget, kind, 1);
+    }
+
+    /// Sum of the check counters across every label set (for the admin status).
+    pub fn totals(&mut self, cfg: &Config) -> [u64; 3] {
+        let mut out = [0u64; 3];
+        for t in 0..self.labels.len() {
+            for b in 0..self.budgets {
+                for (i, k) in [Kind::Allowed, Kind::Rejected, Kind::ShadowRejected].into_iter().enumerate() {
+                    if let Some(id) = self.id(cfg, t, b, k) {
+                        out[i] += host::get_metric(id).unwrap_or(0);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
