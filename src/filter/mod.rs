@@ -146,10 +146,14 @@ impl Http {
         let sub = path[adm.path_prefix.len()..].split('?').next().unwrap_or("").to_string();
         self.admin = Some(PendingAdmin { method, path: sub });
         if end_of_stream {
-            self.admin_answer(&[])
-        } else {
-            Action::Pause
+            return self.admin_answer(&[]);
         }
+        // Host quirk: proxy-wasm turns a paused header phase into StopAllIteration, after
+        // which the filter never sees the body. So the headers continue (without the
+        // token) and the body is held here; the answer is a local reply, which resets
+        // whatever the router started upstream.
+        host::remove_header(map::REQUEST_HEADERS, "authorization");
+        Action::Continue
     }
 
     fn admin_answer(&mut self, body: &[u8]) -> Action {

@@ -57,8 +57,28 @@ pub struct EnvoyOpts {
 
 impl Default for EnvoyOpts {
     fn default() -> Self {
-        EnvoyOpts { concurrency: 2, route_timeout_ms: 10_000, extra_bootstrap: String::new() }
+        EnvoyOpts { concurrency: 2, route_timeout_ms: 10_000, extra_bootstrap: shipped_stats_config() }
     }
+}
+
+/// The `stats_config` block of envoy/envoy.yaml, verbatim: tests use the shipped tag rules.
+pub fn shipped_stats_config() -> String {
+    let yaml = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    let mut out = String::new();
+    let mut inside = false;
+    for line in yaml.lines() {
+        if line.starts_with("stats_config:") {
+            inside = true;
+        } else if inside && !line.starts_with(' ') && !line.starts_with('#') && !line.is_empty() {
+            break;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(out.contains("stats_tags"), "no stats_config in envoy/envoy.yaml");
+    out
 }
 
 pub struct Envoy {
@@ -150,7 +170,7 @@ impl Envoy {
             .arg(&cfg)
             .arg("--concurrency")
             .arg(opts.concurrency.to_string())
-            .args(["--disable-hot-restart", "-l", "info", "--log-path"])
+            .args(["--disable-hot-restart", "--file-flush-interval-msec", "50", "-l", "info", "--log-path"])
             .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -180,6 +200,21 @@ impl Envoy {
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
         request(self.port, "GET", path, headers, None)
+    }
+
+    /// `/stats/prometheus` as (series with labels, value) pairs, without comments.
+    pub fn prometheus(&self) -> Vec<(String, f64)> {
+        let r = request(self.admin, "GET", "/stats/prometheus", &[], None);
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v))))
+            .collect()
+    }
+
+    /// The value of one Prometheus series, e.g. `quota_errors_total{}`.
+    pub fn series(&self, name: &str) -> Option<f64> {
+        self.prometheus().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
     pub fn stat(&self, name: &str) -> Option<u64> {
