@@ -213,3 +213,43 @@ fn thresholds_are_crossed_once() {
     let zero = Usage { limit: 0, ..u(0, 5) };
     assert_eq!(crossed(&zero).count(), 0);
 }
+
+#[test]
+fn orca_text_and_numbers_parse() {
+    use saturation::*;
+    let h = b"TEXT cpu_utilization=0.93, mem_utilization=0.5, rps_fractional=120, named_metrics.queue=17";
+    assert_eq!(parse_orca(h, "cpu_utilization"), Some(0.93));
+    assert_eq!(parse_orca(h, "named_metrics.queue"), Some(17.0));
+    assert_eq!(parse_orca(h, "rps_fractional"), Some(120.0));
+    assert_eq!(parse_orca(h, "application_utilization"), None);
+    assert_eq!(parse_orca(b"JSON {\"cpu_utilization\":0.9}", "cpu_utilization"), None);
+    assert_eq!(parse_orca(b"TEXT cpu_utilization=NaN", "cpu_utilization"), None);
+    assert_eq!(parse_number(b" 1200 "), Some(1200.0));
+    assert_eq!(parse_number(b"slow"), None);
+    let r = Reading { value: 0.5, at_ms: 42 };
+    assert_eq!(decode_reading(&encode_reading(r)), Some(r));
+    assert_eq!(decode_reading(b"short"), None);
+}
+
+#[test]
+fn readings_combine_fresh_and_high() {
+    use saturation::*;
+    let a = Some(Reading { value: 0.2, at_ms: 1000 });
+    let b = Some(Reading { value: 0.9, at_ms: 0 });
+    assert_eq!(combine(a, b, 1000, 5000).unwrap().value, 0.9);
+    assert_eq!(combine(a, b, 6000, 5000).unwrap().value, 0.2);
+    assert_eq!(combine(a, b, 7000, 5000), None);
+}
+
+#[test]
+fn keep_factors_by_level_and_priority() {
+    use crate::config::Priority;
+    use saturation::*;
+    let c = cfg(r#"{"saturation":{"keep":{"elevated":{"normal":0.8,"low":0.5},"critical":{"vip":1.0,"normal":0.5,"low":0.0}}}}"#);
+    let s = c.saturation.as_ref();
+    assert_eq!(keep(s, NORMAL, Priority::Low), 1.0);
+    assert_eq!(keep(s, ELEVATED, Priority::Vip), 1.0);
+    assert_eq!(keep(s, ELEVATED, Priority::Normal), 0.8);
+    assert_eq!(keep(s, CRITICAL, Priority::Low), 0.0);
+    assert_eq!(keep(None, CRITICAL, Priority::Low), 1.0);
+}

@@ -34,7 +34,7 @@ pub struct Metrics {
     budgets: usize,
     ids: Vec<u32>,
     errors: u32,
-    gauges: HashMap<&'static str, u32>,
+    gauges: HashMap<String, u32>,
 }
 
 /// A label value: named tenants keep their id with anything outside `[A-Za-z0-9_-]` as `_`.
@@ -107,12 +107,12 @@ impl Metrics {
         }
     }
 
-    pub fn gauge(&mut self, name: &'static str, v: u64) {
+    pub fn gauge_named(&mut self, name: &str, v: u64) {
         let id = match self.gauges.get(name) {
             Some(id) => *id,
             None => {
                 let Some(id) = host::define_metric(GAUGE, name) else { return };
-                self.gauges.insert(name, id);
+                self.gauges.insert(name.to_string(), id);
                 id
             }
         };

@@ -4,12 +4,14 @@
 
 mod host;
 mod metrics;
+mod saturation;
 
 use crate::admin::{self, Overrides};
 use crate::config::{Config, Mode, TenantPolicy, TenantSource};
 use crate::engine::{self, Admitted, RequestHeaders, Verdict, Worker};
 use crate::store;
 use metrics::Metrics;
+use saturation::SaturationState;
 use host::{map, HostStore};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
@@ -29,6 +31,7 @@ struct Shared {
     worker: Worker,
     overrides: Overrides,
     metrics: Metrics,
+    saturation: SaturationState,
 }
 
 #[derive(Default)]
@@ -56,7 +59,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        if let Err(e) = store::init_registry(&HostStore).and_then(|_| admin::init(&HostStore)) {
+        if let Err(e) = store::init_registry(&HostStore).and_then(|_| admin::init(&HostStore)).and_then(|_| saturation::init(&cfg)) {
             host::log(host::LOG_CRITICAL, &format!("tenant-quota: shared data unavailable at configure: {e:?}"));
             return false;
         }
@@ -74,6 +77,7 @@ impl RootContext for Root {
             worker: Worker::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             overrides: Overrides::default(),
             metrics: Metrics::new(&cfg),
+            saturation: SaturationState::new(&cfg),
         };
         self.shared = Some(Rc::new(RefCell::new(shared)));
         self.config = Some(Rc::new(cfg));
@@ -83,7 +87,17 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
         let shared = self.shared.clone()?;
-        Some(Box::new(Http { config, shared, admitted: None, local_reply: false, body_bytes: 0, finished: false, admin: None }))
+        Some(Box::new(Http {
+            config,
+            shared,
+            admitted: None,
+            local_reply: false,
+            body_bytes: 0,
+            finished: false,
+            admin: None,
+            started_ms: 0,
+            counted_in_flight: false,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -106,6 +120,10 @@ struct Http {
     local_reply: bool,
     body_bytes: u64,
     finished: bool,
+    /// When the request headers arrived (for the upstream latency signal).
+    started_ms: u64,
+    /// This request is in the all-tenant in-flight count (queue depth signal).
+    counted_in_flight: bool,
 }
 
 struct HostHeaders;
@@ -166,12 +184,13 @@ impl Http {
             sh.overrides.next_check = 0;
             sh.overrides.refresh(&cfg, &HostStore, now);
             let req = admin::Request { method: &p.method, path: &p.path, body };
+            sh.saturation.level(&cfg, now, &mut sh.metrics);
             let metrics = &mut sh.metrics;
             let r = admin::handle(&cfg, &HostStore, &sh.overrides, &req, now, || {
                 let t = metrics.totals(&cfg);
                 admin::StatusExtra {
                     totals: serde_json::json!({ "allowed": t[0], "rejected": t[1], "shadow_rejected": t[2] }),
-                    saturation: serde_json::json!({ "level": "normal", "signals": {} }),
+                    saturation: saturation::status(&cfg, &sh.saturation),
                 }
             });
             // A write must be visible to this worker's next request at once.
@@ -180,6 +199,14 @@ impl Http {
         };
         let h = vec![("content-type".to_string(), "application/json".to_string())];
         self.send(resp.status, "tenant_quota_admin", &resp.body, &h)
+    }
+
+    fn count_in_flight(&mut self) {
+        let counts = self.shared.try_borrow().map(|sh| sh.saturation.counts_in_flight).unwrap_or(false);
+        if counts {
+            self.finished = false;
+            self.counted_in_flight = saturation::add_in_flight(1).is_ok();
+        }
     }
 
     fn record(&self, sh: &mut Shared, verdict: &Verdict) {
@@ -217,6 +244,12 @@ impl Http {
             return;
         }
         self.finished = true;
+        if self.counted_in_flight {
+            self.counted_in_flight = false;
+            if saturation::add_in_flight(-1).is_err() {
+                host::log(host::LOG_ERROR, "tenant-quota: could not release the all-tenant in-flight count");
+            }
+        }
         let Some(a) = self.admitted.take() else { return };
         let Ok(mut sh) = self.shared.try_borrow_mut() else { return };
         let sh = &mut *sh;
@@ -278,7 +311,9 @@ impl HttpContext for Http {
             if cfg.admin.is_some() {
                 sh.overrides.refresh(&cfg, &HostStore, now);
             }
-            let input = engine::RequestInput { headers: &mut HostHeaders, tenant, end_of_stream, level: 0, now };
+            self.started_ms = now;
+            let level = sh.saturation.level(&cfg, now, &mut sh.metrics);
+            let input = engine::RequestInput { headers: &mut HostHeaders, tenant, end_of_stream, level, now };
             let overrides = &sh.overrides;
             let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
             self.record(sh, &v);
@@ -286,6 +321,7 @@ impl HttpContext for Http {
         };
         match verdict {
             Verdict::Pass { error } => {
+                self.count_in_flight();
                 if let Some(e) = error {
                     host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, allowing: {e:?}"));
                 }
@@ -293,6 +329,7 @@ impl HttpContext for Http {
             }
             Verdict::Admit(a) => {
                 self.admitted = Some(a);
+                self.count_in_flight();
                 Action::Continue
             }
             Verdict::Reject { reply, error, .. } => {
@@ -329,6 +366,13 @@ impl HttpContext for Http {
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
         if self.local_reply {
             return Action::Continue;
+        }
+        if self.config.saturation.is_some() && self.config.mode != Mode::Off {
+            let now = host::now_ms();
+            let latency = (self.started_ms > 0).then(|| now.saturating_sub(self.started_ms));
+            if let Ok(mut sh) = self.shared.try_borrow_mut() {
+                sh.saturation.observe_response(&self.config, now, latency);
+            }
         }
         let Some(mut a) = self.admitted.take() else { return Action::Continue };
         let cfg = self.config.clone();

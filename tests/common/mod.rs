@@ -411,6 +411,8 @@ pub struct Upstream {
     pub port: u16,
     pub received: Arc<AtomicUsize>,
     pub open: Arc<AtomicUsize>,
+    /// Headers added to every response (load reports).
+    pub extra: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Upstream {
@@ -419,14 +421,19 @@ impl Upstream {
         let port = l.local_addr().unwrap().port();
         let received = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
-        let (rc, oc) = (received.clone(), open.clone());
+        let extra = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (rc, oc, ec) = (received.clone(), open.clone(), extra.clone());
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
-                let (rc, oc) = (rc.clone(), oc.clone());
-                std::thread::spawn(move || serve(s, rc, oc));
+                let (rc, oc, ec) = (rc.clone(), oc.clone(), ec.clone());
+                std::thread::spawn(move || serve(s, rc, oc, ec));
             }
         });
-        Upstream { port, received, open }
+        Upstream { port, received, open, extra }
+    }
+    /// Set the headers every response carries from now on.
+    pub fn report(&self, headers: &[(&str, &str)]) {
+        *self.extra.lock().unwrap() = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     }
     pub fn received(&self) -> usize {
         self.received.load(Ordering::SeqCst)
@@ -436,7 +443,7 @@ impl Upstream {
     }
 }
 
-fn serve(s: TcpStream, received: Arc<AtomicUsize>, open: Arc<AtomicUsize>) {
+fn serve(s: TcpStream, received: Arc<AtomicUsize>, open: Arc<AtomicUsize>, extra: Arc<std::sync::Mutex<Vec<(String, String)>>>) {
     let mut w = match s.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -459,6 +466,9 @@ fn serve(s: TcpStream, received: Arc<AtomicUsize>, open: Arc<AtomicUsize>) {
         }
         let text = format!("ok {}\n", body.len());
         let mut resp = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n", text.len());
+        for (k, v) in extra.lock().unwrap().iter() {
+            resp.push_str(&format!("{k}: {v}\r\n"));
+        }
         for (k, v) in &headers {
             if let Some(name) = k.strip_prefix("x-test-respond-") {
                 resp.push_str(&format!("{name}: {v}\r\n"));

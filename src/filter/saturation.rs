@@ -1,0 +1,205 @@
+//! Saturation signals in shared data, so every worker throttles on the same view.
+//! Readings from responses (ORCA, plain headers, measured latency) are published under
+//! `tq1|sig|<name>`; the filter's own in-flight count across workers is a CAS counter
+//! under `tq1|inflight`; operator values come from the admin API. Each worker recomputes
+//! the level at most every [`RECOMPUTE_MS`] and lowers it only after [`HOLD_MS`].
+
+use super::host::{self, map, HostStore};
+use super::metrics::Metrics;
+use crate::admin;
+use crate::config::{Config, Saturation, SignalSource};
+use crate::core::saturation::{self as sat, Hysteresis, Reading};
+use crate::core::Millis;
+use crate::store::{SharedStore, StoreError, MAX_CAS_RETRIES};
+
+pub const RECOMPUTE_MS: u64 = 5;
+pub const HOLD_MS: u64 = 1000;
+/// A worker republishes an unchanged reading at most this often.
+const REPUBLISH_MS: u64 = 100;
+const INFLIGHT_KEY: &str = "tq1|inflight";
+const ORCA_HEADER: &str = "endpoint-load-metrics";
+
+fn signal_key(name: &str) -> String {
+    format!("tq1|sig|{name}")
+}
+
+#[derive(Default)]
+pub struct SaturationState {
+    next_recompute: Millis,
+    hysteresis: Hysteresis,
+    pub level: u8,
+    /// Last values seen (for status), per signal.
+    pub readings: Vec<Option<Reading>>,
+    /// Last value this worker published, and when, per signal.
+    published: Vec<Option<Reading>>,
+    latency_ewma: Option<f64>,
+    keys: Vec<String>,
+    /// Whether any signal counts in-flight requests.
+    pub counts_in_flight: bool,
+}
+
+impl SaturationState {
+    pub fn new(cfg: &Config) -> SaturationState {
+        let Some(s) = &cfg.saturation else { return SaturationState::default() };
+        SaturationState {
+            readings: vec![None; s.signals.len()],
+            published: vec![None; s.signals.len()],
+            keys: s.signals.iter().map(|g| signal_key(&g.name)).collect(),
+            counts_in_flight: s.signals.iter().any(|g| g.source == SignalSource::InFlight),
+            ..SaturationState::default()
+        }
+    }
+
+    /// The current level (0 normal, 1 elevated, 2 critical).
+    pub fn level(&mut self, cfg: &Config, now: Millis, metrics: &mut Metrics) -> u8 {
+        let Some(s) = &cfg.saturation else { return sat::NORMAL };
+        if now < self.next_recompute {
+            return self.level;
+        }
+        self.next_recompute = now.saturating_add(RECOMPUTE_MS);
+        let operator = if cfg.admin.is_some() { admin::operator_values(&HostStore, now) } else { Vec::new() };
+        let mut buf = Vec::new();
+        for (i, g) in s.signals.iter().enumerate() {
+            let source = match g.source {
+                SignalSource::InFlight => read_counter(&mut buf).map(|v| Reading { value: v as f64, at_ms: now }),
+                SignalSource::Operator => None,
+                _ => match HostStore.get(&self.keys[i], &mut buf) {
+                    Ok(Some(_)) => sat::decode_reading(&buf),
+                    _ => None,
+                },
+            };
+            let op = operator.iter().find(|(k, _)| k == &g.name).map(|(_, v)| Reading { value: *v, at_ms: now });
+            self.readings[i] = sat::combine(source, op, now, s.stale_after_ms);
+        }
+        let raw = sat::raw_level(s, &self.readings, now);
+        self.level = self.hysteresis.next(raw, now, HOLD_MS);
+        record_gauges(s, &self.readings, self.level, metrics);
+        self.level
+    }
+
+    /// Read the upstream's load reports from response headers and publish them; strip them
+    /// from the client's response unless configured to keep them.
+    pub fn observe_response(&mut self, cfg: &Config, now: Millis, latency_ms: Option<u64>) {
+        let Some(s) = &cfg.saturation else { return };
+        let mut orca: Option<Option<Vec<u8>>> = None;
+        for (i, g) in s.signals.iter().enumerate() {
+            let value = match &g.source {
+                SignalSource::Orca(m) => {
+                    let h = orca.get_or_insert_with(|| host::header(map::RESPONSE_HEADERS, ORCA_HEADER));
+                    h.as_deref().and_then(|h| sat::parse_orca(h, m))
+                }
+                SignalSource::ResponseHeader(h) => {
+                    let v = host::header(map::RESPONSE_HEADERS, h).and_then(|v| sat::parse_number(&v));
+                    if !s.expose_signal_headers {
+                        host::remove_header(map::RESPONSE_HEADERS, h);
+                    }
+                    v
+                }
+                SignalSource::UpstreamLatencyMs => latency_ms.map(|l| {
+                    let e = self.latency_ewma.map_or(l as f64, |e| 0.8 * e + 0.2 * l as f64);
+                    self.latency_ewma = Some(e);
+                    e
+                }),
+                SignalSource::InFlight | SignalSource::Operator => None,
+            };
+            if let Some(v) = value {
+                self.publish(g, i, Reading { value: v, at_ms: now });
+            }
+        }
+        if orca.is_some() && !s.expose_signal_headers {
+            host::remove_header(map::RESPONSE_HEADERS, ORCA_HEADER);
+        }
+    }
+
+    fn publish(&mut self, g: &crate::config::Signal, i: usize, r: Reading) {
+        let band = |v: f64| u8::from(v >= g.elevated) + u8::from(v >= g.critical);
+        let due = match self.published[i] {
+            None => true,
+            Some(p) => band(p.value) != band(r.value) || r.at_ms.saturating_sub(p.at_ms) >= REPUBLISH_MS,
+        };
+        if due && HostStore.set(&self.keys[i], &sat::encode_reading(r), 0).is_ok() {
+            self.published[i] = Some(r);
+            // Seen by this worker at once; the others within RECOMPUTE_MS.
+            self.next_recompute = 0;
+        }
+    }
+}
+
+fn read_counter(buf: &mut Vec<u8>) -> Option<u64> {
+    match HostStore.get(INFLIGHT_KEY, buf) {
+        Ok(Some(_)) if buf.len() == 8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(buf);
+            Some(u64::from_le_bytes(a))
+        }
+        _ => None,
+    }
+}
+
+/// Create the in-flight counter if missing (configure time, before traffic).
+pub fn init(cfg: &Config) -> Result<(), StoreError> {
+    if !cfg.saturation.as_ref().is_some_and(|s| s.signals.iter().any(|g| g.source == SignalSource::InFlight)) {
+        return Ok(());
+    }
+    let mut buf = Vec::new();
+    if HostStore.get(INFLIGHT_KEY, &mut buf)?.is_none() {
+        HostStore.set(INFLIGHT_KEY, &0u64.to_le_bytes(), 0)?;
+    }
+    Ok(())
+}
+
+/// Add `delta` (+1 / -1) to the all-tenant in-flight count, with CAS.
+pub fn add_in_flight(delta: i64) -> Result<(), StoreError> {
+    let mut buf = Vec::new();
+    for _ in 0..MAX_CAS_RETRIES {
+        let Some(cas) = HostStore.get(INFLIGHT_KEY, &mut buf)? else { return Err(StoreError::Unavailable) };
+        let cur = read_u64(&buf);
+        let next = if delta >= 0 { cur.saturating_add(delta as u64) } else { cur.saturating_sub(delta.unsigned_abs()) };
+        match HostStore.set(INFLIGHT_KEY, &next.to_le_bytes(), cas) {
+            Ok(()) => return Ok(()),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+fn read_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    if b.len() == 8 {
+        a.copy_from_slice(b);
+    }
+    u64::from_le_bytes(a)
+}
+
+/// `saturation_<signal>` gauges: fractional signals (critical threshold ≤ 1, such as ORCA
+/// utilization) in percent, others in their own unit, rounded; `saturation_level` 0-2.
+fn record_gauges(s: &Saturation, readings: &[Option<Reading>], level: u8, metrics: &mut Metrics) {
+    for (g, r) in s.signals.iter().zip(readings) {
+        let v = r.map_or(0.0, |r| r.value);
+        let v = if g.critical <= 1.0 { v * 100.0 } else { v };
+        metrics.gauge_named(&format!("saturation_{}", g.name), v.round().max(0.0) as u64);
+    }
+    metrics.gauge_named("saturation_level", u64::from(level));
+}
+
+/// The status view of saturation.
+pub fn status(cfg: &Config, st: &SaturationState) -> serde_json::Value {
+    let Some(s) = &cfg.saturation else {
+        return serde_json::json!({ "level": "normal", "configured": false, "signals": {} });
+    };
+    let mut signals = serde_json::Map::new();
+    for (g, r) in s.signals.iter().zip(&st.readings) {
+        signals.insert(
+            g.name.clone(),
+            serde_json::json!({
+                "value": r.map(|r| r.value),
+                "observed_at_ms": r.map(|r| r.at_ms),
+                "elevated": g.elevated,
+                "critical": g.critical,
+                "level": sat::level_name(sat::signal_level(g, *r, host::now_ms(), s.stale_after_ms)),
+            }),
+        );
+    }
+    serde_json::json!({ "level": sat::level_name(st.level), "level_value": st.level, "configured": true, "signals": signals })
+}
