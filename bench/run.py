@@ -69,7 +69,7 @@ local mode = os.getenv("TQ_MODE") or "rotate"
 request = function()
   local id
   if mode == "sequential" then
-    id = offset + i
+    id = offset + (i % n)
   elseif mode == "random" then
     id = math.random(0, n - 1)
   else
@@ -238,7 +238,8 @@ def scale(envoy_bin, lua, workdir, seconds, sizes):
             while tracked < n and time.time() < deadline:
                 need = n - tracked
                 secs = max(1, min(30, need // 15000 + 1))
-                wrk(e.port, secs, lua, {"TQ_MODE": "sequential", "TQ_OFFSET": str(tracked)}, connections=16)
+                wrk(e.port, secs, lua, {"TQ_MODE": "sequential", "TQ_OFFSET": str(tracked), "TQ_TENANTS": str(need)},
+                    connections=16)
                 tracked = e.status()["tracked_tenants"]
                 # wrk may overshoot; trim the figure reported to what is tracked.
             r = wrk(e.port, seconds, lua, {"TQ_MODE": "random", "TQ_TENANTS": str(n)})

@@ -205,23 +205,18 @@ pub fn reject_reply(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejec
     }
 }
 
-/// Headers for an admitted response (enforce and shadow).
-pub fn admitted_headers(cfg: &Config, a: &Admitted) -> Vec<(String, String)> {
-    let mut h = Vec::new();
+/// Headers for an admitted response (enforce and shadow): the three SPEC headers for the
+/// budget closest to exhaustion, and the shadow reason. Each header is a host call, so
+/// admitted responses carry no more than these; 429s carry the full set.
+pub fn admitted_headers(a: &Admitted) -> Vec<(&'static str, String)> {
+    let mut h = Vec::with_capacity(4);
     if let Some(u) = &a.headline {
-        let b = &cfg.budgets[u.budget];
-        let window_ms = if b.counts == Counts::InFlight { 0 } else { u.resets_in_ms.max(1) };
-        h.push(("x-tenant-quota-budget".into(), b.name.clone()));
-        h.push(("x-tenant-quota-limit".into(), u.limit.to_string()));
-        h.push(("x-tenant-quota-remaining".into(), u.remaining().to_string()));
-        h.push(("x-tenant-quota-burst-remaining".into(), u.burst_remaining().to_string()));
-        let win = cfg.policy(&a.tenant).limits[u.budget].window_ms;
-        h.push(("ratelimit-policy".into(), policy_header(cfg, u.budget, u.limit, win)));
-        let reset_s = if window_ms == 0 { 0 } else { u.resets_in_ms.div_ceil(1000) };
-        h.push(("ratelimit".into(), ratelimit_header(cfg, u.budget, u.remaining(), reset_s)));
+        h.push(("x-tenant-quota-limit", u.limit.to_string()));
+        h.push(("x-tenant-quota-remaining", u.remaining().to_string()));
+        h.push(("x-tenant-quota-burst-remaining", u.burst_remaining().to_string()));
     }
     if let Some(s) = &a.shadow {
-        h.push(("x-tenant-quota-shadow".into(), s.clone()));
+        h.push(("x-tenant-quota-shadow", s.clone()));
     }
     h
 }
@@ -297,19 +292,26 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     let runtime = overrides(&tenant);
     let policy: &TenantPolicy = runtime.as_ref().unwrap_or_else(|| cfg.policy(&tenant));
     // 2. Priority: a request may lower its own, never raise it.
+    // The priority only matters to saturation, so the header is read only when configured.
     let mut priority = policy.priority;
-    if let Some(p) = input.headers.get("x-tenant-quota-priority").and_then(|v| parse_priority(trim(&v))) {
-        priority = priority.min(p);
+    if cfg.saturation.is_some() {
+        if let Some(p) = input.headers.get("x-tenant-quota-priority").and_then(|v| parse_priority(trim(&v))) {
+            priority = priority.min(p);
+        }
     }
     let keep = saturation::keep(cfg.saturation.as_ref(), input.level, priority);
     let sat_retry = cfg.saturation.as_ref().map_or(5, |s| s.retry_after_s);
     // 3. Demands.
-    let (method, path) = if cfg.needs_match {
-        let m = input.headers.get(":method").unwrap_or_default();
-        let p = input.headers.get(":path").unwrap_or_default();
-        (String::from_utf8_lossy(&m).into_owned(), String::from_utf8_lossy(&p).into_owned())
+    // Read :method and :path only if some budget's match needs them.
+    let method = if cfg.budgets.iter().any(|b| !b.matcher.methods.is_empty()) {
+        String::from_utf8_lossy(&input.headers.get(":method").unwrap_or_default()).into_owned()
     } else {
-        (String::new(), String::new())
+        String::new()
+    };
+    let path = if cfg.budgets.iter().any(|b| b.matcher.path_prefix.is_some()) {
+        String::from_utf8_lossy(&input.headers.get(":path").unwrap_or_default()).into_owned()
+    } else {
+        String::new()
     };
     w.demands.clear();
     let mut after = Vec::new();

@@ -79,9 +79,21 @@ impl RootContext for Root {
             metrics: Metrics::new(&cfg),
             saturation: SaturationState::new(&cfg),
         };
+        if shared.saturation.counts_in_flight {
+            // Idle workers fold their in-flight changes into the shared count on a tick.
+            proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(100)).ok();
+        }
         self.shared = Some(Rc::new(RefCell::new(shared)));
         self.config = Some(Rc::new(cfg));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(sh) = &self.shared {
+            if let Ok(mut sh) = sh.try_borrow_mut() {
+                sh.saturation.flush(host::now_ms(), true);
+            }
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -202,10 +214,11 @@ impl Http {
     }
 
     fn count_in_flight(&mut self) {
-        let counts = self.shared.try_borrow().map(|sh| sh.saturation.counts_in_flight).unwrap_or(false);
-        if counts {
-            self.finished = false;
-            self.counted_in_flight = saturation::add_in_flight(1).is_ok();
+        if let Ok(mut sh) = self.shared.try_borrow_mut() {
+            if sh.saturation.counts_in_flight {
+                sh.saturation.pending_in_flight += 1;
+                self.counted_in_flight = true;
+            }
         }
     }
 
@@ -246,11 +259,14 @@ impl Http {
         self.finished = true;
         if self.counted_in_flight {
             self.counted_in_flight = false;
-            if saturation::add_in_flight(-1).is_err() {
-                host::log(host::LOG_ERROR, "tenant-quota: could not release the all-tenant in-flight count");
+            if let Ok(mut sh) = self.shared.try_borrow_mut() {
+                sh.saturation.pending_in_flight -= 1;
             }
         }
         let Some(a) = self.admitted.take() else { return };
+        if a.in_flight.is_empty() && self.body_bytes == 0 {
+            return;
+        }
         let Ok(mut sh) = self.shared.try_borrow_mut() else { return };
         let sh = &mut *sh;
         let now = host::now_ms();
@@ -407,8 +423,8 @@ impl HttpContext for Http {
                 }
             }
         }
-        for (k, v) in engine::admitted_headers(&cfg, &a) {
-            host::add_header(map::RESPONSE_HEADERS, &k, &v);
+        for (k, v) in engine::admitted_headers(&a) {
+            host::add_header(map::RESPONSE_HEADERS, k, &v);
         }
         self.admitted = Some(a);
         Action::Continue

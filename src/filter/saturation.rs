@@ -16,6 +16,10 @@ pub const RECOMPUTE_MS: u64 = 5;
 pub const HOLD_MS: u64 = 1000;
 /// A worker republishes an unchanged reading at most this often.
 const REPUBLISH_MS: u64 = 100;
+/// A worker reads the upstream's load headers at most this often (they are stripped always).
+const SAMPLE_MS: u64 = 10;
+/// A worker folds its in-flight changes into the shared count at most this often (and on tick).
+pub const FLUSH_MS: u64 = 5;
 const INFLIGHT_KEY: &str = "tq1|inflight";
 const ORCA_HEADER: &str = "endpoint-load-metrics";
 
@@ -36,6 +40,10 @@ pub struct SaturationState {
     keys: Vec<String>,
     /// Whether any signal counts in-flight requests.
     pub counts_in_flight: bool,
+    /// This worker's in-flight changes not yet folded into the shared count.
+    pub pending_in_flight: i64,
+    next_flush: Millis,
+    next_sample: Millis,
 }
 
 impl SaturationState {
@@ -53,6 +61,7 @@ impl SaturationState {
     /// The current level (0 normal, 1 elevated, 2 critical).
     pub fn level(&mut self, cfg: &Config, now: Millis, metrics: &mut Metrics) -> u8 {
         let Some(s) = &cfg.saturation else { return sat::NORMAL };
+        self.flush(now, false);
         if now < self.next_recompute {
             return self.level;
         }
@@ -77,10 +86,29 @@ impl SaturationState {
         self.level
     }
 
-    /// Read the upstream's load reports from response headers and publish them; strip them
-    /// from the client's response unless configured to keep them.
+    /// Fold this worker's in-flight changes into the shared all-tenant count: one CAS per
+    /// [`FLUSH_MS`] instead of two per request. `force` flushes now (tick).
+    pub fn flush(&mut self, now: Millis, force: bool) {
+        if self.pending_in_flight == 0 || (!force && now < self.next_flush) {
+            return;
+        }
+        self.next_flush = now.saturating_add(FLUSH_MS);
+        if add_in_flight(self.pending_in_flight).is_ok() {
+            self.pending_in_flight = 0;
+        }
+    }
+
+    /// Read the upstream's load reports from response headers (sampled) and publish them;
+    /// strip them from the client's response unless configured to keep them.
     pub fn observe_response(&mut self, cfg: &Config, now: Millis, latency_ms: Option<u64>) {
         let Some(s) = &cfg.saturation else { return };
+        if now < self.next_sample {
+            if !s.expose_signal_headers {
+                strip(s);
+            }
+            return;
+        }
+        self.next_sample = now.saturating_add(SAMPLE_MS);
         let mut orca: Option<Option<Vec<u8>>> = None;
         for (i, g) in s.signals.iter().enumerate() {
             let value = match &g.source {
@@ -125,6 +153,23 @@ impl SaturationState {
     }
 }
 
+/// Remove the signal headers from the client's response.
+fn strip(s: &Saturation) {
+    let mut orca = false;
+    for g in &s.signals {
+        match &g.source {
+            SignalSource::Orca(_) => orca = true,
+            SignalSource::ResponseHeader(h) => {
+                host::remove_header(map::RESPONSE_HEADERS, h);
+            }
+            _ => {}
+        }
+    }
+    if orca {
+        host::remove_header(map::RESPONSE_HEADERS, ORCA_HEADER);
+    }
+}
+
 fn read_counter(buf: &mut Vec<u8>) -> Option<u64> {
     match HostStore.get(INFLIGHT_KEY, buf) {
         Ok(Some(_)) if buf.len() == 8 => {
@@ -149,7 +194,7 @@ pub fn init(cfg: &Config) -> Result<(), StoreError> {
 }
 
 /// Add `delta` (+1 / -1) to the all-tenant in-flight count, with CAS.
-pub fn add_in_flight(delta: i64) -> Result<(), StoreError> {
+fn add_in_flight(delta: i64) -> Result<(), StoreError> {
     let mut buf = Vec::new();
     for _ in 0..MAX_CAS_RETRIES {
         let Some(cas) = HostStore.get(INFLIGHT_KEY, &mut buf)? else { return Err(StoreError::Unavailable) };
