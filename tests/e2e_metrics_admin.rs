@@ -177,6 +177,8 @@ fn usage_report_reset_and_status() {
     for _ in 0..12 {
         assert_eq!(e.get("/", &[("x-tenant-id", "rep")]).status, 200);
     }
+    // Metric updates are batched per worker and flushed on a 100 ms tick.
+    std::thread::sleep(Duration::from_millis(300));
     let (s, v) = admin(&e, "GET", "/status", None);
     assert_eq!(s, 200);
     assert_eq!(v["tracked_tenants"], 1);

@@ -28,12 +28,23 @@ pub enum Kind {
 }
 const KINDS: usize = 11;
 
+/// Counters and gauges are batched per worker and written to the host at most every
+/// [`FLUSH_MS`] (and on every tick): each metric update is a host call, which costs as much
+/// as the quota decision itself.
+pub const FLUSH_MS: u64 = 50;
+
 pub struct Metrics {
     tenants: HashMap<String, usize>,
     labels: Vec<String>,
     budgets: usize,
     ids: Vec<u32>,
+    /// Pending counter increments and latest gauge values, by slot.
+    pending: Vec<u64>,
+    gauge: Vec<Option<u64>>,
+    dirty: Vec<usize>,
+    next_flush: u64,
     errors: u32,
+    pending_errors: u64,
     gauges: HashMap<String, u32>,
 }
 
@@ -53,7 +64,19 @@ impl Metrics {
         labels.push("other".into());
         let n = labels.len() * cfg.budgets.len() * KINDS;
         let errors = host::define_metric(COUNTER, "quota_errors_total").unwrap_or(0);
-        Metrics { tenants, labels, budgets: cfg.budgets.len(), ids: vec![0; n], errors, gauges: HashMap::new() }
+        Metrics {
+            tenants,
+            labels,
+            budgets: cfg.budgets.len(),
+            ids: vec![0; n],
+            pending: vec![0; n],
+            gauge: vec![None; n],
+            dirty: Vec::new(),
+            next_flush: 0,
+            errors,
+            pending_errors: 0,
+            gauges: HashMap::new(),
+        }
     }
 
     pub fn tenant_index(&self, id: &str) -> usize {
@@ -86,24 +109,63 @@ impl Metrics {
         Some(id)
     }
 
+    fn slot(&self, tenant: usize, budget: usize, kind: Kind) -> usize {
+        (tenant * self.budgets + budget) * KINDS + kind as usize
+    }
+
+    fn mark(&mut self, slot: usize) {
+        if self.pending[slot] == 0 && self.gauge[slot].is_none() {
+            self.dirty.push(slot);
+        }
+    }
+
     pub fn inc(&mut self, cfg: &Config, tenant: usize, budget: usize, kind: Kind, by: u64) {
-        if by == 0 {
+        if by == 0 || self.id(cfg, tenant, budget, kind).is_none() {
             return;
         }
-        if let Some(id) = self.id(cfg, tenant, budget, kind) {
-            host::increment_metric(id, by as i64);
-        }
+        let slot = self.slot(tenant, budget, kind);
+        self.mark(slot);
+        self.pending[slot] = self.pending[slot].saturating_add(by);
     }
 
     pub fn set(&mut self, cfg: &Config, tenant: usize, budget: usize, kind: Kind, v: u64) {
-        if let Some(id) = self.id(cfg, tenant, budget, kind) {
-            host::record_metric(id, v);
+        if self.id(cfg, tenant, budget, kind).is_none() {
+            return;
         }
+        let slot = self.slot(tenant, budget, kind);
+        self.mark(slot);
+        self.gauge[slot] = Some(v);
     }
 
     pub fn error(&mut self) {
-        if self.errors != 0 {
-            host::increment_metric(self.errors, 1);
+        self.pending_errors += 1;
+    }
+
+    /// Write batched updates to the host: at most every [`FLUSH_MS`], or now if `force`.
+    /// A named tenant's `quota_remaining` is re-read from shared data at flush, so the gauge
+    /// is current whichever worker writes it last; `other` keeps the last value seen here.
+    pub fn flush(&mut self, cfg: &Config, overrides: &crate::admin::Overrides, now: u64, force: bool) {
+        if !force && now < self.next_flush {
+            return;
+        }
+        self.next_flush = now.saturating_add(FLUSH_MS);
+        let named: Vec<&String> = cfg.tenants.keys().collect();
+        for slot in std::mem::take(&mut self.dirty) {
+            let id = self.ids[slot];
+            if self.pending[slot] > 0 {
+                host::increment_metric(id, self.pending[slot] as i64);
+                self.pending[slot] = 0;
+            }
+            if let Some(v) = self.gauge[slot].take() {
+                let tenant = slot / KINDS / self.budgets.max(1);
+                let budget = (slot / KINDS) % self.budgets.max(1);
+                let fresh = named.get(tenant).and_then(|t| current_remaining(cfg, overrides, t, budget, now));
+                host::record_metric(id, fresh.unwrap_or(v));
+            }
+        }
+        if self.pending_errors > 0 && self.errors != 0 {
+            host::increment_metric(self.errors, self.pending_errors as i64);
+            self.pending_errors = 0;
         }
     }
 
@@ -160,7 +222,8 @@ impl Metrics {
     }
 
     /// Sum of the check counters across every label set (for the admin status).
-    pub fn totals(&mut self, cfg: &Config) -> [u64; 3] {
+    pub fn totals(&mut self, cfg: &Config, overrides: &crate::admin::Overrides) -> [u64; 3] {
+        self.flush(cfg, overrides, 0, true);
         let mut out = [0u64; 3];
         for t in 0..self.labels.len() {
             for b in 0..self.budgets {
@@ -173,4 +236,18 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A named tenant's remaining units in a budget, from shared data.
+fn current_remaining(cfg: &Config, overrides: &crate::admin::Overrides, tenant: &str, budget: usize, now: u64) -> Option<u64> {
+    use crate::store::SharedStore;
+    let mut key = String::new();
+    crate::store::tenant_key(tenant, &mut key);
+    let mut buf = Vec::new();
+    host::HostStore.get(&key, &mut buf).ok()??;
+    let state = crate::core::TenantState::decode(&buf).ok()?;
+    let runtime = overrides.get(tenant);
+    let policy = runtime.as_ref().unwrap_or_else(|| cfg.policy(tenant));
+    let pol = crate::core::Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: 1.0, saturation_retry_after_s: 1 };
+    Some(crate::core::standing(&pol, &state, now, budget).remaining())
 }

@@ -79,10 +79,8 @@ impl RootContext for Root {
             metrics: Metrics::new(&cfg),
             saturation: SaturationState::new(&cfg),
         };
-        if shared.saturation.counts_in_flight {
-            // Idle workers fold their in-flight changes into the shared count on a tick.
-            proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(100)).ok();
-        }
+        // Idle workers flush batched metrics and in-flight changes on a tick.
+        proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(100)).ok();
         self.shared = Some(Rc::new(RefCell::new(shared)));
         self.config = Some(Rc::new(cfg));
         true
@@ -91,7 +89,12 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(sh) = &self.shared {
             if let Ok(mut sh) = sh.try_borrow_mut() {
-                sh.saturation.flush(host::now_ms(), true);
+                let now = host::now_ms();
+                sh.saturation.flush(now, true);
+                if let Some(cfg) = &self.config {
+                    let Shared { metrics, overrides, .. } = &mut *sh;
+                    metrics.flush(cfg, overrides, now, true);
+                }
             }
         }
     }
@@ -198,8 +201,9 @@ impl Http {
             let req = admin::Request { method: &p.method, path: &p.path, body };
             sh.saturation.level(&cfg, now, &mut sh.metrics);
             let metrics = &mut sh.metrics;
+            let ovr = &sh.overrides;
             let r = admin::handle(&cfg, &HostStore, &sh.overrides, &req, now, || {
-                let t = metrics.totals(&cfg);
+                let t = metrics.totals(&cfg, ovr);
                 admin::StatusExtra {
                     totals: serde_json::json!({ "allowed": t[0], "rejected": t[1], "shadow_rejected": t[2] }),
                     saturation: saturation::status(&cfg, &sh.saturation),
@@ -333,6 +337,7 @@ impl HttpContext for Http {
             let overrides = &sh.overrides;
             let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
             self.record(sh, &v);
+            sh.metrics.flush(&cfg, &sh.overrides, now, false);
             v
         };
         match verdict {
