@@ -435,6 +435,7 @@ fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Reje
 }
 
 /// Charge units after the fact to an admitted request's tenant.
+#[allow(clippy::too_many_arguments)]
 pub fn charge<S: SharedStore>(
     cfg: &Config,
     store: &S,

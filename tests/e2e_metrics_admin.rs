@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 // sha256("secret")

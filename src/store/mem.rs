@@ -6,9 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+/// Key -> (value, CAS token), and the last token handed out.
+type Entries = (HashMap<String, (Vec<u8>, u32)>, u32);
+
 #[derive(Debug, Default)]
 pub struct MemStore {
-    map: Mutex<(HashMap<String, (Vec<u8>, u32)>, u32)>,
+    map: Mutex<Entries>,
     /// The next this many `set`s with a non-zero CAS fail with `CasMismatch`.
     pub fail_sets: AtomicUsize,
     /// Every call fails with `Unavailable` while set.
