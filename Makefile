@@ -20,7 +20,7 @@ ENVOY_RUN := $(VENV)/bin/envoy
 ENVOY_BIN_CMD := echo $(CURDIR)/$(VENV)/bin/envoy
 endif
 
-.PHONY: all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
+.PHONY: bench bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
 
 all: build
 
@@ -78,6 +78,17 @@ lint: wasm-targets
 	fi
 
 test: tools build lint unit-test wasm-test e2e-test
+
+# Benchmarks (bench/RESULTS.md, bench/results.png): bare Envoy, native local_ratelimit,
+# the no-op wasm floor and tenant-quota, alternated, medians of 3 rounds; then scale.
+bench-tools: envoy
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
+
+bench: build bench-tools
+	cd bench/noop && cargo build --release --target wasm32-wasip1
+	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) $(VENV)/bin/python bench/run.py --rounds 3 --seconds 8
 
 clean:
 	cargo clean

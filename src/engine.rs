@@ -477,3 +477,7 @@ pub fn release<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admi
     }
     last
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -29,6 +29,15 @@ fn get(e: &Envoy, tenant: &str) -> Response {
     e.get("/", &[("x-tenant-id", tenant)])
 }
 
+/// Let a few responses carry the upstream's current report (each worker samples the load
+/// headers at most every 10 ms).
+fn probe(e: &Envoy) {
+    for _ in 0..4 {
+        assert_eq!(get(e, "probe").status, 200);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+}
+
 fn admitted(e: &Envoy, tenant: &str, n: usize) -> usize {
     (0..n).filter(|_| get(e, tenant).status == 200).count()
 }
@@ -74,9 +83,9 @@ fn critical_cpu_sheds_low_reduces_normal_spares_vip_then_recovers() {
     assert_eq!(e.series(r#"quota_throttles_total{tenant_id="low",resource="rph",reason="saturation_throttle"}"#), Some(2.0));
     // The upstream reports normal load again: after the hold time, limits return.
     up.report(&[("endpoint-load-metrics", "TEXT cpu_utilization=0.2")]);
-    assert_eq!(get(&e, "probe").status, 200);
+    probe(&e);
     std::thread::sleep(Duration::from_millis(1300));
-    assert_eq!(get(&e, "probe").status, 200);
+    probe(&e);
     assert_eq!(level(&e), "normal");
     assert_eq!(admitted(&e, "low", 12), 10);
     assert_eq!(admitted(&e, "norm", 10), 5);
@@ -99,8 +108,7 @@ fn stale_reports_stop_counting_and_db_latency_header_is_a_signal() {
     assert_eq!(get(&e, "low").status, 200);
     // Elevated: low keeps half its limit.
     up.report(&[("x-db-latency-ms", "300")]);
-    get(&e, "probe");
-    std::thread::sleep(Duration::from_millis(50));
+    probe(&e);
     assert_eq!(level(&e), "elevated");
     // Elevated keeps 0.8 for normal priority (8 of 10) and 0.5 for low (5, of which 1 is used).
     assert_eq!(admitted(&e, "norm3", 10), 8);
@@ -140,5 +148,30 @@ fn operator_value_forces_a_brownout_until_it_expires() {
         assert_eq!(get(&e, "low").header("x-tenant-quota-reason"), Some("saturation_throttle"));
     }
     std::thread::sleep(Duration::from_millis(1500 + 1200));
+    assert_eq!(get(&e, "low").status, 200);
+}
+
+#[test]
+fn measured_upstream_latency_is_a_signal() {
+    let up = Upstream::start();
+    let cfg = r#"{"budgets":{"rph":{"counts":"requests","window_ms":3600000,"limit":100}},
+        "tenants":{"low":{"priority":"low"},"probe":{"priority":"vip","unlimited":true}},
+        "saturation":{"signals":{"latency":{"from":"upstream_latency_ms","elevated":150,"critical":300}},
+                      "keep":{"critical":{"low":0.0}},"retry_after_s":3}}"#;
+    let e = Envoy::start(cfg, up.port, EnvoyOpts { concurrency: 1, ..EnvoyOpts::default() });
+    assert_eq!(get(&e, "low").status, 200);
+    for _ in 0..3 {
+        assert_eq!(e.get("/slow/1000", &[("x-tenant-id", "probe")]).status, 200);
+    }
+    let r = get(&e, "low");
+    assert_eq!((r.status, r.header("x-tenant-quota-reason"), r.header("retry-after")), (429, Some("saturation_throttle"), Some("3")));
+    // A moving average (weight 0.2 per response): 1 ms, then 1000 ms three times -> 489.
+    // Fast responses pull the moving average down; after the hold time the low tenant is back.
+    for _ in 0..40 {
+        get(&e, "probe");
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    get(&e, "probe");
     assert_eq!(get(&e, "low").status, 200);
 }
