@@ -1,30 +1,74 @@
 //! A proxy-wasm HTTP filter that does nothing: the wasm floor for `make bench`.
+//!
+//! Its plugin configuration can switch on single host operations, so the bench can price
+//! them one by one: `{"read_header": true, "shared_pair": true, "add_headers": 3}`.
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-struct Root;
+#[derive(Default, Clone, Copy)]
+struct Ops {
+    read_header: bool,
+    shared_pair: bool,
+    add_headers: usize,
+}
+
+#[derive(Default)]
+struct Root {
+    ops: Ops,
+}
+
 impl Context for Root {}
 impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let cfg = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size).ok().flatten().unwrap_or_default();
+        let cfg = String::from_utf8_lossy(&cfg);
+        let compact: String = cfg.chars().filter(|c| !c.is_whitespace()).collect();
+        self.ops.read_header = compact.contains("\"read_header\":true");
+        self.ops.shared_pair = compact.contains("\"shared_pair\":true");
+        self.ops.add_headers = compact
+            .split("\"add_headers\":")
+            .nth(1)
+            .and_then(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok())
+            .unwrap_or(0);
+        if self.ops.shared_pair {
+            let _ = hostcalls::set_shared_data("noop", Some(b"0"), None);
+        }
+        true
+    }
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Noop))
+        Some(Box::new(Noop { ops: self.ops }))
     }
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 }
 
-struct Noop;
+struct Noop {
+    ops: Ops,
+}
 impl Context for Noop {}
 impl HttpContext for Noop {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if self.ops.read_header {
+            let _ = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-tenant-id");
+        }
+        if self.ops.shared_pair {
+            if let Ok((Some(v), cas)) = hostcalls::get_shared_data("noop") {
+                let _ = hostcalls::set_shared_data("noop", Some(&v), cas);
+            }
+        }
         Action::Continue
     }
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        for i in 0..self.ops.add_headers {
+            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, ["x-a", "x-b", "x-c", "x-d"][i % 4], "12345");
+        }
         Action::Continue
     }
 }
