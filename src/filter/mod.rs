@@ -141,11 +141,50 @@ struct Http {
     counted_in_flight: bool,
 }
 
-struct HostHeaders;
+/// Request headers for the engine. Each host call costs about as much as reading every
+/// header at once (bench/RESULTS.md), so when a configuration reads several headers per
+/// request they are fetched in one call and looked up here.
+enum HostHeaders {
+    OneByOne,
+    All(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+impl HostHeaders {
+    fn for_config(cfg: &Config) -> HostHeaders {
+        if header_reads(cfg) >= 2 {
+            if let Some(all) = host::headers(map::REQUEST_HEADERS) {
+                return HostHeaders::All(all);
+            }
+        }
+        HostHeaders::OneByOne
+    }
+}
+
+/// How many request headers a request may read under this configuration.
+fn header_reads(cfg: &Config) -> usize {
+    use crate::config::Counts;
+    let mut n = 1; // the tenant
+    if cfg.saturation.is_some() {
+        n += 1; // x-tenant-quota-priority
+    }
+    if cfg.budgets.iter().any(|b| b.matcher.path_prefix.is_some()) {
+        n += 1;
+    }
+    if cfg.budgets.iter().any(|b| !b.matcher.methods.is_empty()) {
+        n += 1;
+    }
+    if cfg.budgets.iter().any(|b| b.counts == Counts::RequestBytes) {
+        n += 1;
+    }
+    n + cfg.budgets.iter().filter(|b| matches!(b.counts, Counts::RequestHeader(_))).count()
+}
 
 impl RequestHeaders for HostHeaders {
     fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-        host::header(map::REQUEST_HEADERS, name)
+        match self {
+            HostHeaders::OneByOne => host::header(map::REQUEST_HEADERS, name),
+            HostHeaders::All(all) => all.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v.clone()),
+        }
     }
 }
 
@@ -320,8 +359,9 @@ impl HttpContext for Http {
                 return self.admin_headers(&path, end_of_stream);
             }
         }
+        let mut headers = HostHeaders::for_config(&cfg);
         let tenant = match &cfg.tenant_source {
-            TenantSource::Header(h) => host::header(map::REQUEST_HEADERS, h),
+            TenantSource::Header(h) => headers.get(h),
             TenantSource::Metadata(path) => host::property(path),
         };
         let verdict = {
@@ -333,7 +373,7 @@ impl HttpContext for Http {
             }
             self.started_ms = now;
             let level = sh.saturation.level(&cfg, now, &mut sh.metrics);
-            let input = engine::RequestInput { headers: &mut HostHeaders, tenant, end_of_stream, level, now };
+            let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now };
             let overrides = &sh.overrides;
             let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
             self.record(sh, &v);
