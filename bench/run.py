@@ -227,6 +227,10 @@ def measure(envoy_bin, kind, lua, workdir, seconds, warmup):
         t1 = e.cpu_ticks()
         r["cpu_us_per_req"] = (t1 - t0) * 1e6 / os.sysconf("SC_CLK_TCK") / max(r["requests"], 1)
         r["rss"] = e.rss_bytes()
+        # Latency without queueing: 2 connections keep Envoy's core far from saturation, so
+        # p50/p99 show the time a request spends in Envoy, not in a queue.
+        lat = wrk(e.port, 3, lua, connections=2)
+        r["lat_p50_us"], r["lat_p99_us"] = lat["p50_us"], lat["p99_us"]
         return r
     finally:
         e.stop()
@@ -291,7 +295,8 @@ def main():
             r = measure(a.envoy, kind, lua, workdir, a.seconds, a.warmup)
             runs[key].append(r)
             print(f"round {rnd + 1} ({key}) {name}: {r['rps']:.0f} req/s, {r['cpu_us_per_req']:.2f} us CPU/req, "
-                  f"p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, rss {r['rss']/1e6:.1f} MB, non-2xx {r['non2xx']}", flush=True)
+                  f"p99 {r['p99_us']:.0f} us saturated, {r['lat_p99_us']:.0f} us unloaded, rss {r['rss']/1e6:.1f} MB, "
+                  f"non-2xx {r['non2xx']}", flush=True)
     sizes = [int(x) for x in a.scale.split(",") if x]
     sc = scale(a.envoy, lua, workdir, a.seconds, sizes) if sizes else []
     shutil.rmtree(workdir, ignore_errors=True)
@@ -304,6 +309,7 @@ def write_results(a, runs, sc, elapsed):
         rs = runs[key]
         rows.append({"key": key, "name": name, "rps": med(rs, "rps"), "cpu": med(rs, "cpu_us_per_req"),
                      "p50": med(rs, "p50_us"), "p99": med(rs, "p99_us"), "rss": med(rs, "rss"),
+                     "lp50": med(rs, "lat_p50_us"), "lp99": med(rs, "lat_p99_us"),
                      "non2xx": sum(r["non2xx"] for r in rs)})
     by = {r["key"]: r for r in rows}
     lines = []
@@ -322,19 +328,23 @@ def write_results(a, runs, sc, elapsed):
         f"Envoy `--concurrency 1` pinned to CPU 0, `wrk -t1 -c32 -d{a.seconds}s --latency` pinned to CPU 1, "
         f"direct-response route; {a.rounds} rounds with the variants alternated, medians shown; "
         f"{a.warmup} s warm-up per run. Requests rotate over 1000 tenant ids (`x-tenant-id`) with "
-        "`x-query-cost: 1`. CPU is Envoy's user+system time (all threads, /proc) per request; RSS after the run.", "",
-        "| Variant | req/s | CPU µs/req | p50 µs | p99 µs | RSS MB | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "`x-query-cost: 1`. CPU is Envoy's user+system time (all threads, /proc) per request; RSS after the run. "
+        "Latency is measured twice: under saturation (the 32-connection throughput run, where it is mostly queueing: "
+        "connections ÷ throughput) and unloaded (a 3 s run with 2 connections, which shows the time a request "
+        "spends in Envoy).", "",
+        "| Variant | req/s | CPU µs/req | p50 µs unloaded | p99 µs unloaded | p50 µs saturated | p99 µs saturated | RSS MB | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows[:len(VARIANTS)]:
-        lines.append(f"| ({r['key']}) {r['name']} | {r['rps']:.0f} | {r['cpu']:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | "
-                     f"{r['rss']/1e6:.1f} | {r['non2xx']} |")
+        lines.append(f"| ({r['key']}) {r['name']} | {r['rps']:.0f} | {r['cpu']:.2f} | {r['lp50']:.0f} | {r['lp99']:.0f} | "
+                     f"{r['p50']:.0f} | {r['p99']:.0f} | {r['rss']/1e6:.1f} | {r['non2xx']} |")
     lines += ["", "Ratios (medians):", "",
-              "| Variant | req/s ÷ (a) | req/s ÷ (b) | req/s ÷ (c) | CPU − (c) µs | p99 ÷ (b) |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| Variant | req/s ÷ (a) | req/s ÷ (b) | req/s ÷ (c) | CPU − (c) µs | p99 ÷ (b) unloaded | p99 ÷ (b) saturated |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows[:len(VARIANTS)]:
         lines.append(f"| ({r['key']}) | {r['rps']/by['a']['rps']:.2f} | {r['rps']/by['b']['rps']:.2f} | "
-                     f"{r['rps']/by['c']['rps']:.2f} | {r['cpu']-by['c']['cpu']:+.2f} | {r['p99']/by['b']['p99']:.2f} |")
+                     f"{r['rps']/by['c']['rps']:.2f} | {r['cpu']-by['c']['cpu']:+.2f} | {r['lp99']/by['b']['lp99']:.2f} | "
+                     f"{r['p99']/by['b']['p99']:.2f} |")
     lines += ["", "Where the time goes: the no-op filter made to do one kind of host call, same run, medians "
               "(CPU − (c) is the price of that call on this machine):", "",
               "| Probe | req/s | CPU µs/req | CPU − (c) µs |", "|---|---:|---:|---:|"]
@@ -343,7 +353,9 @@ def write_results(a, runs, sc, elapsed):
     e = by["e"]
     lines += ["", "Targets: (e) ≥ 0.85 × the req/s of (c): "
               f"**{e['rps']/by['c']['rps']:.2f}** ({'met' if e['rps']/by['c']['rps'] >= 0.85 else 'missed'}); "
-              f"p99 of (e) ≤ 1.3 × (b): **{e['p99']/by['b']['p99']:.2f}** ({'met' if e['p99']/by['b']['p99'] <= 1.3 else 'missed'})."]
+              f"p99 of (e) ≤ 1.3 × (b): unloaded **{e['lp99']/by['b']['lp99']:.2f}** "
+              f"({'met' if e['lp99']/by['b']['lp99'] <= 1.3 else 'missed'}), saturated **{e['p99']/by['b']['p99']:.2f}** "
+              f"({'met' if e['p99']/by['b']['p99'] <= 1.3 else 'missed'})."]
     if sc:
         lines += ["", "## Scale: tracked tenants", "",
                   "One Envoy with tenant-quota (1 budget, `max_tracked` 2000000), grown to each size by sending "
