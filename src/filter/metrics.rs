@@ -29,9 +29,10 @@ pub enum Kind {
 const KINDS: usize = 11;
 
 /// Counters and gauges are batched per worker and written to the host at most every
-/// [`FLUSH_MS`] (and on every tick): each metric update is a host call, which costs as much
-/// as the quota decision itself.
-pub const FLUSH_MS: u64 = 50;
+/// [`FLUSH_MS`] (at the end of a request, and on a 5 ms tick for the last ones): each metric
+/// update is a host call, which costs as much as the quota decision itself. At low rates
+/// every request flushes, so the stats read right after a response are exact.
+pub const FLUSH_MS: u64 = 1;
 
 pub struct Metrics {
     tenants: HashMap<String, usize>,

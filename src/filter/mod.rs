@@ -80,7 +80,7 @@ impl RootContext for Root {
             saturation: SaturationState::new(&cfg),
         };
         // Idle workers flush batched metrics and in-flight changes on a tick.
-        proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(100)).ok();
+        proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(5)).ok();
         self.shared = Some(Rc::new(RefCell::new(shared)));
         self.config = Some(Rc::new(cfg));
         true
@@ -377,7 +377,6 @@ impl HttpContext for Http {
             let overrides = &sh.overrides;
             let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
             self.record(sh, &v);
-            sh.metrics.flush(&cfg, &sh.overrides, now, false);
             v
         };
         match verdict {
@@ -477,5 +476,11 @@ impl HttpContext for Http {
 
     fn on_log(&mut self) {
         self.finish();
+        if let Ok(mut sh) = self.shared.try_borrow_mut() {
+            let Shared { metrics, overrides, .. } = &mut *sh;
+            // The request's start time is recent enough to pace flushes, and saves a host call.
+            let now = if self.started_ms > 0 { self.started_ms } else { host::now_ms() };
+            metrics.flush(&self.config, overrides, now, false);
+        }
     }
 }

@@ -204,8 +204,8 @@ impl Envoy {
 
     /// `/stats/prometheus` as (series with labels, value) pairs, without comments.
     pub fn prometheus(&self) -> Vec<(String, f64)> {
-        // The filter batches metric updates per worker and flushes them every 100 ms tick.
-        std::thread::sleep(Duration::from_millis(250));
+        // At high rates the filter batches metric updates per worker for up to 5 ms (a tick).
+        std::thread::sleep(Duration::from_millis(20));
         let r = request(self.admin, "GET", "/stats/prometheus", &[], None);
         String::from_utf8_lossy(&r.body)
             .lines()

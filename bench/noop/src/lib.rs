@@ -1,7 +1,8 @@
 //! A proxy-wasm HTTP filter that does nothing: the wasm floor for `make bench`.
 //!
 //! Its plugin configuration can switch on single host operations, so the bench can price
-//! them one by one: `{"read_header": true, "shared_pair": true, "add_headers": 3}`.
+//! them one by one: `{"read_header": true, "shared_pair": true, "add_headers": 1}`, each
+//! repeated 10 times per request.
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
@@ -10,6 +11,8 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
+
+const REPEAT: usize = 10;
 
 #[derive(Default, Clone, Copy)]
 struct Ops {
@@ -55,19 +58,22 @@ struct Noop {
 impl Context for Noop {}
 impl HttpContext for Noop {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        if self.ops.read_header {
-            let _ = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-tenant-id");
-        }
-        if self.ops.shared_pair {
-            if let Ok((Some(v), cas)) = hostcalls::get_shared_data("noop") {
-                let _ = hostcalls::set_shared_data("noop", Some(&v), cas);
+        // Each operation runs REPEAT times, so its price stands out of run-to-run noise.
+        for _ in 0..REPEAT {
+            if self.ops.read_header {
+                let _ = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-tenant-id");
+            }
+            if self.ops.shared_pair {
+                if let Ok((Some(v), cas)) = hostcalls::get_shared_data("noop") {
+                    let _ = hostcalls::set_shared_data("noop", Some(&v), cas);
+                }
             }
         }
         Action::Continue
     }
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        for i in 0..self.ops.add_headers {
-            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, ["x-a", "x-b", "x-c", "x-d"][i % 4], "12345");
+        for i in 0..self.ops.add_headers * REPEAT {
+            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, ["x-a", "x-b", "x-c", "x-d", "x-e", "x-f", "x-g", "x-h", "x-i", "x-j"][i % 10], "12345");
         }
         Action::Continue
     }
