@@ -306,3 +306,34 @@ fn ten_thousand_ids(e: &Envoy) -> (usize, u64) {
     let after = e.stat("server.memory_allocated").unwrap();
     (ok, after.saturating_sub(before))
 }
+
+#[test]
+fn tenant_from_envoy_metadata() {
+    // header_to_metadata stands in for jwt_authn: it writes the tenant into dynamic metadata,
+    // and the filter reads it by property path rather than from a client header.
+    let pre = r#"          - name: envoy.filters.http.header_to_metadata
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config
+              request_rules:
+              - header: x-verified-org
+                on_header_present: { metadata_namespace: auth, key: tenant, type: STRING }
+                remove: true
+"#;
+    let up = Upstream::start();
+    let e = Envoy::start(
+        r#"{"tenant":{"metadata":["metadata","filter_metadata","auth","tenant"],"fallback":null},
+            "budgets":{"rph":{"counts":"requests","window_ms":3600000,"limit":2}}}"#,
+        up.port,
+        EnvoyOpts { pre_filters: pre.into(), ..EnvoyOpts::default() },
+    );
+    let h = [("x-verified-org", "org-a"), ("x-tenant-id", "ignored")];
+    assert_eq!(e.get("/", &h).status, 200);
+    assert_eq!(e.get("/", &h).status, 200);
+    let r = e.get("/", &h);
+    assert_eq!(r.status, 429);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["tenant"], "org-a");
+    assert_eq!(e.get("/", &[("x-verified-org", "org-b")]).status, 200);
+    // No metadata and no fallback: 401.
+    assert_eq!(e.get("/", &[("x-tenant-id", "org-a")]).status, 401);
+}

@@ -53,11 +53,13 @@ pub struct EnvoyOpts {
     pub route_timeout_ms: u64,
     /// Extra bootstrap YAML appended at top level (e.g. stats_config).
     pub extra_bootstrap: String,
+    /// HTTP filters placed before the wasm filter (YAML list items, 10-space indent).
+    pub pre_filters: String,
 }
 
 impl Default for EnvoyOpts {
     fn default() -> Self {
-        EnvoyOpts { concurrency: 2, route_timeout_ms: 10_000, extra_bootstrap: shipped_stats_config() }
+        EnvoyOpts { concurrency: 2, route_timeout_ms: 10_000, extra_bootstrap: shipped_stats_config(), pre_filters: String::new() }
     }
 }
 
@@ -117,7 +119,7 @@ static_resources:
               - match: {{ prefix: "/" }}
                 route: {{ cluster: upstream, timeout: {timeout}s }}
           http_filters:
-          - name: envoy.filters.http.wasm
+{pre}          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
@@ -144,6 +146,7 @@ static_resources:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
 "#,
         extra = opts.extra_bootstrap,
+        pre = opts.pre_filters,
         timeout = opts.route_timeout_ms as f64 / 1000.0,
         wasm = wasm_path().display(),
         json = indent(plugin_json, 20),
