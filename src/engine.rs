@@ -209,16 +209,21 @@ pub fn reject_reply(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejec
 /// budget closest to exhaustion, and the shadow reason. Each header is a host call, so
 /// admitted responses carry no more than these; 429s carry the full set.
 pub fn admitted_headers(a: &Admitted) -> Vec<(&'static str, String)> {
-    let mut h = Vec::with_capacity(4);
-    if let Some(u) = &a.headline {
-        h.push(("x-tenant-quota-limit", u.limit.to_string()));
-        h.push(("x-tenant-quota-remaining", u.remaining().to_string()));
-        h.push(("x-tenant-quota-burst-remaining", u.burst_remaining().to_string()));
-    }
+    let mut h: Vec<(&'static str, String)> = admitted_numbers(a).into_iter().flatten().map(|(k, n)| (k, n.to_string())).collect();
     if let Some(s) = &a.shadow {
         h.push(("x-tenant-quota-shadow", s.clone()));
     }
     h
+}
+
+/// The numeric headers of an admitted response (see [`admitted_headers`]), unformatted.
+pub fn admitted_numbers(a: &Admitted) -> Option<[(&'static str, u64); 3]> {
+    let u = a.headline.as_ref()?;
+    Some([
+        ("x-tenant-quota-limit", u.limit),
+        ("x-tenant-quota-remaining", u.remaining()),
+        ("x-tenant-quota-burst-remaining", u.burst_remaining()),
+    ])
 }
 
 /// Inputs from the host for one request.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod store;
+pub mod wire;
 
 #[cfg(target_os = "wasi")]
 mod filter;

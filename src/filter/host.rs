@@ -126,33 +126,14 @@ pub fn header(map_type: u32, name: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// Every header of a map in one host call: `(lower-case name, value)` pairs.
-pub fn headers(map_type: u32) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+/// Every header of a map in one host call, in the host's serialized form; look values up
+/// with [`pairs_get`]. Parsing is left to the lookups, which allocate only what they return.
+pub fn headers_raw(map_type: u32) -> Option<Vec<u8>> {
     let mut p: *mut u8 = null_mut();
     let mut n: usize = 0;
     // SAFETY: out-pointers outlive the call; the returned buffer is ours.
     let s = unsafe { proxy_get_header_map_pairs(map_type, &mut p, &mut n) };
-    if s != OK {
-        return None;
-    }
-    let b = owned(p, n);
-    // Layout: count u32, then (name_len u32, value_len u32) per pair, then name\0value\0...
-    let u32_at = |o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]) as usize);
-    let count = u32_at(0)?;
-    let mut sizes = Vec::with_capacity(count);
-    for i in 0..count {
-        sizes.push((u32_at(4 + i * 8)?, u32_at(8 + i * 8)?));
-    }
-    let mut off = 4 + count * 8;
-    let mut out = Vec::with_capacity(count);
-    for (kl, vl) in sizes {
-        let k = b.get(off..off + kl)?.to_vec();
-        off += kl + 1;
-        let v = b.get(off..off + vl)?.to_vec();
-        off += vl + 1;
-        out.push((k, v));
-    }
-    Some(out)
+    (s == OK).then(|| owned(p, n))
 }
 
 pub fn add_header(map_type: u32, name: &str, value: &str) -> bool {

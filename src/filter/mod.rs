@@ -146,13 +146,13 @@ struct Http {
 /// request they are fetched in one call and looked up here.
 enum HostHeaders {
     OneByOne,
-    All(Vec<(Vec<u8>, Vec<u8>)>),
+    All(Vec<u8>),
 }
 
 impl HostHeaders {
     fn for_config(cfg: &Config) -> HostHeaders {
         if header_reads(cfg) >= 2 {
-            if let Some(all) = host::headers(map::REQUEST_HEADERS) {
+            if let Some(all) = host::headers_raw(map::REQUEST_HEADERS) {
                 return HostHeaders::All(all);
             }
         }
@@ -183,7 +183,7 @@ impl RequestHeaders for HostHeaders {
     fn get(&mut self, name: &str) -> Option<Vec<u8>> {
         match self {
             HostHeaders::OneByOne => host::header(map::REQUEST_HEADERS, name),
-            HostHeaders::All(all) => all.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v.clone()),
+            HostHeaders::All(all) => crate::wire::pairs_get(all, name).map(<[u8]>::to_vec),
         }
     }
 }
@@ -467,8 +467,15 @@ impl HttpContext for Http {
                 }
             }
         }
-        for (k, v) in engine::admitted_headers(&a) {
-            host::add_header(map::RESPONSE_HEADERS, k, &v);
+        // Numbers are formatted on the stack: no allocation per header.
+        if let Some(nums) = engine::admitted_numbers(&a) {
+            let mut buf = [0u8; 20];
+            for (k, n) in nums {
+                host::add_header(map::RESPONSE_HEADERS, k, crate::wire::fmt_u64(n, &mut buf));
+            }
+        }
+        if let Some(s) = &a.shadow {
+            host::add_header(map::RESPONSE_HEADERS, "x-tenant-quota-shadow", s);
         }
         self.admitted = Some(a);
         Action::Continue

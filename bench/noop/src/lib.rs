@@ -19,6 +19,9 @@ struct Ops {
     read_header: bool,
     shared_pair: bool,
     add_headers: usize,
+    now: bool,
+    header_pairs: bool,
+    shared_get: bool,
 }
 
 #[derive(Default)]
@@ -34,12 +37,15 @@ impl RootContext for Root {
         let compact: String = cfg.chars().filter(|c| !c.is_whitespace()).collect();
         self.ops.read_header = compact.contains("\"read_header\":true");
         self.ops.shared_pair = compact.contains("\"shared_pair\":true");
+        self.ops.now = compact.contains("\"now\":true");
+        self.ops.header_pairs = compact.contains("\"header_pairs\":true");
+        self.ops.shared_get = compact.contains("\"shared_get\":true");
         self.ops.add_headers = compact
             .split("\"add_headers\":")
             .nth(1)
             .and_then(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok())
             .unwrap_or(0);
-        if self.ops.shared_pair {
+        if self.ops.shared_pair || self.ops.shared_get {
             let _ = hostcalls::set_shared_data("noop", Some(b"0"), None);
         }
         true
@@ -62,6 +68,15 @@ impl HttpContext for Noop {
         for _ in 0..REPEAT {
             if self.ops.read_header {
                 let _ = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-tenant-id");
+            }
+            if self.ops.now {
+                let _ = hostcalls::get_current_time();
+            }
+            if self.ops.header_pairs {
+                let _ = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
+            }
+            if self.ops.shared_get {
+                let _ = hostcalls::get_shared_data("noop");
             }
             if self.ops.shared_pair {
                 if let Ok((Some(v), cas)) = hostcalls::get_shared_data("noop") {

@@ -1,0 +1,87 @@
+//! Host wire formats, without the host: the proxy-wasm serialized header map, and number
+//! formatting without allocation. Used by the filter on every request; tested natively.
+
+/// The value of `name` in a serialized header map: count u32, then (name_len u32,
+/// value_len u32) per pair, then `name\0value\0` per pair. `None` if absent or malformed.
+pub fn pairs_get<'a>(b: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let u32_at = |o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]) as usize);
+    let count = u32_at(0)?;
+    let mut off = 4usize.checked_add(count.checked_mul(8)?)?;
+    for i in 0..count {
+        let (kl, vl) = (u32_at(4 + i * 8)?, u32_at(8 + i * 8)?);
+        let k = b.get(off..off.checked_add(kl)?)?;
+        off = off.checked_add(kl + 1)?;
+        let v = b.get(off..off.checked_add(vl)?)?;
+        off = off.checked_add(vl + 1)?;
+        if k == name.as_bytes() {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// `n` in decimal, written into `buf`.
+pub fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            b.extend_from_slice(k.as_bytes());
+            b.push(0);
+            b.extend_from_slice(v.as_bytes());
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn pairs_get_finds_values_and_survives_malformed_maps() {
+        let b = serialize(&[(":path", "/x"), ("x-tenant-id", "acme"), ("empty", ""), ("x-query-cost", "7")]);
+        assert_eq!(pairs_get(&b, "x-tenant-id"), Some(&b"acme"[..]));
+        assert_eq!(pairs_get(&b, "x-query-cost"), Some(&b"7"[..]));
+        assert_eq!(pairs_get(&b, "empty"), Some(&b""[..]));
+        assert_eq!(pairs_get(&b, "x-tenant"), None);
+        assert_eq!(pairs_get(&serialize(&[]), "a"), None);
+        // Truncated or lying buffers give None, never a panic.
+        for cut in 0..b.len() {
+            let _ = pairs_get(&b[..cut], "x-query-cost");
+        }
+        let mut lying = b.clone();
+        lying[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(pairs_get(&lying, "x-tenant-id"), None);
+        let mut long = b.clone();
+        long[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(pairs_get(&long, "x-tenant-id"), None);
+    }
+
+    #[test]
+    fn fmt_u64_matches_display() {
+        let mut buf = [0u8; 20];
+        for n in [0, 1, 9, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+            assert_eq!(fmt_u64(n, &mut buf), n.to_string());
+        }
+    }
+}
