@@ -20,7 +20,7 @@ ENVOY_RUN := $(VENV)/bin/envoy
 ENVOY_BIN_CMD := echo $(CURDIR)/$(VENV)/bin/envoy
 endif
 
-.PHONY: bench bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
+.PHONY: bench bench-profile bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
 
 all: build
 
@@ -89,6 +89,12 @@ bench-tools: envoy
 bench: build bench-tools
 	cd bench/noop && cargo build --release --target wasm32-wasip1
 	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) $(VENV)/bin/python bench/run.py --rounds 3 --seconds 8
+
+# Instructions per request under callgrind: repeatable where timing on a shared VM is not.
+bench-profile: build envoy
+	@command -v valgrind >/dev/null || (apt-get update && apt-get install -y valgrind)
+	cd bench/noop && cargo build --release --target wasm32-wasip1
+	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) python3 bench/profile.py --requests 1000
 
 clean:
 	cargo clean
