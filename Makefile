@@ -20,7 +20,7 @@ ENVOY_RUN := $(VENV)/bin/envoy
 ENVOY_BIN_CMD := echo $(CURDIR)/$(VENV)/bin/envoy
 endif
 
-.PHONY: bench bench-profile bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
+.PHONY: noop bench bench-profile bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
 
 all: build
 
@@ -66,8 +66,13 @@ wasm-test: wasm-targets $(WBG_STAMP)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner \
 	  cargo test --lib --target wasm32-unknown-unknown
 
-e2e-test: build envoy
-	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --test '*' -- --test-threads 2
+# The bench's no-op filter doubles as a test aid (tests/e2e_on_error.rs).
+NOOP_WASM := bench/noop/target/wasm32-wasip1/release/noop_filter.wasm
+noop: wasm-targets
+	cd bench/noop && cargo build --release --target wasm32-wasip1
+
+e2e-test: build envoy noop
+	TQ_NOOP_WASM=$(CURDIR)/$(NOOP_WASM) ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --test '*' -- --test-threads 2
 
 lint: wasm-targets
 	@if cargo clippy --version >/dev/null 2>&1; then \
@@ -86,14 +91,12 @@ bench-tools: envoy
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
 
-bench: build bench-tools
-	cd bench/noop && cargo build --release --target wasm32-wasip1
+bench: build bench-tools noop
 	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) $(VENV)/bin/python bench/run.py --rounds 3 --seconds 8
 
 # Instructions per request under callgrind: repeatable where timing on a shared VM is not.
-bench-profile: build envoy
+bench-profile: build envoy noop
 	@command -v valgrind >/dev/null || (apt-get update && apt-get install -y valgrind)
-	cd bench/noop && cargo build --release --target wasm32-wasip1
 	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) python3 bench/profile.py --requests 1000
 
 clean:

@@ -293,17 +293,45 @@ fn reset<S: SharedStore>(cfg: &Config, store: &S, id: &str, now: Millis) -> Resp
     let _ = now;
     let mut sc = Scratch::default();
     store::tenant_key(id, &mut sc.key);
-    let r = store::transact(store, &mut sc, |st| {
-        for b in cfg.budgets.iter().filter(|b| b.counts != Counts::InFlight) {
-            core::reset(st, b.id);
-        }
-        (true, ())
-    });
+    let run = |sc: &mut Scratch| {
+        store::transact(store, sc, |st| {
+            for b in cfg.budgets.iter().filter(|b| b.counts != Counts::InFlight) {
+                core::reset(st, b.id);
+            }
+            (true, ())
+        })
+    };
+    let mut repaired = false;
+    let mut r = run(&mut sc);
+    if r == Err(StoreError::Corrupt) {
+        // An undecodable state (written by something else in this vm_id) is replaced by an
+        // empty one, under CAS, so the operator can repair a tenant stuck on `on_error`.
+        r = repair(store, &mut sc).and_then(|()| run(&mut sc));
+        repaired = r.is_ok();
+    }
     match r {
+        Ok(()) if repaired => reply(200, json!({ "tenant": id, "reset": true, "repaired": true })),
         Ok(()) => reply(200, json!({ "tenant": id, "reset": true })),
         Err(StoreError::Missing) => reply(200, json!({ "tenant": id, "reset": false, "note": "tenant has no state yet" })),
         Err(e) => store_error(e),
     }
+}
+
+/// Replace an undecodable tenant state by an empty one (no-op if it decodes by now).
+fn repair<S: SharedStore>(store: &S, sc: &mut Scratch) -> Result<(), StoreError> {
+    for _ in 0..store::MAX_CAS_RETRIES {
+        let Some(cas) = store.get(&sc.key, &mut sc.buf)? else { return Err(StoreError::Missing) };
+        if TenantState::decode(&sc.buf).is_ok() {
+            return Ok(());
+        }
+        TenantState::default().encode_into(&mut sc.out);
+        match store.set(&sc.key, &sc.out, cas) {
+            Ok(()) => return Ok(()),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Contended)
 }
 
 fn put_saturation<S: SharedStore>(store: &S, body: &[u8], now: Millis) -> Response {

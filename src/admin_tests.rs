@@ -142,3 +142,24 @@ fn status_and_routing() {
     assert_eq!(call(&c, &s, &mut o, "GET", "/tenants/bad%20id", "").0, 200);
     assert_eq!(call(&c, &s, &mut o, "GET", &format!("/tenants/{}", "x".repeat(300)), "").0, 400);
 }
+
+#[test]
+fn reset_repairs_an_undecodable_state() {
+    let (c, s) = setup();
+    let mut o = Overrides::default();
+    let mut sc = Scratch::default();
+    store::resolve(&s, "t", store::TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
+    let mut buf = Vec::new();
+    let cas = s.get(&sc.key, &mut buf).unwrap().unwrap();
+    s.set(&sc.key, b"\x09garbage", cas).unwrap();
+    let (st, v) = call(&c, &s, &mut o, "GET", "/tenants/t", "");
+    assert_ne!(st, 200, "{v}");
+    let (st, v) = call(&c, &s, &mut o, "POST", "/tenants/t/reset", "");
+    assert_eq!((st, v["repaired"].clone()), (200, json!(true)), "{v}");
+    let (st, v) = call(&c, &s, &mut o, "GET", "/tenants/t", "");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["budgets"]["rpm"]["used"], 0);
+    // A healthy state is reset without "repaired".
+    let (_, v) = call(&c, &s, &mut o, "POST", "/tenants/t/reset", "");
+    assert_eq!((v["reset"].clone(), v["repaired"].clone()), (json!(true), Value::Null));
+}

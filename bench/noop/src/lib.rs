@@ -2,7 +2,8 @@
 //!
 //! Its plugin configuration can switch on single host operations, so the bench can price
 //! them one by one: `{"read_header": true, "shared_pair": true, "add_headers": 1}`, each
-//! repeated 10 times per request.
+//! repeated 10 times per request (also `now`, `header_pairs`, `shared_get`).
+//! `{"poison_key": K}` writes an undecodable value under K at configure (a test aid).
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
@@ -45,6 +46,11 @@ impl RootContext for Root {
             .nth(1)
             .and_then(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok())
             .unwrap_or(0);
+        // Test aid: write an undecodable value under a key (tests/e2e_on_error.rs runs this
+        // filter in tenant-quota's vm_id to corrupt one tenant's state).
+        if let Some(key) = compact.split("\"poison_key\":\"").nth(1).and_then(|r| r.split('"').next()) {
+            let _ = hostcalls::set_shared_data(key, Some(b"\x09not a tenant state"), None);
+        }
         if self.ops.shared_pair || self.ops.shared_get {
             let _ = hostcalls::set_shared_data("noop", Some(b"0"), None);
         }
