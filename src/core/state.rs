@@ -1,8 +1,12 @@
 //! A tenant's whole quota state: one value per tenant, so one compare-and-swap commits a
 //! decision across every budget.
 //!
-//! Encoding (version 1, little-endian): `[1u8][n u8]` then `n` slots of
-//! `[budget id u32][window start ms u64][used u64][previous window's used u64]` (28 bytes).
+//! Encoding (version 2): `[2u8][n u8]` then `n` slots of `[budget id u32 LE]` followed by
+//! the window start (Unix ms), used, and the previous window's used, each an unsigned LEB128
+//! varint. One budget's state is typically 14-16 bytes, which Envoy stores inline in its
+//! shared-data entry (no separate heap block): at a million tenants that is ~32 bytes and one
+//! cache miss less per tenant and request than version 1 (`[1u8][n u8]` then fixed 28-byte
+//! slots: id u32, window start u64, used u64, previous u64), which is still decoded.
 //! Slots are matched by budget id, so reordering or adding budgets keeps the others' counts.
 
 /// Units are whatever the budget counts (requests, bytes, cost units, concurrent slots).
@@ -22,8 +26,37 @@ pub struct TenantState {
     pub slots: Vec<Slot>,
 }
 
-pub const STATE_VERSION: u8 = 1;
-const SLOT_BYTES: usize = 28;
+pub const STATE_VERSION: u8 = 2;
+const V1_SLOT_BYTES: usize = 28;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A LEB128 varint at `b[*at..]`; rejects truncated, overlong and overflowing encodings.
+fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, DecodeError> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let byte = *b.get(*at).ok_or(DecodeError)?;
+        *at += 1;
+        let bits = u64::from(byte & 0x7f);
+        if i == 9 && bits > 1 {
+            return Err(DecodeError);
+        }
+        v |= bits << (7 * i);
+        if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err(DecodeError); // overlong
+            }
+            return Ok(v);
+        }
+    }
+    Err(DecodeError)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeError;
@@ -49,29 +82,54 @@ impl TenantState {
         out.push(self.slots.len().min(255) as u8);
         for s in self.slots.iter().take(255) {
             out.extend_from_slice(&s.budget.to_le_bytes());
-            out.extend_from_slice(&s.window_start.to_le_bytes());
-            out.extend_from_slice(&s.used.to_le_bytes());
-            out.extend_from_slice(&s.prev.to_le_bytes());
+            put_varint(out, s.window_start);
+            put_varint(out, s.used);
+            put_varint(out, s.prev);
         }
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(2 + SLOT_BYTES * self.slots.len());
+        let mut v = Vec::with_capacity(2 + 16 * self.slots.len());
         self.encode_into(&mut v);
         v
     }
 
-    /// Decode into `self`, reusing its allocation.
+    /// Decode into `self`, reusing its allocation (versions 1 and 2).
     pub fn decode_from(&mut self, b: &[u8]) -> Result<(), DecodeError> {
         self.slots.clear();
-        if b.len() < 2 || b[0] != STATE_VERSION {
+        let r = match b {
+            [1, n, rest @ ..] => self.decode_v1(*n as usize, rest),
+            [2, n, rest @ ..] => self.decode_v2(*n as usize, rest),
+            _ => Err(DecodeError),
+        };
+        if r.is_err() {
+            self.slots.clear();
+        }
+        r
+    }
+
+    fn decode_v2(&mut self, n: usize, b: &[u8]) -> Result<(), DecodeError> {
+        let mut at = 0;
+        for _ in 0..n {
+            let id = b.get(at..at + 4).ok_or(DecodeError)?;
+            at += 4;
+            let budget = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+            let window_start = get_varint(b, &mut at)?;
+            let used = get_varint(b, &mut at)?;
+            let prev = get_varint(b, &mut at)?;
+            self.slots.push(Slot { budget, window_start, used, prev });
+        }
+        if at != b.len() {
             return Err(DecodeError);
         }
-        let n = b[1] as usize;
-        if b.len() != 2 + n * SLOT_BYTES {
+        Ok(())
+    }
+
+    fn decode_v1(&mut self, n: usize, b: &[u8]) -> Result<(), DecodeError> {
+        if b.len() != n * V1_SLOT_BYTES {
             return Err(DecodeError);
         }
-        for c in b[2..].chunks_exact(SLOT_BYTES) {
+        for c in b.chunks_exact(V1_SLOT_BYTES) {
             let u32_at = |o: usize| u32::from_le_bytes([c[o], c[o + 1], c[o + 2], c[o + 3]]);
             let u64_at = |o: usize| {
                 let mut a = [0u8; 8];

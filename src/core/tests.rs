@@ -173,11 +173,47 @@ fn state_encoding_round_trips_and_rejects_garbage() {
     let mut s = TenantState::default();
     s.slot_mut(7).used = 42;
     s.slot_mut(9).window_start = 1_700_000_000_000;
+    s.slot_mut(11).used = u64::MAX;
+    s.slot_mut(11).prev = u64::MAX;
     let enc = s.encode();
     assert_eq!(TenantState::decode(&enc).unwrap(), s);
+    assert_eq!(TenantState::decode(&[2, 0]).unwrap(), TenantState::default());
     assert!(TenantState::decode(&[]).is_err());
-    assert!(TenantState::decode(&[2, 0]).is_err());
-    assert!(TenantState::decode(&enc[..enc.len() - 1]).is_err());
+    assert!(TenantState::decode(&[3, 0]).is_err());
+    assert!(TenantState::decode(&[1, 1]).is_err());
+    for cut in 0..enc.len() {
+        assert!(TenantState::decode(&enc[..cut]).is_err(), "truncated at {cut}");
+    }
+    let mut long = enc.clone();
+    long.push(0);
+    assert!(TenantState::decode(&long).is_err(), "trailing byte");
+    // Overlong and overflowing varints.
+    assert!(TenantState::decode(&[2, 1, 7, 0, 0, 0, 0x80, 0x00, 0, 0]).is_err());
+    assert!(TenantState::decode(&[2, 1, 7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0]).is_err());
+    // Garbage never panics.
+    let mut x: u32 = 12345;
+    for _ in 0..2000 {
+        let len = (x % 40) as usize;
+        let b: Vec<u8> = (0..len).map(|i| { x = x.wrapping_mul(1_103_515_245).wrapping_add(12345); (x >> 16) as u8 ^ i as u8 }).collect();
+        let _ = TenantState::decode(&[&[2u8, (x % 4) as u8][..], &b].concat());
+    }
+}
+
+#[test]
+fn one_budget_state_fits_inline_in_envoy_and_version_1_still_decodes() {
+    // A one-budget state with realistic numbers stays within 22 bytes, the inline-string
+    // capacity of the standard library Envoy 1.40 is built with (libc++; measured here: 19-byte
+    // keys cost no memory beyond the entry), so Envoy stores it without a heap block.
+    let mut s = TenantState::default();
+    *s.slot_mut(0x9e37_79b9) = Slot { budget: 0x9e37_79b9, window_start: 1_795_622_400_000, used: 1_000_000, prev: 999_999 };
+    assert!(s.encode().len() <= 22, "{} bytes", s.encode().len());
+    // Version 1 (fixed 28-byte slots), as an earlier build wrote it, keeps its counts.
+    let mut v1 = vec![1u8, 1];
+    v1.extend_from_slice(&0x9e37_79b9u32.to_le_bytes());
+    v1.extend_from_slice(&1_795_622_400_000u64.to_le_bytes());
+    v1.extend_from_slice(&1_000_000u64.to_le_bytes());
+    v1.extend_from_slice(&999_999u64.to_le_bytes());
+    assert_eq!(TenantState::decode(&v1).unwrap(), s);
 }
 
 #[test]

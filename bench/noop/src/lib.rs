@@ -23,6 +23,12 @@ struct Ops {
     now: bool,
     header_pairs: bool,
     shared_get: bool,
+    /// With `keys` > 0, one shared-data get + CAS set per request on the key of the request's
+    /// `x-tenant-id`, created on first use: Envoy's shared-data map at scale, no quota logic.
+    keys: bool,
+    /// Value size and key prefix for `tenant_keys` (defaults: 30 bytes, `tq1|t|`).
+    small: bool,
+    long_key: bool,
 }
 
 #[derive(Default)]
@@ -41,6 +47,9 @@ impl RootContext for Root {
         self.ops.now = compact.contains("\"now\":true");
         self.ops.header_pairs = compact.contains("\"header_pairs\":true");
         self.ops.shared_get = compact.contains("\"shared_get\":true");
+        self.ops.keys = compact.contains("\"tenant_keys\":true");
+        self.ops.small = compact.contains("\"small\":true");
+        self.ops.long_key = compact.contains("\"long_key\":true");
         self.ops.add_headers = compact
             .split("\"add_headers\":")
             .nth(1)
@@ -70,6 +79,20 @@ struct Noop {
 impl Context for Noop {}
 impl HttpContext for Noop {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if self.ops.keys {
+            if let Ok(Some(id)) = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-tenant-id") {
+                let key = if self.ops.small && !self.ops.long_key { format!("t|{}", String::from_utf8_lossy(&id)) } else { format!("tq1|t|{}", String::from_utf8_lossy(&id)) };
+                match hostcalls::get_shared_data(&key) {
+                    Ok((Some(v), cas)) => {
+                        let _ = hostcalls::set_shared_data(&key, Some(&v), cas);
+                    }
+                    _ => {
+                        let _ = hostcalls::set_shared_data(&key, Some(&[7u8; 30][..if self.ops.small { 12 } else { 30 }]), None);
+                    }
+                }
+            }
+            return Action::Continue;
+        }
         // Each operation runs REPEAT times, so its price stands out of run-to-run noise.
         for _ in 0..REPEAT {
             if self.ops.read_header {
