@@ -1,5 +1,5 @@
-//! Host wire formats, without the host: the proxy-wasm serialized header map, and number
-//! formatting without allocation. Used by the filter on every request; tested natively.
+//! Host wire formats, without the host: the proxy-wasm serialized header map (read and
+//! written), and number formatting without allocation. Used by the filter on every request; tested natively.
 
 /// The value of `name` in a serialized header map: count u32, then (name_len u32,
 /// value_len u32) per pair, then `name\0value\0` per pair. `None` if absent or malformed.
@@ -18,6 +18,23 @@ pub fn pairs_get<'a>(b: &'a [u8], name: &str) -> Option<&'a [u8]> {
         }
     }
     None
+}
+
+/// A header map in the host's serialized form (the layout [`pairs_get`] reads).
+pub fn serialize_pairs<K: AsRef<str>, V: AsRef<str>>(map: &[(K, V)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + map.iter().map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 10).sum::<usize>());
+    b.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    for (k, v) in map {
+        b.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
+        b.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
+    }
+    for (k, v) in map {
+        b.extend_from_slice(k.as_ref().as_bytes());
+        b.push(0);
+        b.extend_from_slice(v.as_ref().as_bytes());
+        b.push(0);
+    }
+    b
 }
 
 /// `n` in decimal, written into `buf`.
@@ -42,29 +59,14 @@ mod tests {
 
     use super::*;
 
-    fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut b = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            b.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            b.extend_from_slice(k.as_bytes());
-            b.push(0);
-            b.extend_from_slice(v.as_bytes());
-            b.push(0);
-        }
-        b
-    }
-
     #[test]
     fn pairs_get_finds_values_and_survives_malformed_maps() {
-        let b = serialize(&[(":path", "/x"), ("x-tenant-id", "acme"), ("empty", ""), ("x-query-cost", "7")]);
+        let b = serialize_pairs(&[(":path", "/x"), ("x-tenant-id", "acme"), ("empty", ""), ("x-query-cost", "7")]);
         assert_eq!(pairs_get(&b, "x-tenant-id"), Some(&b"acme"[..]));
         assert_eq!(pairs_get(&b, "x-query-cost"), Some(&b"7"[..]));
         assert_eq!(pairs_get(&b, "empty"), Some(&b""[..]));
         assert_eq!(pairs_get(&b, "x-tenant"), None);
-        assert_eq!(pairs_get(&serialize(&[]), "a"), None);
+        assert_eq!(pairs_get(&serialize_pairs::<&str, &str>(&[]), "a"), None);
         // Truncated or lying buffers give None, never a panic.
         for cut in 0..b.len() {
             let _ = pairs_get(&b[..cut], "x-query-cost");

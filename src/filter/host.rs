@@ -209,24 +209,8 @@ pub fn buffer(buffer_type: u32, start: usize, max: usize) -> Option<Vec<u8>> {
     }
 }
 
-fn serialize_map(map: &[(String, String)]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(4 + map.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>());
-    b.extend_from_slice(&(map.len() as u32).to_le_bytes());
-    for (k, v) in map {
-        b.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in map {
-        b.extend_from_slice(k.as_bytes());
-        b.push(0);
-        b.extend_from_slice(v.as_bytes());
-        b.push(0);
-    }
-    b
-}
-
 pub fn send_local_response(status: u32, details: &str, body: &str, headers: &[(String, String)]) -> bool {
-    let h = serialize_map(headers);
+    let h = crate::wire::serialize_pairs(headers);
     // SAFETY: all buffers live across the call.
     unsafe {
         proxy_send_local_response(
