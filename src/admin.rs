@@ -154,6 +154,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// Path below the prefix, without the query string (e.g. `/tenants/acme`).
     pub path: &'a str,
+    /// The query string without `?` (empty if none).
+    pub query: &'a str,
     pub body: &'a [u8],
 }
 
@@ -172,7 +174,12 @@ pub fn handle<S: SharedStore>(
         ("GET", ["tenants", id]) => with_id(id, |id| usage(cfg, store, overrides, id, now)),
         ("PUT", ["tenants", id, "overrides"]) => with_id(id, |id| put_override(cfg, store, id, req.body)),
         ("DELETE", ["tenants", id, "overrides"]) => with_id(id, |id| delete_override(store, id)),
-        ("POST", ["tenants", id, "reset"]) => with_id(id, |id| reset(cfg, store, id, now)),
+        ("POST", ["tenants", id, "reset"]) => {
+            // `?in_flight=true` also zeroes in_flight slots: the remedy for slots a trapped VM
+            // can no longer release (live requests then release into zero, never below).
+            let in_flight = req.query.split('&').any(|kv| kv == "in_flight=true");
+            with_id(id, |id| reset(cfg, store, id, now, in_flight))
+        }
         ("PUT", ["saturation"]) => put_saturation(store, req.body, now),
         (_, ["status"]) | (_, ["tenants", _]) | (_, ["tenants", _, "overrides"]) | (_, ["tenants", _, "reset"]) | (_, ["saturation"]) => {
             error(405, format!("method {} not allowed here", req.method))
@@ -289,13 +296,13 @@ fn delete_override<S: SharedStore>(store: &S, id: &str) -> Response {
     }
 }
 
-fn reset<S: SharedStore>(cfg: &Config, store: &S, id: &str, now: Millis) -> Response {
+fn reset<S: SharedStore>(cfg: &Config, store: &S, id: &str, now: Millis, in_flight: bool) -> Response {
     let _ = now;
     let mut sc = Scratch::default();
     store::tenant_key(id, &mut sc.key);
     let run = |sc: &mut Scratch| {
         store::transact(store, sc, |st| {
-            for b in cfg.budgets.iter().filter(|b| b.counts != Counts::InFlight) {
+            for b in cfg.budgets.iter().filter(|b| in_flight || b.counts != Counts::InFlight) {
                 core::reset(st, b.id);
             }
             (true, ())
@@ -310,8 +317,8 @@ fn reset<S: SharedStore>(cfg: &Config, store: &S, id: &str, now: Millis) -> Resp
         repaired = r.is_ok();
     }
     match r {
-        Ok(()) if repaired => reply(200, json!({ "tenant": id, "reset": true, "repaired": true })),
-        Ok(()) => reply(200, json!({ "tenant": id, "reset": true })),
+        Ok(()) if repaired => reply(200, json!({ "tenant": id, "reset": true, "in_flight_reset": in_flight, "repaired": true })),
+        Ok(()) => reply(200, json!({ "tenant": id, "reset": true, "in_flight_reset": in_flight })),
         Err(StoreError::Missing) => reply(200, json!({ "tenant": id, "reset": false, "note": "tenant has no state yet" })),
         Err(e) => store_error(e),
     }

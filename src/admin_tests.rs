@@ -30,7 +30,8 @@ fn setup() -> (Config, MemStore) {
 fn call(c: &Config, s: &MemStore, o: &mut Overrides, method: &str, path: &str, body: &str) -> (u32, Value) {
     o.next_check = 0;
     o.refresh(c, s, NOW);
-    let r = handle(c, s, o, &Request { method, path, body: body.as_bytes() }, NOW, || StatusExtra { totals: json!({}), saturation: json!(null) });
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let r = handle(c, s, o, &Request { method, path, query, body: body.as_bytes() }, NOW, || StatusExtra { totals: json!({}), saturation: json!(null) });
     (r.status, serde_json::from_str(&r.body).unwrap())
 }
 
@@ -115,6 +116,11 @@ fn reset_clears_counts_but_not_in_flight() {
     let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/t", "");
     assert_eq!(v["budgets"]["rpm"]["used"], 0);
     assert_eq!(v["budgets"]["conc"]["used"], 2);
+    // Explicitly asked, in_flight slots are zeroed too (slots a trapped VM cannot release).
+    let (st, v) = call(&c, &s, &mut o, "POST", "/tenants/t/reset?in_flight=true", "");
+    assert_eq!((st, v["in_flight_reset"].clone()), (200, json!(true)));
+    let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/t", "");
+    assert_eq!(v["budgets"]["conc"]["used"], 0);
 }
 
 #[test]

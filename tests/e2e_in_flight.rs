@@ -121,3 +121,38 @@ fn match_limits_a_budget_to_some_requests() {
     assert_eq!(request(e.port, "POST", "/export/b", &h, Some(b"x")).status, 429);
     assert_eq!(request(e.port, "POST", "/other", &h, Some(b"x")).status, 200);
 }
+
+/// The operator's remedy for slots nobody will release (a trapped VM): a reset with
+/// `?in_flight=true` zeroes them; the live requests then release into zero, never below.
+#[test]
+fn admin_reset_with_in_flight_frees_slots_and_releases_do_not_underflow() {
+    let up = Upstream::start();
+    let cfg = r#"{"budgets":{"conc":{"counts":"in_flight","limit":3}},
+        "admin":{"path_prefix":"/.quota","token_sha256":"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"}}"#;
+    let e = Envoy::start(cfg, up.port, EnvoyOpts::default());
+    let auth = [("authorization", "Bearer secret")];
+    let used = || {
+        let r = request(e.port, "GET", "/.quota/tenants/stuck", &auth, None);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["budgets"]["conc"]["used"].as_u64().unwrap()
+    };
+    let mut held: Vec<Conn> = (0..3).map(|_| Conn::open(e.port)).collect();
+    for c in held.iter_mut() {
+        c.send_only("GET", "/slow/800", &[("x-tenant-id", "stuck")]);
+    }
+    wait_received(&up, 3);
+    assert_eq!(e.get("/", &[("x-tenant-id", "stuck")]).status, 429);
+    // A plain reset keeps in_flight slots (SPEC); the opt-in one clears them.
+    let r = request(e.port, "POST", "/.quota/tenants/stuck/reset", &auth, None);
+    assert_eq!(r.status, 200);
+    assert_eq!(used(), 3);
+    let r = request(e.port, "POST", "/.quota/tenants/stuck/reset?in_flight=true", &auth, None);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(used(), 0);
+    for c in held.iter_mut() {
+        assert_eq!(read_response(&mut c.reader()).unwrap().status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(used(), 0, "releases after the reset stop at zero");
+    assert_slots_free(&e, &up, "stuck", 3, 300);
+}

@@ -124,6 +124,7 @@ impl RootContext for Root {
 struct PendingAdmin {
     method: String,
     path: String,
+    query: String,
 }
 
 struct Http {
@@ -215,8 +216,9 @@ impl Http {
             return self.send(401, "tenant_quota_admin_unauthorized", "{\"error\":\"unauthorized\"}", &h);
         }
         let method = String::from_utf8_lossy(&host::header(map::REQUEST_HEADERS, ":method").unwrap_or_default()).into_owned();
-        let sub = path[adm.path_prefix.len()..].split('?').next().unwrap_or("").to_string();
-        self.admin = Some(PendingAdmin { method, path: sub });
+        let rest = &path[adm.path_prefix.len()..];
+        let (sub, query) = rest.split_once('?').unwrap_or((rest, ""));
+        self.admin = Some(PendingAdmin { method, path: sub.to_string(), query: query.to_string() });
         if end_of_stream {
             return self.admin_answer(&[]);
         }
@@ -237,7 +239,7 @@ impl Http {
             let sh = &mut *sh;
             sh.overrides.next_check = 0;
             sh.overrides.refresh(&cfg, &HostStore, now);
-            let req = admin::Request { method: &p.method, path: &p.path, body };
+            let req = admin::Request { method: &p.method, path: &p.path, query: &p.query, body };
             sh.saturation.level(&cfg, now, &mut sh.metrics);
             let metrics = &mut sh.metrics;
             let ovr = &sh.overrides;
