@@ -178,7 +178,7 @@ pub fn handle<S: SharedStore>(
             // `?in_flight=true` also zeroes in_flight slots: the remedy for slots a trapped VM
             // can no longer release (live requests then release into zero, never below).
             let in_flight = req.query.split('&').any(|kv| kv == "in_flight=true");
-            with_id(id, |id| reset(cfg, store, id, now, in_flight))
+            with_id(id, |id| reset(cfg, store, id, in_flight))
         }
         ("PUT", ["saturation"]) => put_saturation(store, req.body, now),
         (_, ["status"]) | (_, ["tenants", _]) | (_, ["tenants", _, "overrides"]) | (_, ["tenants", _, "reset"]) | (_, ["saturation"]) => {
@@ -296,8 +296,7 @@ fn delete_override<S: SharedStore>(store: &S, id: &str) -> Response {
     }
 }
 
-fn reset<S: SharedStore>(cfg: &Config, store: &S, id: &str, now: Millis, in_flight: bool) -> Response {
-    let _ = now;
+fn reset<S: SharedStore>(cfg: &Config, store: &S, id: &str, in_flight: bool) -> Response {
     let mut sc = Scratch::default();
     store::tenant_key(id, &mut sc.key);
     let run = |sc: &mut Scratch| {

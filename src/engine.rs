@@ -206,24 +206,19 @@ pub fn reject_reply(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejec
 }
 
 /// Headers for an admitted response (enforce and shadow): the three SPEC headers for the
-/// budget closest to exhaustion, and the shadow reason. Each header is a host call, so
-/// admitted responses carry no more than these; 429s carry the full set.
-pub fn admitted_headers(a: &Admitted) -> Vec<(&'static str, String)> {
-    let mut h: Vec<(&'static str, String)> = admitted_numbers(a).into_iter().flatten().map(|(k, n)| (k, n.to_string())).collect();
-    if let Some(s) = &a.shadow {
-        h.push(("x-tenant-quota-shadow", s.clone()));
+/// budget closest to exhaustion, and the shadow reason, handed to `add` one by one. Each
+/// header is a host call, so admitted responses carry no more than these (429s carry the
+/// full set); numbers are formatted on the stack, so nothing is allocated per header.
+pub fn admitted_headers(a: &Admitted, mut add: impl FnMut(&'static str, &str)) {
+    if let Some(u) = &a.headline {
+        let mut buf = [0u8; 20];
+        add("x-tenant-quota-limit", crate::wire::fmt_u64(u.limit, &mut buf));
+        add("x-tenant-quota-remaining", crate::wire::fmt_u64(u.remaining(), &mut buf));
+        add("x-tenant-quota-burst-remaining", crate::wire::fmt_u64(u.burst_remaining(), &mut buf));
     }
-    h
-}
-
-/// The numeric headers of an admitted response (see [`admitted_headers`]), unformatted.
-pub fn admitted_numbers(a: &Admitted) -> Option<[(&'static str, u64); 3]> {
-    let u = a.headline.as_ref()?;
-    Some([
-        ("x-tenant-quota-limit", u.limit),
-        ("x-tenant-quota-remaining", u.remaining()),
-        ("x-tenant-quota-burst-remaining", u.burst_remaining()),
-    ])
+    if let Some(s) = &a.shadow {
+        add("x-tenant-quota-shadow", s);
+    }
 }
 
 /// Inputs from the host for one request.

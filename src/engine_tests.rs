@@ -101,3 +101,25 @@ fn reject_reply_has_every_spec_field() {
     assert_eq!(h["retry-after"], "40");
     assert_eq!(h["ratelimit"], "\"rpm\";r=0;t=40");
 }
+
+#[test]
+fn admitted_headers_are_the_three_spec_numbers_and_the_shadow_reason() {
+    let collect = |a: &Admitted| {
+        let mut h = Vec::new();
+        admitted_headers(a, |k, v| h.push((k, v.to_string())));
+        h
+    };
+    let u = Usage { budget: 0, limit: 100, burst_credits: 20, used: 105, burst_taken: 5, used_before: 104, resets_in_ms: 1000 };
+    let mut a = Admitted { headline: Some(u), ..Admitted::default() };
+    let want = vec![
+        ("x-tenant-quota-limit", "100".to_string()),
+        ("x-tenant-quota-remaining", u.remaining().to_string()),
+        ("x-tenant-quota-burst-remaining", u.burst_remaining().to_string()),
+    ];
+    assert_eq!(collect(&a), want);
+    a.shadow = Some("burst_exhausted".into());
+    let mut with_shadow = want.clone();
+    with_shadow.push(("x-tenant-quota-shadow", "burst_exhausted".into()));
+    assert_eq!(collect(&a), with_shadow);
+    assert!(collect(&Admitted::default()).is_empty());
+}

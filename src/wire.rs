@@ -1,5 +1,6 @@
 //! Host wire formats, without the host: the proxy-wasm serialized header map (read and
-//! written), and number formatting without allocation. Used by the filter on every request; tested natively.
+//! written), and number formatting without allocation. Used on every request; tested
+//! natively and on wasm32.
 
 /// The value of `name` in a serialized header map: count u32, then (name_len u32,
 /// value_len u32) per pair, then `name\0value\0` per pair. `None` if absent or malformed.

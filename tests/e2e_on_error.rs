@@ -16,23 +16,7 @@ fn noop_wasm() -> std::path::PathBuf {
 
 /// The no-op filter, in tenant-quota's vm_id, corrupting tenant `victim` at configure.
 fn poisoner() -> String {
-    format!(
-        r#"          - name: poisoner
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: poisoner
-                root_id: poisoner
-                vm_config:
-                  vm_id: tenant_quota
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{{"poison_key":"tq1|t|victim"}}'
-"#,
-        noop_wasm().display()
-    )
+    wasm_filter("poisoner", "tenant_quota", &noop_wasm(), r#"{"poison_key":"tq1|t|victim"}"#)
 }
 
 fn start(on_error: &str) -> (Upstream, Envoy) {

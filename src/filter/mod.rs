@@ -469,16 +469,9 @@ impl HttpContext for Http {
                 }
             }
         }
-        // Numbers are formatted on the stack: no allocation per header.
-        if let Some(nums) = engine::admitted_numbers(&a) {
-            let mut buf = [0u8; 20];
-            for (k, n) in nums {
-                host::add_header(map::RESPONSE_HEADERS, k, crate::wire::fmt_u64(n, &mut buf));
-            }
-        }
-        if let Some(s) = &a.shadow {
-            host::add_header(map::RESPONSE_HEADERS, "x-tenant-quota-shadow", s);
-        }
+        engine::admitted_headers(&a, |k, v| {
+            host::add_header(map::RESPONSE_HEADERS, k, v);
+        });
         self.admitted = Some(a);
         Action::Continue
     }

@@ -119,21 +119,7 @@ static_resources:
               - match: {{ prefix: "/" }}
                 route: {{ cluster: upstream, timeout: {timeout}s }}
           http_filters:
-{pre}          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: tenant_quota
-                root_id: tenant_quota
-                failure_policy: FAIL_RELOAD
-                vm_config:
-                  vm_id: tenant_quota
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{wasm}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: |
-{json}          - name: envoy.filters.http.router
+{pre}{filter}          - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
   clusters:
   - name: upstream
@@ -148,8 +134,32 @@ static_resources:
         extra = opts.extra_bootstrap,
         pre = opts.pre_filters,
         timeout = opts.route_timeout_ms as f64 / 1000.0,
-        wasm = wasm_path().display(),
-        json = indent(plugin_json, 20),
+        filter = wasm_filter("tenant_quota", "tenant_quota", &wasm_path(), plugin_json),
+    )
+}
+
+/// An HTTP filter list item (10-space indent): the wasm plugin `plugin` running `wasm` in the
+/// VM `vm_id` (tenant-quota's is `tenant_quota`; plugins sharing a vm_id share its shared
+/// data), with `config` as its plugin configuration.
+pub fn wasm_filter(plugin: &str, vm_id: &str, wasm: &std::path::Path, config: &str) -> String {
+    format!(
+        r#"          - name: {plugin}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {plugin}
+                root_id: {plugin}
+                failure_policy: FAIL_RELOAD
+                vm_config:
+                  vm_id: {vm_id}
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{wasm}" }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+{config}"#,
+        wasm = wasm.display(),
+        config = indent(config, 20),
     )
 }
 

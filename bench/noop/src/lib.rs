@@ -2,7 +2,8 @@
 //!
 //! Its plugin configuration can switch on single host operations, so the bench can price
 //! them one by one: `{"read_header": true, "shared_pair": true, "add_headers": 1}`, each
-//! repeated 10 times per request (also `now`, `header_pairs`, `shared_get`).
+//! repeated 10 times per request (also `now`, `header_pairs`, `shared_get`; and
+//! `tenant_keys`, see [`Ops`]).
 //! `{"poison_key": K}` writes an undecodable value under K at configure (a test aid).
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -23,12 +24,13 @@ struct Ops {
     now: bool,
     header_pairs: bool,
     shared_get: bool,
-    /// With `keys` > 0, one shared-data get + CAS set per request on the key of the request's
-    /// `x-tenant-id`, created on first use: Envoy's shared-data map at scale, no quota logic.
+    /// `tenant_keys`: one shared-data get + CAS set per request on a key named after the
+    /// request's `x-tenant-id`, created on first use: Envoy's shared-data map at scale, with no
+    /// quota logic. The key is `tq1|t|<id>`, or `t|<id>` with `short_key`; the value has
+    /// `value_bytes` bytes (default 30, at most 64).
     keys: bool,
-    /// Value size and key prefix for `tenant_keys` (defaults: 30 bytes, `tq1|t|`).
-    small: bool,
-    long_key: bool,
+    short_key: bool,
+    value_bytes: usize,
 }
 
 #[derive(Default)]
@@ -48,13 +50,15 @@ impl RootContext for Root {
         self.ops.header_pairs = compact.contains("\"header_pairs\":true");
         self.ops.shared_get = compact.contains("\"shared_get\":true");
         self.ops.keys = compact.contains("\"tenant_keys\":true");
-        self.ops.small = compact.contains("\"small\":true");
-        self.ops.long_key = compact.contains("\"long_key\":true");
-        self.ops.add_headers = compact
-            .split("\"add_headers\":")
-            .nth(1)
-            .and_then(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok())
-            .unwrap_or(0);
+        self.ops.short_key = compact.contains("\"short_key\":true");
+        let number = |key: &str| {
+            compact
+                .split(&format!("\"{key}\":"))
+                .nth(1)
+                .and_then(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>().parse::<usize>().ok())
+        };
+        self.ops.add_headers = number("add_headers").unwrap_or(0);
+        self.ops.value_bytes = number("value_bytes").unwrap_or(30).min(64);
         // Test aid: write an undecodable value under a key (tests/e2e_on_error.rs runs this
         // filter in tenant-quota's vm_id to corrupt one tenant's state).
         if let Some(key) = compact.split("\"poison_key\":\"").nth(1).and_then(|r| r.split('"').next()) {
@@ -81,13 +85,14 @@ impl HttpContext for Noop {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         if self.ops.keys {
             if let Ok(Some(id)) = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-tenant-id") {
-                let key = if self.ops.small && !self.ops.long_key { format!("t|{}", String::from_utf8_lossy(&id)) } else { format!("tq1|t|{}", String::from_utf8_lossy(&id)) };
+                let prefix = if self.ops.short_key { "t|" } else { "tq1|t|" };
+                let key = format!("{prefix}{}", String::from_utf8_lossy(&id));
                 match hostcalls::get_shared_data(&key) {
                     Ok((Some(v), cas)) => {
                         let _ = hostcalls::set_shared_data(&key, Some(&v), cas);
                     }
                     _ => {
-                        let _ = hostcalls::set_shared_data(&key, Some(&[7u8; 30][..if self.ops.small { 12 } else { 30 }]), None);
+                        let _ = hostcalls::set_shared_data(&key, Some(&[7u8; 64][..self.ops.value_bytes]), None);
                     }
                 }
             }
