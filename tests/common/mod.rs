@@ -1,6 +1,10 @@
 //! End-to-end harness: a real Envoy with the built filter, a test upstream, and a small
-//! HTTP/1.1 client. Every Envoy gets free ports and its own config, waits for `/ready`,
-//! and is killed when dropped.
+//! HTTP/1.1 client. Every Envoy gets its own config whose listeners and admin bind port 0:
+//! the kernel picks ports nobody holds, Envoy keeps them bound, and the harness reads them
+//! back (admin from `--admin-address-path`, listeners from the admin `/listeners`). No port
+//! is ever picked, released, then rebound, so two Envoys can never share a port (Envoy sets
+//! SO_REUSEPORT on its listeners). Envoy is killed when dropped; a panicking test prints the
+//! tail of its log first.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -32,10 +36,6 @@ pub fn envoy_bin() -> PathBuf {
     PathBuf::from("envoy")
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -55,11 +55,25 @@ pub struct EnvoyOpts {
     pub extra_bootstrap: String,
     /// HTTP filters placed before the wasm filter (YAML list items, 10-space indent).
     pub pre_filters: String,
+    /// Clusters appended under `static_resources.clusters` after `upstream` (YAML list items,
+    /// 2-space indent, e.g. an HTTP/2 gRPC cluster).
+    pub extra_clusters: String,
+    /// Listeners appended under `static_resources.listeners` after `main` (YAML list items,
+    /// 2-space indent, e.g. from [`http_listener`] with port 0). Each one's bound port is
+    /// [`Envoy::listener_port`]`(name)`.
+    pub extra_listeners: String,
 }
 
 impl Default for EnvoyOpts {
     fn default() -> Self {
-        EnvoyOpts { concurrency: 2, route_timeout_ms: 10_000, extra_bootstrap: shipped_stats_config(), pre_filters: String::new() }
+        EnvoyOpts {
+            concurrency: 2,
+            route_timeout_ms: 10_000,
+            extra_bootstrap: shipped_stats_config(),
+            pre_filters: String::new(),
+            extra_clusters: String::new(),
+            extra_listeners: String::new(),
+        }
     }
 }
 
@@ -85,10 +99,14 @@ pub fn shipped_stats_config() -> String {
 
 pub struct Envoy {
     child: Child,
+    /// The bound port of the `main` listener.
     pub port: u16,
+    /// The bound admin port.
     pub admin: u16,
     pub log: PathBuf,
     pub dir: PathBuf,
+    /// Every listener's name and bound port, as the admin `/listeners` reports them.
+    listeners: Vec<(String, u16)>,
 }
 
 fn indent(s: &str, n: usize) -> String {
@@ -96,32 +114,20 @@ fn indent(s: &str, n: usize) -> String {
     s.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
 
+/// The whole bootstrap: admin on `admin`, the `main` listener on `port` (HTTP connection
+/// manager: `opts.pre_filters`, the tenant-quota filter configured with `plugin_json`, the
+/// router to cluster `upstream` at 127.0.0.1:`upstream`), then `opts.extra_listeners` and
+/// `opts.extra_clusters`. Pass 0 for `port` and `admin` to let the kernel pick (what
+/// [`Envoy::try_start`] does).
 pub fn bootstrap(plugin_json: &str, port: u16, admin: u16, upstream: u16, opts: &EnvoyOpts) -> String {
+    let filters = format!("{}{}", opts.pre_filters, wasm_filter("tenant_quota", "tenant_quota", &wasm_path(), plugin_json));
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 {extra}
 static_resources:
   listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: upstream, timeout: {timeout}s }}
-          http_filters:
-{pre}{filter}          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
+{main}{extra_listeners}  clusters:
   - name: upstream
     connect_timeout: 1s
     type: STATIC
@@ -130,11 +136,42 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
-"#,
+{extra_clusters}"#,
         extra = opts.extra_bootstrap,
-        pre = opts.pre_filters,
-        timeout = opts.route_timeout_ms as f64 / 1000.0,
-        filter = wasm_filter("tenant_quota", "tenant_quota", &wasm_path(), plugin_json),
+        main = http_listener("main", port, &filters, "upstream", opts.route_timeout_ms),
+        extra_listeners = opts.extra_listeners,
+        extra_clusters = opts.extra_clusters,
+    )
+}
+
+/// A listener list item (2-space indent) named `name` on 127.0.0.1:`port` (0: the kernel
+/// picks; read it back with [`Envoy::listener_port`]): an HTTP connection manager running
+/// `http_filters` (YAML list items, 10-space indent, e.g. from [`wasm_filter`]) then the
+/// router, routing everything to `cluster` with a `timeout_ms` route timeout.
+pub fn http_listener(name: &str, port: u16, http_filters: &str, cluster: &str, timeout_ms: u64) -> String {
+    format!(
+        r#"  - name: {name}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {prefix}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: {cluster}, timeout: {timeout}s }}
+          http_filters:
+{http_filters}          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#,
+        timeout = timeout_ms as f64 / 1000.0,
+        // `main` keeps the stat prefix of envoy/envoy.yaml's listener.
+        prefix = if name == "main" { "ingress" } else { name },
     )
 }
 
@@ -171,40 +208,64 @@ impl Envoy {
         }
     }
 
-    /// Start Envoy; on failure return its log.
+    /// Start Envoy; on failure return its log. Every port is 0 in the config: the admin
+    /// address is read from `--admin-address-path`, and once `/ready` answers 200, every
+    /// listener's bound port from the admin `/listeners?format=json`.
     pub fn try_start(plugin_json: &str, upstream: u16, opts: EnvoyOpts) -> Result<Envoy, String> {
         let dir = tmpdir("envoy");
-        let (port, admin) = (free_port(), free_port());
         let cfg = dir.join("envoy.yaml");
-        std::fs::write(&cfg, bootstrap(plugin_json, port, admin, upstream, &opts)).unwrap();
+        std::fs::write(&cfg, bootstrap(plugin_json, 0, 0, upstream, &opts)).unwrap();
         let log = dir.join("envoy.log");
+        let admin_file = dir.join("admin.addr");
         let child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&cfg)
             .arg("--concurrency")
             .arg(opts.concurrency.to_string())
+            .arg("--admin-address-path")
+            .arg(&admin_file)
             .args(["--disable-hot-restart", "--file-flush-interval-msec", "50", "-l", "info", "--log-path"])
             .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start envoy: run `make test` so the Makefile installs it");
-        let mut e = Envoy { child, port, admin, log, dir };
+        let mut e = Envoy { child, port: 0, admin: 0, log, dir, listeners: Vec::new() };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(_)) = e.child.try_wait() {
                 return Err(e.log_text());
             }
-            if let Ok(r) = try_request(e.admin, "GET", "/ready", &[], None) {
-                if r.status == 200 {
-                    return Ok(e);
+            // Re-read each time: a read racing Envoy's write may see a partial address.
+            let admin = std::fs::read_to_string(&admin_file).ok().and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
+            if let Some(admin) = admin.filter(|&p| p != 0) {
+                if try_request(admin, "GET", "/ready", &[], None).is_ok_and(|r| r.status == 200) {
+                    if let Some(listeners) = bound_listeners(admin) {
+                        if let Some(&(_, main)) = listeners.iter().find(|(n, _)| n == "main") {
+                            (e.admin, e.port, e.listeners) = (admin, main, listeners);
+                            return Ok(e);
+                        }
+                    }
                 }
             }
             if Instant::now() > deadline {
-                return Err(e.log_text());
+                return Err(format!("envoy not ready after 60 s\n{}", e.log_text()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The bound port of the listener `name` (`main` is [`Envoy::port`]).
+    pub fn listener_port(&self, name: &str) -> u16 {
+        match self.listeners.iter().find(|(n, _)| n == name) {
+            Some(&(_, p)) => p,
+            None => panic!("no listener {name:?}; listeners: {:?}", self.listeners),
+        }
+    }
+
+    /// Every listener's name and bound port.
+    pub fn listeners(&self) -> &[(String, u16)] {
+        &self.listeners
     }
 
     pub fn log_text(&self) -> String {
@@ -239,11 +300,42 @@ impl Envoy {
     }
 }
 
+/// The admin `/listeners?format=json` as (name, port) pairs, from
+/// `{"listener_statuses":[{"name":..,"local_address":{"socket_address":{"address":..,"port_value":N}}}]}`.
+/// None unless every listener reports a non-zero port.
+fn bound_listeners(admin: u16) -> Option<Vec<(String, u16)>> {
+    let r = try_request(admin, "GET", "/listeners?format=json", &[], None).ok().filter(|r| r.status == 200)?;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    let mut out = Vec::new();
+    for l in v["listener_statuses"].as_array()? {
+        let name = l["name"].as_str()?.to_string();
+        let port = l["local_address"]["socket_address"]["port_value"].as_u64().filter(|&p| p != 0 && p <= 65535)?;
+        out.push((name, port as u16));
+    }
+    Some(out)
+}
+
+/// The last `n` lines of `text`, with how many were left out.
+fn tail(text: &str, n: usize) -> (usize, String) {
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(n);
+    (skip, lines[skip..].join("\n"))
+}
+
 impl Drop for Envoy {
     fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking {
+            // Let Envoy flush its log (--file-flush-interval-msec 50) before reading it.
+            std::thread::sleep(Duration::from_millis(150));
+            let (skipped, last) = tail(&self.log_text(), 200);
+            eprintln!("---- envoy log {} (kept; last lines, {skipped} earlier lines omitted) ----\n{last}\n---- end of envoy log ----", self.log.display());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !panicking {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -251,7 +343,8 @@ impl Drop for Envoy {
 pub fn validate(plugin_json: &str) -> Result<String, String> {
     let dir = tmpdir("validate");
     let cfg = dir.join("envoy.yaml");
-    std::fs::write(&cfg, bootstrap(plugin_json, free_port(), free_port(), free_port(), &EnvoyOpts::default())).unwrap();
+    // Nothing binds in validate mode: every port can be 0.
+    std::fs::write(&cfg, bootstrap(plugin_json, 0, 0, 0, &EnvoyOpts::default())).unwrap();
     let out = Command::new(envoy_bin())
         .args(["--mode", "validate", "--disable-hot-restart", "-l", "info", "-c"])
         .arg(&cfg)
