@@ -148,6 +148,8 @@ pub fn operator_values<S: SharedStore>(store: &S, now: Millis) -> Vec<(String, f
 pub struct StatusExtra {
     pub totals: Value,
     pub saturation: Value,
+    /// SPEC 8: `{"state", "last_answer_age_ms", "errors"}`, or null without global budgets.
+    pub global: Value,
 }
 
 pub struct Request<'a> {
@@ -216,7 +218,7 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, id: &st
     };
     let runtime = overrides.get(id);
     let policy = runtime.as_ref().unwrap_or_else(|| cfg.policy(id));
-    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: 1.0, saturation_retry_after_s: 1 };
+    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: 1.0, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
     let empty = TenantState::default();
     let st = state.as_ref().unwrap_or(&empty);
     let mut budgets = Map::new();
@@ -395,6 +397,7 @@ fn status<S: SharedStore>(cfg: &Config, store: &S, extra: StatusExtra) -> Respon
             "budgets": cfg.budgets.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
             "totals": extra.totals,
             "saturation": extra.saturation,
+            "global": extra.global,
         }),
     )
 }

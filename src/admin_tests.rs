@@ -31,7 +31,7 @@ fn call(c: &Config, s: &MemStore, o: &mut Overrides, method: &str, path: &str, b
     o.next_check = 0;
     o.refresh(c, s, NOW);
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let r = handle(c, s, o, &Request { method, path, query, body: body.as_bytes() }, NOW, || StatusExtra { totals: json!({}), saturation: json!(null) });
+    let r = handle(c, s, o, &Request { method, path, query, body: body.as_bytes() }, NOW, || StatusExtra { totals: json!({}), saturation: json!(null), global: json!(null) });
     (r.status, serde_json::from_str(&r.body).unwrap())
 }
 
@@ -102,7 +102,7 @@ fn reset_clears_counts_but_not_in_flight() {
     store::resolve(&s, "t", store::TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
     let (rpm, conc) = (c.budgets[c.budget_index("rpm").unwrap()].id, c.budgets[c.budget_index("conc").unwrap()].id);
     store::transact(&s, &mut sc, |st| {
-        *st.slot_mut(rpm) = core::Slot { budget: rpm, window_start: NOW - NOW % 60000, used: 9, prev: 0 };
+        *st.slot_mut(rpm) = core::Slot { budget: rpm, window_start: NOW - NOW % 60000, used: 9, prev: 0, ..Default::default() };
         st.slot_mut(conc).used = 2;
         (true, ())
     })

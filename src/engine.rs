@@ -2,7 +2,7 @@
 //! demands per budget, the CAS-committed decision, and the replies and headers that follow.
 //! The proxy-wasm layer feeds it header values and a store; tests feed it the same.
 
-use crate::config::{Config, Counts, Mode, OnError, Priority, TenantPolicy};
+use crate::config::{Config, Counts, GlobalMode, Mode, OnError, OnUnavailable, Priority, TenantPolicy};
 use crate::core::{self, saturation, Admit, Demand, Millis, Policy, Reason, Rejection, TenantState, Usage};
 use crate::store::{self, Scratch, SharedStore, StoreError, TenantKind};
 
@@ -48,6 +48,15 @@ pub struct Admitted {
     pub after: Vec<AfterCharge>,
     /// Every budget's standing after admission (metrics).
     pub usage: Vec<Usage>,
+    /// `exact` global budgets still to be asked of the rate limit service (SPEC 8).
+    pub exact: Vec<Demand>,
+    /// What the local decision reserved, and when (to undo it if the service refuses).
+    pub reserved: Vec<Demand>,
+    pub at: Millis,
+    /// The request charged a global budget locally: the tenant needs a sync.
+    pub global_dirty: bool,
+    /// A global budget is near its cap: sync sooner.
+    pub global_urgent: bool,
 }
 
 #[derive(Debug)]
@@ -231,6 +240,8 @@ pub struct RequestInput<'h, H: RequestHeaders> {
     /// Current saturation level (0 normal, 1 elevated, 2 critical).
     pub level: u8,
     pub now: Millis,
+    /// The rate limit service has not answered for long enough (SPEC 8).
+    pub global_degraded: bool,
 }
 
 fn store_error_verdict(cfg: &Config, e: StoreError, tenant: Option<String>) -> Verdict {
@@ -314,6 +325,15 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         String::new()
     };
     w.demands.clear();
+    let mut exact = Vec::new();
+    // SPEC 8: `exact` budgets wait for the service, unless it is down (then `on_unavailable`
+    // decides them like `sync` ones) or nothing may wait (shadow mode).
+    let global = cfg.global.as_ref();
+    let exact_waits = cfg.mode == Mode::Enforce && !input.global_degraded;
+    let view = match global.map(|g| g.on_unavailable) {
+        Some(OnUnavailable::LocalShare(n)) if input.global_degraded => core::GlobalView::LocalShare(n),
+        _ => core::GlobalView::Remote,
+    };
     let mut after = Vec::new();
     let mut in_flight = Vec::new();
     let mut shadow_cost: Option<String> = None;
@@ -358,6 +378,14 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                 Demand { budget: i, units: 1, admit: Admit::Reserve }
             }
         };
+        if b.global.is_some() && input.global_degraded && global.is_some_and(|g| g.on_unavailable == OnUnavailable::Deny) {
+            let reply = plain_reply(503, "quota_unavailable", "Global quota service unavailable", Some(&tenant));
+            return shadow_or_reject(cfg, reply, Some(tenant));
+        }
+        if b.global == Some(GlobalMode::Exact) && exact_waits {
+            exact.push(d);
+            continue;
+        }
         w.demands.push(d);
     }
     // 4. Saturation may refuse this priority outright.
@@ -379,11 +407,11 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         };
         return finish_rejection(cfg, policy, tenant, r, keep, priority);
     }
-    if w.demands.is_empty() {
+    if w.demands.is_empty() && exact.is_empty() {
         return Verdict::Admit(Box::new(Admitted { tenant, keep, priority: Some(priority), shadow: shadow_cost, ..Admitted::default() }));
     }
     // 5. Decide and commit under CAS.
-    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep, saturation_retry_after_s: sat_retry };
+    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep, saturation_retry_after_s: sat_retry, global: view };
     let token = w.token();
     let Worker { scratch, demands, usage, .. } = w;
     store::tenant_key(&tenant, &mut scratch.key);
@@ -404,18 +432,163 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     match result {
         Err(e) => store_error_verdict(cfg, e, Some(reported)),
         Ok(Err(r)) => finish_rejection(cfg, policy, reported, r, keep, priority),
-        Ok(Ok(())) => Verdict::Admit(Box::new(Admitted {
-            headline: core::closest_to_exhaustion(usage).copied(),
-            usage: usage.clone(),
-            tenant: reported,
-            key: scratch.key.clone(),
-            priority: Some(priority),
-            keep,
-            shadow: shadow_cost,
-            in_flight,
-            after,
-        })),
+        Ok(Ok(())) => {
+            let (global_dirty, global_urgent) = global_marks(cfg, usage);
+            Verdict::Admit(Box::new(Admitted {
+                headline: core::closest_to_exhaustion(usage).copied(),
+                usage: usage.clone(),
+                tenant: reported,
+                key: scratch.key.clone(),
+                priority: Some(priority),
+                keep,
+                shadow: shadow_cost,
+                in_flight,
+                after,
+                reserved: if exact.is_empty() { Vec::new() } else { demands.clone() },
+                exact,
+                at: input.now,
+                global_dirty,
+                global_urgent,
+            }))
+        }
     }
+}
+
+/// Whether admitted usage touched a global budget, and whether one is near its cap.
+fn global_marks(cfg: &Config, usage: &[Usage]) -> (bool, bool) {
+    let mut dirty = false;
+    let mut urgent = false;
+    for u in usage {
+        if cfg.budgets[u.budget].global.is_some() {
+            dirty = true;
+            urgent |= u128::from(u.used) * 100 >= u128::from(crate::global::URGENT_PCT) * u128::from(u.cap().max(1));
+        }
+    }
+    (dirty, urgent)
+}
+
+/// The `ShouldRateLimit` request of an admitted request's `exact` budgets: its units as
+/// per-descriptor `hits_addend`.
+pub fn exact_request(cfg: &Config, policy: &TenantPolicy, a: &Admitted) -> Vec<u8> {
+    let Some(g) = &cfg.global else { return Vec::new() };
+    let tenant = if a.key.is_empty() { a.tenant.as_str() } else { crate::global::tenant_of(&a.key).unwrap_or(&a.tenant) };
+    let ds = a
+        .exact
+        .iter()
+        .map(|d| {
+            let l = &policy.limits[d.budget];
+            let ws = core::window_start(a.at, l.window_ms);
+            crate::global::rls::descriptor(tenant, &cfg.budgets[d.budget].name, l.window_ms, ws, l.limit.saturating_add(l.burst_credits), d.units)
+        })
+        .collect();
+    crate::global::rls::encode(&g.domain, ds)
+}
+
+/// Undo the local reservations of an admitted request the service then refused.
+pub fn rollback<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitted, policy: &TenantPolicy) -> Result<(), StoreError> {
+    if a.reserved.is_empty() || a.key.is_empty() {
+        return Ok(());
+    }
+    w.scratch.key.clone_from(&a.key);
+    store::transact(store, &mut w.scratch, |st| {
+        core::unreserve(st, &cfg.budgets, &policy.limits, a.at, &a.reserved);
+        (true, ())
+    })
+}
+
+/// The outcome of an `exact` request once the service answered or could not.
+#[derive(Debug)]
+pub enum ExactOutcome {
+    Admit,
+    Reject(Reply, Option<Rejection>),
+}
+
+fn exact_rejection(cfg: &Config, policy: &TenantPolicy, d: &Demand, now: Millis) -> Rejection {
+    let l = &policy.limits[d.budget];
+    let reset_ms = core::window_start(now, l.window_ms).saturating_add(l.window_ms).saturating_sub(now).max(1);
+    let reset_s = reset_ms.div_ceil(1000).max(1);
+    let reason = if l.burst_credits > 0 { Reason::BurstExhausted } else { Reason::Exceeded };
+    let _ = cfg;
+    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s }
+}
+
+/// Finish an `exact` request. `answers`: the service's answer per `a.exact` demand, or
+/// `None` when the call failed or timed out (then `on_unavailable` decides).
+pub fn exact_finish<S: SharedStore>(
+    cfg: &Config,
+    store: &S,
+    w: &mut Worker,
+    a: &mut Admitted,
+    policy: &TenantPolicy,
+    answers: Option<&[crate::global::Answer]>,
+    now: Millis,
+) -> Result<ExactOutcome, StoreError> {
+    let exact = std::mem::take(&mut a.exact);
+    let g = cfg.global.as_ref().map_or(OnUnavailable::Local, |g| g.on_unavailable);
+    let refuse = |w: &mut Worker, a: &Admitted, reply: Reply, r: Option<Rejection>| -> Result<ExactOutcome, StoreError> {
+        rollback(cfg, store, w, a, policy)?;
+        Ok(ExactOutcome::Reject(reply, r))
+    };
+    if a.key.is_empty() {
+        // No local budget applied: resolve the tenant's key now, to record the units.
+        let token = w.token();
+        let kind = if cfg.tenants.contains_key(&a.tenant) { TenantKind::Named } else { TenantKind::Dynamic };
+        store::resolve(store, &a.tenant, kind, cfg.max_tracked, now, token, &mut w.scratch)?;
+        a.key.clone_from(&w.scratch.key);
+    }
+    w.scratch.key.clone_from(&a.key);
+    match answers {
+        Some(ans) => {
+            if let Some((d, _)) = exact.iter().zip(ans).find(|(_, x)| matches!(x, crate::global::Answer::Over { .. })) {
+                let r = exact_rejection(cfg, policy, d, now);
+                return refuse(w, a, reject_reply(cfg, policy, &a.tenant, &r), Some(r));
+            }
+            store::transact(store, &mut w.scratch, |st| {
+                for (d, x) in exact.iter().zip(ans) {
+                    let l = &policy.limits[d.budget];
+                    core::record_exact(st, cfg.budgets[d.budget].id, l.window_ms, now, d.units, *x);
+                }
+                (true, ())
+            })?;
+        }
+        None => {
+            if g == OnUnavailable::Deny {
+                let reply = plain_reply(503, "quota_unavailable", "Global quota service unavailable", Some(&a.tenant));
+                return refuse(w, a, reply, None);
+            }
+            let view = match g {
+                OnUnavailable::LocalShare(n) => core::GlobalView::LocalShare(n),
+                _ => core::GlobalView::Remote,
+            };
+            let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1, global: view };
+            let Worker { scratch, usage, .. } = w;
+            let r = store::transact(store, scratch, |st| match core::decide(&pol, st, now, &exact, usage) {
+                Ok(()) => (true, Ok(())),
+                Err(r) => (false, Err(r)),
+            })?;
+            if let Err(r) = r {
+                let reply = reject_reply(cfg, policy, &a.tenant, &r);
+                return refuse(w, a, reply, Some(r));
+            }
+            // Admitted on local counts: the units are unacknowledged, the sync loop sends them.
+            a.global_dirty = true;
+        }
+    }
+    // The exact budgets' standing, for headers and metrics.
+    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1, global: core::GlobalView::Remote };
+    if let Ok(Some(_)) = store.get(&a.key, &mut w.scratch.buf) {
+        if w.scratch.state.decode_from(&w.scratch.buf).is_ok() {
+            for d in &exact {
+                let mut u = core::standing(&pol, &w.scratch.state, now, d.budget);
+                u.used_before = u.used.saturating_sub(d.units);
+                a.usage.push(u);
+            }
+        }
+    }
+    a.headline = core::closest_to_exhaustion(&a.usage).copied().or(a.headline);
+    let (_, urgent) = global_marks(cfg, &a.usage);
+    a.global_urgent |= urgent;
+    Ok(ExactOutcome::Admit)
 }
 
 fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Rejection, keep: f64, priority: Priority) -> Verdict {
@@ -449,7 +622,7 @@ pub fn charge<S: SharedStore>(
     if units == 0 {
         return Ok(None);
     }
-    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1 };
+    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
     w.scratch.key.clone_from(&a.key);
     store::transact(store, &mut w.scratch, |st| {
         let u = core::charge(&pol, st, now, budget, units);

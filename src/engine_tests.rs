@@ -18,7 +18,7 @@ const NOW: u64 = 1_700_000_000_000;
 
 fn run(cfg: &Config, s: &MemStore, w: &mut Worker, tenant: Option<&str>, h: &[(&'static str, &'static str)]) -> Verdict {
     let mut headers = Map(h.iter().copied().collect());
-    let input = RequestInput { headers: &mut headers, tenant: tenant.map(|t| t.as_bytes().to_vec()), end_of_stream: true, level: 0, now: NOW };
+    let input = RequestInput { headers: &mut headers, tenant: tenant.map(|t| t.as_bytes().to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW };
     evaluate(cfg, s, w, input, &|_| None)
 }
 

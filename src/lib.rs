@@ -10,6 +10,7 @@ pub mod admin;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod global;
 pub mod store;
 pub mod wire;
 

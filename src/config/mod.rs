@@ -7,7 +7,7 @@
 
 pub mod raw;
 
-pub use raw::{Algorithm, Level, Mode, OnError, Priority};
+pub use raw::{Algorithm, GlobalMode, Level, Mode, OnError, Priority};
 use raw::{RawBudget, RawConfig, RawOverride, RawTenant};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -97,6 +97,8 @@ pub struct Budget {
     pub algorithm: Algorithm,
     pub limits: Limits,
     pub matcher: Match,
+    /// `Some` for a global budget (SPEC 8).
+    pub global: Option<GlobalMode>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +147,30 @@ pub struct Admin {
     pub token_sha256: [u8; 32],
 }
 
+/// What global budgets get while the rate limit service does not answer (SPEC 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// The full limit on this Envoy's counts plus the `remote` last learned in the window.
+    Local,
+    /// `floor((limit + burst_credits) / N)` on this Envoy's own counts.
+    LocalShare(u64),
+    /// 503 `quota_unavailable`.
+    Deny,
+}
+
+/// The rate limit service of global budgets (SPEC 8).
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub cluster: String,
+    pub domain: String,
+    pub sync_period_ms: u64,
+    pub timeout_ms: u64,
+    pub on_unavailable: OnUnavailable,
+}
+
+/// Windows the reference service (envoyproxy/ratelimit) can express: its epoch-aligned units.
+pub const GLOBAL_WINDOWS_MS: [u64; 4] = [1000, 60_000, 3_600_000, 86_400_000];
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
@@ -161,6 +187,7 @@ pub struct Config {
     pub on_error: OnError,
     /// Whether any budget needs `:path`/`:method`.
     pub needs_match: bool,
+    pub global: Option<Global>,
 }
 
 pub const MAX_TENANT_ID_LEN: usize = 256;
@@ -271,14 +298,33 @@ fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
             matcher.methods.push(meth.to_ascii_uppercase());
         }
     }
-    Ok(Budget {
-        name: name.to_string(),
-        id: fnv1a(name.as_bytes()),
-        counts,
-        algorithm,
-        limits: Limits { limit: raw.limit, burst_credits: raw.burst_credits.unwrap_or(0), window_ms, unlimited: false },
-        matcher,
-    })
+    let limits = Limits { limit: raw.limit, burst_credits: raw.burst_credits.unwrap_or(0), window_ms, unlimited: false };
+    if raw.global.is_some() {
+        let gp = format!("{p}.global");
+        if counts == Counts::InFlight {
+            return err(gp, "in_flight budgets cannot be global (a global concurrency count needs a call per request start and end)");
+        }
+        if algorithm == Algorithm::Sliding {
+            return err(gp, "sliding windows cannot be global (the rate limit service counts fixed windows)");
+        }
+        check_global_limits(&p, &limits)?;
+    }
+    Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global })
+}
+
+/// A global budget's window must be a unit of the rate limit service, and its cap fit the
+/// service's 32-bit `requests_per_unit`.
+fn check_global_limits(path: &str, l: &Limits) -> Result<(), ConfigError> {
+    if !GLOBAL_WINDOWS_MS.contains(&l.window_ms) {
+        return err(
+            format!("{path}.window_ms"),
+            format!("a global budget's window must be 1000, 60000, 3600000 or 86400000 ms (the rate limit service's units), got {}", l.window_ms),
+        );
+    }
+    if l.limit.saturating_add(l.burst_credits) > u64::from(u32::MAX) {
+        return err(format!("{path}.limit"), "a global budget's limit + burst_credits must fit the service's 32-bit requests_per_unit");
+    }
+    Ok(())
 }
 
 /// Apply a tenant entry (from the config or the admin API) on top of the budgets' limits.
@@ -320,6 +366,9 @@ fn apply_override(path: &str, b: &Budget, l: &mut Limits, ov: &RawOverride) -> R
     }
     if let Some(u) = ov.unlimited {
         l.unlimited = u;
+    }
+    if b.global.is_some() {
+        check_global_limits(path, l)?;
     }
     Ok(())
 }
@@ -461,6 +510,12 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let saturation = raw.saturation.as_ref().map(compile_saturation).transpose()?;
     let admin = raw.admin.as_ref().map(compile_admin).transpose()?;
     let needs_match = budgets.iter().any(|b| !b.matcher.is_any());
+    let global = raw.global.as_ref().map(compile_global).transpose()?;
+    if global.is_none() {
+        if let Some(b) = budgets.iter().find(|b| b.global.is_some()) {
+            return err(format!("budgets.{}.global", b.name), "a global budget needs the top-level `global` block (the rate limit service's cluster)");
+        }
+    }
     Ok(Config {
         mode: raw.mode.unwrap_or_default(),
         tenant_source,
@@ -473,7 +528,39 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         admin,
         on_error: raw.on_error.unwrap_or_default(),
         needs_match,
+        global,
     })
+}
+
+fn compile_global(raw: &raw::RawGlobal) -> Result<Global, ConfigError> {
+    let c = raw.cluster.trim();
+    if c.is_empty() || c.len() > 256 || c.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return err("global.cluster", "must name the Envoy cluster (HTTP/2) of the rate limit service");
+    }
+    let domain = raw.domain.clone().unwrap_or_else(|| "tenant-quota".into());
+    if domain.is_empty() || domain.len() > 128 || domain.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return err("global.domain", "must be 1-128 bytes of visible ASCII");
+    }
+    let ms = |key: &str, v: Option<i64>, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(v) if v >= min as i64 && v <= max as i64 => Ok(v as u64),
+            Some(v) => err(format!("global.{key}"), format!("must be between {min} and {max} ms, got {v}")),
+        }
+    };
+    let sync_period_ms = ms("sync_period_ms", raw.sync_period_ms, 200, 10, 60_000)?;
+    let timeout_ms = ms("timeout_ms", raw.timeout_ms, 100, 1, 60_000)?;
+    let on_unavailable = match &raw.on_unavailable {
+        None => OnUnavailable::Local,
+        Some(Value::String(s)) if s == "local" => OnUnavailable::Local,
+        Some(Value::String(s)) if s == "deny" => OnUnavailable::Deny,
+        Some(Value::Object(m)) if m.len() == 1 && m.contains_key("local_share") => match m.get("local_share").and_then(Value::as_u64) {
+            Some(n) if n >= 1 => OnUnavailable::LocalShare(n),
+            _ => return err("global.on_unavailable.local_share", "must be a whole number of Envoys, at least 1"),
+        },
+        Some(_) => return err("global.on_unavailable", "expected `local`, `deny` or {\"local_share\": N}"),
+    };
+    Ok(Global { cluster: c.to_string(), domain, sync_period_ms, timeout_ms, on_unavailable })
 }
 
 #[cfg(test)]

@@ -22,6 +22,34 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub on_error: Option<OnError>,
+    #[serde(default)]
+    pub global: Option<RawGlobal>,
+}
+
+/// SPEC 8: the rate limit service that global budgets sync with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    pub cluster: String,
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub sync_period_ms: Option<i64>,
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
+    /// `"local"`, `"deny"` or `{"local_share": N}`; parsed in `compile`.
+    #[serde(default)]
+    pub on_unavailable: Option<Value>,
+}
+
+/// How a budget holds across Envoys (SPEC 8).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GlobalMode {
+    /// Decided locally, synced with the service in the background.
+    Sync,
+    /// Every request waits for one `ShouldRateLimit`.
+    Exact,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +102,8 @@ pub struct RawBudget {
     pub algorithm: Option<Algorithm>,
     #[serde(default, rename = "match")]
     pub match_: Option<RawMatch>,
+    #[serde(default)]
+    pub global: Option<GlobalMode>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,6 +8,9 @@ pub mod saturation;
 pub mod state;
 
 use crate::config::{Budget, Counts, Limits};
+pub use global_slot::{apply_answer, record_exact, unsent, unreserve, Answer};
+
+mod global_slot;
 pub use state::{Slot, TenantState};
 
 /// Unix time in milliseconds.
@@ -149,9 +152,9 @@ fn rolled(slot: &Slot, now: Millis, window_ms: u64, sliding: bool) -> (Slot, u64
         // Same window, or the clock stepped back: keep counting in the stored window.
         *slot
     } else if slot.window_start.saturating_add(window_ms) == start {
-        Slot { budget: slot.budget, window_start: start, used: 0, prev: slot.used }
+        Slot { budget: slot.budget, window_start: start, prev: slot.used, ..Slot::default() }
     } else {
-        Slot { budget: slot.budget, window_start: start, used: 0, prev: 0 }
+        Slot { budget: slot.budget, window_start: start, ..Slot::default() }
     };
     if !sliding || cur.prev == 0 {
         return (cur, 0);
@@ -174,6 +177,32 @@ fn ceil_s(ms: u64) -> u64 {
     ms.div_ceil(1000).max(1)
 }
 
+/// How global budgets (SPEC 8) are counted in a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GlobalView {
+    /// `remote + local`: the other Envoys' usage as last learned, plus this Envoy's count.
+    #[default]
+    Remote,
+    /// Degraded with `local_share`: `floor((limit + burst_credits) / N)` on local counts only.
+    LocalShare(u64),
+}
+
+/// Effective (limit, burst) and the `remote` units a global budget adds under `view`.
+fn global_terms(b: &Budget, l: &Limits, view: GlobalView, remote: u64) -> (Limits, u64) {
+    if b.global.is_none() {
+        return (*l, 0);
+    }
+    match view {
+        GlobalView::Remote => (*l, remote),
+        GlobalView::LocalShare(n) => {
+            let n = n.max(1);
+            let limit = l.limit / n;
+            let cap = l.limit.saturating_add(l.burst_credits) / n;
+            (Limits { limit, burst_credits: cap.saturating_sub(limit), ..*l }, 0)
+        }
+    }
+}
+
 /// Inputs that stay the same while a decision is retried on CAS conflicts.
 pub struct Policy<'a> {
     pub budgets: &'a [Budget],
@@ -183,6 +212,8 @@ pub struct Policy<'a> {
     pub keep: f64,
     /// Retry-after for saturation rejections.
     pub saturation_retry_after_s: u64,
+    /// How global budgets count.
+    pub global: GlobalView,
 }
 
 /// Decide a request: check every demand first, then commit all of them.
@@ -201,13 +232,14 @@ pub fn decide(
     // Check.
     for d in demands {
         let b = &policy.budgets[d.budget];
-        let l = &policy.limits[d.budget];
-        if l.unlimited {
+        if policy.limits[d.budget].unlimited {
             continue;
         }
         let stored = state.slot(b.id).copied().unwrap_or(Slot { budget: b.id, ..Slot::default() });
-        let (cur, carried) = rolled(&stored, now, l.window_ms, b.algorithm == crate::config::Algorithm::Sliding);
-        let used = cur.used.saturating_add(carried);
+        let (cur, carried) = rolled(&stored, now, policy.limits[d.budget].window_ms, b.algorithm == crate::config::Algorithm::Sliding);
+        let (gl, remote) = global_terms(b, &policy.limits[d.budget], policy.global, cur.remote);
+        let l = &gl;
+        let used = cur.used.saturating_add(carried).saturating_add(remote);
         let fits = |cap: u64| match d.admit {
             Admit::Reserve => used.saturating_add(d.units) <= cap,
             Admit::Probe => used < cap,
@@ -266,10 +298,11 @@ pub fn charge(policy: &Policy, state: &mut TenantState, now: Millis, budget: usi
     let sliding = b.algorithm == crate::config::Algorithm::Sliding;
     let slot = state.slot_mut(b.id);
     let (mut cur, carried) = rolled(slot, now, l.window_ms, sliding);
-    let before = cur.used.saturating_add(carried);
+    let (gl, remote) = global_terms(b, l, policy.global, cur.remote);
+    let before = cur.used.saturating_add(carried).saturating_add(remote);
     cur.used = cur.used.saturating_add(units);
     *slot = cur;
-    let (limit, burst) = scaled(l, policy.keep);
+    let (limit, burst) = scaled(&gl, policy.keep);
     let after = before.saturating_add(units);
     Some(Usage {
         budget,
@@ -288,8 +321,9 @@ pub fn standing(policy: &Policy, state: &TenantState, now: Millis, budget: usize
     let l = &policy.limits[budget];
     let stored = state.slot(b.id).copied().unwrap_or(Slot { budget: b.id, ..Slot::default() });
     let (cur, carried) = rolled(&stored, now, l.window_ms, b.algorithm == crate::config::Algorithm::Sliding);
-    let used = cur.used.saturating_add(carried);
-    let (limit, burst) = scaled(l, policy.keep);
+    let (gl, remote) = global_terms(b, l, policy.global, cur.remote);
+    let used = cur.used.saturating_add(carried).saturating_add(remote);
+    let (limit, burst) = scaled(&gl, policy.keep);
     Usage { budget, limit, burst_credits: burst, used, burst_taken: 0, used_before: used, resets_in_ms: resets_in_ms(&cur, now, l.window_ms) }
 }
 
@@ -298,6 +332,8 @@ pub fn reset(state: &mut TenantState, budget_id: u32) {
     if let Some(s) = state.slots.iter_mut().find(|s| s.budget == budget_id) {
         s.used = 0;
         s.prev = 0;
+        s.acked = 0;
+        s.remote = 0;
     }
 }
 

@@ -7,6 +7,9 @@
 //! shared-data entry (no separate heap block): at a million tenants that is ~32 bytes and one
 //! cache miss less per tenant and request than version 1 (`[1u8][n u8]` then fixed 28-byte
 //! slots: id u32, window start u64, used u64, previous u64), which is still decoded.
+//! Version 3 adds, per slot, two varints for global budgets (SPEC 8): `acked` and
+//! `remote`. It is written only when some slot carries them, so tenants of configurations
+//! without global budgets keep the compact version 2.
 //! Slots are matched by budget id, so reordering or adding budgets keeps the others' counts.
 
 /// Units are whatever the budget counts (requests, bytes, cost units, concurrent slots).
@@ -19,6 +22,10 @@ pub struct Slot {
     pub used: u64,
     /// Units of the window before `window_start` (sliding windows only).
     pub prev: u64,
+    /// Global budgets: units of `used` the rate limit service has acknowledged.
+    pub acked: u64,
+    /// Global budgets: the other Envoys' usage in this window, as of the last answer.
+    pub remote: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -78,13 +85,18 @@ impl TenantState {
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.clear();
-        out.push(STATE_VERSION);
+        let global = self.slots.iter().any(|s| s.acked != 0 || s.remote != 0);
+        out.push(if global { 3 } else { STATE_VERSION });
         out.push(self.slots.len().min(255) as u8);
         for s in self.slots.iter().take(255) {
             out.extend_from_slice(&s.budget.to_le_bytes());
             put_varint(out, s.window_start);
             put_varint(out, s.used);
             put_varint(out, s.prev);
+            if global {
+                put_varint(out, s.acked);
+                put_varint(out, s.remote);
+            }
         }
     }
 
@@ -99,7 +111,8 @@ impl TenantState {
         self.slots.clear();
         let r = match b {
             [1, n, rest @ ..] => self.decode_v1(*n as usize, rest),
-            [2, n, rest @ ..] => self.decode_v2(*n as usize, rest),
+            [2, n, rest @ ..] => self.decode_v2(*n as usize, rest, false),
+            [3, n, rest @ ..] => self.decode_v2(*n as usize, rest, true),
             _ => Err(DecodeError),
         };
         if r.is_err() {
@@ -108,7 +121,7 @@ impl TenantState {
         r
     }
 
-    fn decode_v2(&mut self, n: usize, b: &[u8]) -> Result<(), DecodeError> {
+    fn decode_v2(&mut self, n: usize, b: &[u8], global: bool) -> Result<(), DecodeError> {
         let mut at = 0;
         for _ in 0..n {
             let id = b.get(at..at + 4).ok_or(DecodeError)?;
@@ -117,7 +130,8 @@ impl TenantState {
             let window_start = get_varint(b, &mut at)?;
             let used = get_varint(b, &mut at)?;
             let prev = get_varint(b, &mut at)?;
-            self.slots.push(Slot { budget, window_start, used, prev });
+            let (acked, remote) = if global { (get_varint(b, &mut at)?, get_varint(b, &mut at)?) } else { (0, 0) };
+            self.slots.push(Slot { budget, window_start, used, prev, acked, remote });
         }
         if at != b.len() {
             return Err(DecodeError);
@@ -136,7 +150,7 @@ impl TenantState {
                 a.copy_from_slice(&c[o..o + 8]);
                 u64::from_le_bytes(a)
             };
-            self.slots.push(Slot { budget: u32_at(0), window_start: u64_at(4), used: u64_at(12), prev: u64_at(20) });
+            self.slots.push(Slot { budget: u32_at(0), window_start: u64_at(4), used: u64_at(12), prev: u64_at(20), acked: 0, remote: 0 });
         }
         Ok(())
     }

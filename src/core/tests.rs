@@ -20,7 +20,7 @@ impl Case {
     }
     fn ask(&mut self, tenant: &str, now: Millis, demands: &[Demand], keep: f64) -> Result<(), Rejection> {
         let p = self.c.policy(tenant).clone();
-        let pol = Policy { budgets: &self.c.budgets, limits: &p.limits, keep, saturation_retry_after_s: 7 };
+        let pol = Policy { budgets: &self.c.budgets, limits: &p.limits, keep, saturation_retry_after_s: 7, global: crate::core::GlobalView::Remote };
         decide(&pol, &mut self.st, now, demands, &mut self.usage)
     }
 }
@@ -107,7 +107,7 @@ fn probe_admits_while_below_cap_and_charge_crosses() {
     let probe = [Demand { budget: 0, units: 0, admit: Admit::Probe }];
     k.ask("x", 0, &probe, 1.0).unwrap();
     let p = k.c.policy("x").clone();
-    let pol = Policy { budgets: &k.c.budgets, limits: &p.limits, keep: 1.0, saturation_retry_after_s: 1 };
+    let pol = Policy { budgets: &k.c.budgets, limits: &p.limits, keep: 1.0, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
     let u = charge(&pol, &mut k.st, 0, 0, 150).unwrap();
     assert_eq!((u.used, u.remaining()), (150, 0));
     assert_eq!(k.ask("x", 0, &probe, 1.0).unwrap_err().reason, Reason::Exceeded);
@@ -179,8 +179,19 @@ fn state_encoding_round_trips_and_rejects_garbage() {
     assert_eq!(TenantState::decode(&enc).unwrap(), s);
     assert_eq!(TenantState::decode(&[2, 0]).unwrap(), TenantState::default());
     assert!(TenantState::decode(&[]).is_err());
-    assert!(TenantState::decode(&[3, 0]).is_err());
+    assert!(TenantState::decode(&[4, 0]).is_err());
     assert!(TenantState::decode(&[1, 1]).is_err());
+    // Version 3 (global budgets' acked and remote) round-trips; without them, version 2.
+    assert_eq!(enc[0], 2);
+    let mut g = s.clone();
+    g.slot_mut(9).acked = 3;
+    g.slot_mut(9).remote = 1 << 40;
+    let genc = g.encode();
+    assert_eq!(genc[0], 3);
+    assert_eq!(TenantState::decode(&genc).unwrap(), g);
+    for cut in 0..genc.len() {
+        assert!(TenantState::decode(&genc[..cut]).is_err(), "v3 truncated at {cut}");
+    }
     for cut in 0..enc.len() {
         assert!(TenantState::decode(&enc[..cut]).is_err(), "truncated at {cut}");
     }
@@ -205,7 +216,7 @@ fn one_budget_state_fits_inline_in_envoy_and_version_1_still_decodes() {
     // capacity of the standard library Envoy 1.40 is built with (libc++; measured here: 19-byte
     // keys cost no memory beyond the entry), so Envoy stores it without a heap block.
     let mut s = TenantState::default();
-    *s.slot_mut(0x9e37_79b9) = Slot { budget: 0x9e37_79b9, window_start: 1_795_622_400_000, used: 1_000_000, prev: 999_999 };
+    *s.slot_mut(0x9e37_79b9) = Slot { budget: 0x9e37_79b9, window_start: 1_795_622_400_000, used: 1_000_000, prev: 999_999, ..Default::default() };
     assert!(s.encode().len() <= 22, "{} bytes", s.encode().len());
     // Version 1 (fixed 28-byte slots), as an earlier build wrote it, keeps its counts.
     let mut v1 = vec![1u8, 1];

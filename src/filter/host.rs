@@ -66,6 +66,7 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -207,6 +208,12 @@ pub fn buffer(buffer_type: u32, start: usize, max: usize) -> Option<Vec<u8>> {
         NOT_FOUND => Some(Vec::new()),
         _ => None,
     }
+}
+
+/// Resume a request paused in its header phase (e.g. after a gRPC answer).
+pub fn resume_request() -> bool {
+    // SAFETY: a plain value. Stream type 0 is the HTTP request.
+    unsafe { proxy_continue_stream(0) == OK }
 }
 
 pub fn send_local_response(status: u32, details: &str, body: &str, headers: &[(String, String)]) -> bool {

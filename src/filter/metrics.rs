@@ -249,6 +249,6 @@ fn current_remaining(cfg: &Config, overrides: &crate::admin::Overrides, tenant: 
     let state = crate::core::TenantState::decode(&buf).ok()?;
     let runtime = overrides.get(tenant);
     let policy = runtime.as_ref().unwrap_or_else(|| cfg.policy(tenant));
-    let pol = crate::core::Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: 1.0, saturation_retry_after_s: 1 };
+    let pol = crate::core::Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: 1.0, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
     Some(crate::core::standing(&pol, &state, now, budget).remaining())
 }

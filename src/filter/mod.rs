@@ -2,6 +2,7 @@
 //! them to the engine with the host's clock and shared data, and turns verdicts into local
 //! replies and response headers.
 
+mod global;
 mod host;
 mod metrics;
 mod saturation;
@@ -32,6 +33,7 @@ struct Shared {
     overrides: Overrides,
     metrics: Metrics,
     saturation: SaturationState,
+    global: global::GlobalWorker,
 }
 
 #[derive(Default)]
@@ -40,7 +42,14 @@ struct Root {
     shared: Option<Rc<RefCell<Shared>>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let (Some(cfg), Some(sh)) = (&self.config, &self.shared) else { return };
+        if let Ok(mut sh) = sh.try_borrow_mut() {
+            sh.global.sync_answered(cfg, token_id, status_code, response_size, host::now_ms());
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -59,7 +68,11 @@ impl RootContext for Root {
                 return false;
             }
         };
-        if let Err(e) = store::init_registry(&HostStore).and_then(|_| admin::init(&HostStore)).and_then(|_| saturation::init(&cfg)) {
+        let init = store::init_registry(&HostStore)
+            .and_then(|_| admin::init(&HostStore))
+            .and_then(|_| saturation::init(&cfg))
+            .and_then(|_| if cfg.global.is_some() { crate::global::init(&HostStore) } else { Ok(()) });
+        if let Err(e) = init {
             host::log(host::LOG_CRITICAL, &format!("tenant-quota: shared data unavailable at configure: {e:?}"));
             return false;
         }
@@ -73,8 +86,11 @@ impl RootContext for Root {
             ),
         );
         let seed = host::now_ms() ^ ((self as *const Root as u64) << 32) ^ 0x5151_7a7a;
+        let mut worker = Worker::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let lease_id = worker.token();
         let shared = Shared {
-            worker: Worker::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            global: global::GlobalWorker::new(lease_id),
+            worker,
             overrides: Overrides::default(),
             metrics: Metrics::new(&cfg),
             saturation: SaturationState::new(&cfg),
@@ -92,8 +108,11 @@ impl RootContext for Root {
                 let now = host::now_ms();
                 sh.saturation.flush(now, true);
                 if let Some(cfg) = &self.config {
-                    let Shared { metrics, overrides, .. } = &mut *sh;
+                    let Shared { metrics, overrides, global, .. } = &mut *sh;
                     metrics.flush(cfg, overrides, now, true);
+                    if cfg.global.is_some() {
+                        global.tick(cfg, &|id| overrides.get(id), now);
+                    }
                 }
             }
         }
@@ -112,6 +131,7 @@ impl RootContext for Root {
             admin: None,
             started_ms: 0,
             counted_in_flight: false,
+            exact_call: None,
         }))
     }
 
@@ -140,6 +160,9 @@ struct Http {
     started_ms: u64,
     /// This request is in the all-tenant in-flight count (queue depth signal).
     counted_in_flight: bool,
+    /// An `exact` global check in flight: (token, sent at). `admitted` holds the request's
+    /// local reservations meanwhile.
+    exact_call: Option<(u32, u64)>,
 }
 
 /// Request headers for the engine. Each host call costs about as much as reading every
@@ -248,6 +271,7 @@ impl Http {
                 admin::StatusExtra {
                     totals: serde_json::json!({ "allowed": t[0], "rejected": t[1], "shadow_rejected": t[2] }),
                     saturation: saturation::status(&cfg, &sh.saturation),
+                    global: global::status(&cfg, now),
                 }
             });
             // A write must be visible to this worker's next request at once.
@@ -256,6 +280,76 @@ impl Http {
         };
         let h = vec![("content-type".to_string(), "application/json".to_string())];
         self.send(resp.status, "tenant_quota_admin", &resp.body, &h)
+    }
+
+    /// Ask the service about the request's `exact` budgets; the request waits (SPEC 8).
+    fn ask_exact(&mut self) -> Action {
+        let Some(a) = &self.admitted else { return Action::Continue };
+        let cfg = self.config.clone();
+        let now = host::now_ms();
+        let body = {
+            let Ok(sh) = self.shared.try_borrow() else { return Action::Continue };
+            engine::exact_request(&cfg, &self.policy(&sh, a), a)
+        };
+        match global::dispatch(&cfg, &body) {
+            Some(token) => {
+                self.exact_call = Some((token, now));
+                Action::Pause
+            }
+            None => {
+                host::log(host::LOG_WARN, "tenant-quota: global: cannot call the rate limit service");
+                self.exact_done(None, now)
+            }
+        }
+    }
+
+    /// Admit or refuse a request once its `exact` check is answered (or failed: `None`).
+    fn exact_done(&mut self, answers: Option<&[crate::global::Answer]>, sent_at: u64) -> Action {
+        let Some(mut a) = self.admitted.take() else { return Action::Continue };
+        let cfg = self.config.clone();
+        let now = host::now_ms();
+        let outcome = {
+            let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
+            let sh = &mut *sh;
+            let p = self.policy(sh, &a);
+            let r = engine::exact_finish(&cfg, &HostStore, &mut sh.worker, &mut a, &p, answers, now);
+            let admitted = matches!(r, Ok(engine::ExactOutcome::Admit));
+            sh.global.check_done(answers.map(|_| admitted), sent_at, now);
+            match &r {
+                Ok(engine::ExactOutcome::Admit) => {
+                    for u in a.usage.iter().filter(|u| cfg.budgets[u.budget].global.is_some()) {
+                        if a.global_dirty {
+                            sh.global.touched(&a.key, false);
+                        }
+                        sh.metrics.usage(&cfg, &a.tenant, u, true);
+                    }
+                }
+                Ok(engine::ExactOutcome::Reject(_, Some(rej))) => sh.metrics.rejected(&cfg, &a.tenant, rej.budget, rej.reason, false),
+                Ok(engine::ExactOutcome::Reject(_, None)) => {}
+                Err(_) => sh.metrics.error(),
+            }
+            r
+        };
+        match outcome {
+            Ok(engine::ExactOutcome::Admit) => {
+                self.admitted = Some(a);
+                Action::Continue
+            }
+            Ok(engine::ExactOutcome::Reject(reply, _)) => self.send(reply.status, &reply.reason, &reply.body, &reply.headers),
+            Err(e) => {
+                host::log(host::LOG_WARN, &format!("tenant-quota: global: could not record an exact check: {e:?}"));
+                match cfg.on_error {
+                    crate::config::OnError::Allow => {
+                        self.admitted = Some(a);
+                        Action::Continue
+                    }
+                    crate::config::OnError::Deny => {
+                        let r = engine::plain_reply(503, "quota_unavailable", "Quota state unavailable", Some(&a.tenant));
+                        self.send(r.status, &r.reason, &r.body, &r.headers)
+                    }
+                }
+            }
+        }
     }
 
     fn count_in_flight(&mut self) {
@@ -309,6 +403,18 @@ impl Http {
             }
         }
         let Some(a) = self.admitted.take() else { return };
+        if self.exact_call.take().is_some() {
+            // The client left while the service was being asked: nothing is consumed.
+            if let Ok(mut sh) = self.shared.try_borrow_mut() {
+                let sh = &mut *sh;
+                let p = self.policy(sh, &a);
+                if let Err(e) = engine::rollback(&self.config, &HostStore, &mut sh.worker, &a, &p) {
+                    sh.metrics.error();
+                    host::log(host::LOG_ERROR, &format!("tenant-quota: could not undo the reservation of `{}`: {e:?}", a.tenant));
+                }
+            }
+            return;
+        }
         if a.in_flight.is_empty() && self.body_bytes == 0 {
             return;
         }
@@ -319,7 +425,12 @@ impl Http {
             if let Some(b) = a.after.iter().find(|c| c.response_header.is_none()).map(|c| c.budget) {
                 let p = self.policy(sh, &a);
                 match engine::charge(&self.config, &HostStore, &mut sh.worker, &a, &p, b, self.body_bytes, now) {
-                    Ok(Some(u)) => sh.metrics.usage(&self.config, &a.tenant, &u, false),
+                    Ok(Some(u)) => {
+                        if self.config.budgets[b].global.is_some() {
+                            sh.global.touched(&a.key, false);
+                        }
+                        sh.metrics.usage(&self.config, &a.tenant, &u, false)
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         sh.metrics.error();
@@ -339,6 +450,23 @@ impl Context for Http {
     fn on_done(&mut self) -> bool {
         self.finish();
         true
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some((token, sent_at)) = self.exact_call else { return };
+        if token != token_id {
+            return;
+        }
+        let n = self.admitted.as_ref().map_or(0, |a| a.exact.len());
+        let answers = global::answer_bytes(status_code, response_size).and_then(|b| crate::global::rls::decode(&b, n).ok());
+        if answers.is_none() {
+            host::log(host::LOG_WARN, &format!("tenant-quota: global: exact check failed (gRPC status {status_code})"));
+        }
+        self.exact_call = None;
+        let action = self.exact_done(answers.as_deref(), sent_at);
+        if action == Action::Continue && !host::resume_request() {
+            host::log(host::LOG_WARN, "tenant-quota: global: could not resume the request");
+        }
     }
 }
 
@@ -375,10 +503,16 @@ impl HttpContext for Http {
             }
             self.started_ms = now;
             let level = sh.saturation.level(&cfg, now, &mut sh.metrics);
-            let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now };
+            let global_degraded = cfg.global.is_some() && sh.global.degraded(&cfg, now);
+            let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now, global_degraded };
             let overrides = &sh.overrides;
             let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
             self.record(sh, &v);
+            if let Verdict::Admit(a) = &v {
+                if a.global_dirty {
+                    sh.global.touched(&a.key, a.global_urgent);
+                }
+            }
             v
         };
         match verdict {
@@ -390,8 +524,12 @@ impl HttpContext for Http {
                 Action::Continue
             }
             Verdict::Admit(a) => {
+                let exact = !a.exact.is_empty();
                 self.admitted = Some(a);
                 self.count_in_flight();
+                if exact {
+                    return self.ask_exact();
+                }
                 Action::Continue
             }
             Verdict::Reject { reply, error, .. } => {
@@ -452,6 +590,9 @@ impl HttpContext for Http {
                 for (b, n) in charges {
                     match engine::charge(&cfg, &HostStore, &mut sh.worker, &a, &p, b, n, now) {
                         Ok(Some(u)) => {
+                            if cfg.budgets[b].global.is_some() {
+                                sh.global.touched(&a.key, false);
+                            }
                             sh.metrics.usage(&cfg, &a.tenant, &u, false);
                             if let Some(slot) = a.usage.iter_mut().find(|x| x.budget == b) {
                                 *slot = u;

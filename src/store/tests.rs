@@ -106,7 +106,7 @@ fn corrupt_state_is_reported() {
 /// One "worker": resolve + decide, as the engine does it.
 fn admit_one(s: &MemStore, c: &Config, tenant: &str, token: u64, sc: &mut Scratch) -> bool {
     let p = c.policy(tenant);
-    let pol = Policy { budgets: &c.budgets, limits: &p.limits, keep: 1.0, saturation_retry_after_s: 1 };
+    let pol = Policy { budgets: &c.budgets, limits: &p.limits, keep: 1.0, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
     let d = [Demand { budget: 0, units: 1, admit: Admit::Reserve }];
     let mut usage = Vec::new();
     tenant_key(tenant, &mut sc.key);

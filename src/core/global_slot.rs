@@ -1,0 +1,89 @@
+//! Per-slot bookkeeping of global budgets (SPEC 8), pure like the rest of `core`.
+//!
+//! A global budget's slot keeps, besides this Envoy's exact count `used`:
+//! - `acked`: units of `used` the rate limit service has acknowledged (`acked <= used`);
+//! - `remote`: the other Envoys' usage in the slot's window as of the last answer, i.e. the
+//!   service's count minus `acked`.
+//!
+//! Decisions count `used + remote` against the cap. `used - acked` is what the sync loop
+//! sends next. Both fields belong to the slot's window: a new window starts them at 0, and an
+//! answer for another window than the slot's is never applied to it, so units and counts
+//! never cross a window boundary.
+
+use super::{rolled, window_start, Admit, Demand, Millis, Slot, TenantState};
+use crate::config::{Budget, Limits};
+
+/// The service's verdict on one descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// `OK`: the count after the increment (`requests_per_unit - limit_remaining`).
+    Total(u64),
+    /// `OVER_LIMIT`: the count after the increment exceeds the cap sent.
+    Over { cap: u64 },
+}
+
+fn learn(slot: &mut Slot, answer: Answer) {
+    match answer {
+        Answer::Total(t) => slot.remote = t.saturating_sub(slot.acked),
+        // The count is at least cap + 1; an earlier, larger figure still holds in the window.
+        Answer::Over { cap } => slot.remote = slot.remote.max(cap.saturating_add(1).saturating_sub(slot.acked)),
+    }
+}
+
+/// What the sync loop sends for a budget at `now`: `(window start, units)`. Units of the
+/// slot's window not yet acknowledged; 0 (a read) when the slot belongs to an older window,
+/// whose units can no longer matter. `None` when the tenant never used the budget.
+pub fn unsent(state: &TenantState, budget_id: u32, window_ms: u64, now: Millis) -> Option<(Millis, u64)> {
+    let slot = state.slot(budget_id)?;
+    let ws = window_start(now, window_ms);
+    if slot.window_start >= ws {
+        Some((slot.window_start, slot.used.saturating_sub(slot.acked)))
+    } else {
+        Some((ws, 0))
+    }
+}
+
+/// Apply the service's answer to `sent` units of window `ws`. An answer for a window older
+/// than the slot's is dropped; one for a newer window starts the slot's new window. Returns
+/// whether the state changed.
+pub fn apply_answer(state: &mut TenantState, budget_id: u32, ws: Millis, sent: u64, answer: Answer) -> bool {
+    let slot = state.slot_mut(budget_id);
+    if slot.window_start > ws {
+        return false;
+    }
+    if slot.window_start < ws {
+        *slot = Slot { budget: budget_id, window_start: ws, ..Slot::default() };
+    }
+    // Units sent are at most `used - acked` at sending time, and `used` only grows within a
+    // window (admin reset aside), so this keeps `acked <= used`.
+    slot.acked = slot.acked.saturating_add(sent).min(slot.used);
+    learn(slot, answer);
+    true
+}
+
+/// An `exact` budget's units, admitted by the service: counted and acknowledged at once.
+pub fn record_exact(state: &mut TenantState, budget_id: u32, window_ms: u64, now: Millis, units: u64, answer: Answer) {
+    let slot = state.slot_mut(budget_id);
+    let (mut cur, _) = rolled(slot, now, window_ms, false);
+    cur.used = cur.used.saturating_add(units);
+    cur.acked = cur.acked.saturating_add(units).min(cur.used);
+    learn(&mut cur, answer);
+    *slot = cur;
+}
+
+/// Undo what `decide` reserved at `at` for `demands` (the service then refused the request,
+/// or it could not be asked and `on_unavailable` refused it). A window that has rolled over
+/// since holds nothing of this request, so it is left alone.
+pub fn unreserve(state: &mut TenantState, budgets: &[Budget], limits: &[Limits], at: Millis, demands: &[Demand]) {
+    for d in demands {
+        let l = &limits[d.budget];
+        if l.unlimited || d.admit != Admit::Reserve || d.units == 0 {
+            continue;
+        }
+        let Some(slot) = state.slots.iter_mut().find(|s| s.budget == budgets[d.budget].id) else { continue };
+        if l.window_ms == 0 || slot.window_start == window_start(at, l.window_ms) {
+            slot.used = slot.used.saturating_sub(d.units);
+            slot.acked = slot.acked.min(slot.used);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Host glue of global budgets (SPEC 8): the per-worker part of the sync loop run from the
+//! tick, the gRPC calls to the rate limit service, and the service's health as this worker
+//! sees it. The logic is in `crate::global`.
+
+use super::host::{self, HostStore};
+use crate::config::{Config, TenantPolicy};
+use crate::global::{self, rls, Health, SyncLoop};
+use proxy_wasm::types::BufferType;
+use std::collections::HashSet;
+use std::time::Duration;
+
+const COUNTER: u32 = 0;
+const GAUGE: u32 = 1;
+
+/// Metric ids, defined once per worker.
+struct Ids {
+    syncs_ok: u32,
+    syncs_error: u32,
+    checks_ok: u32,
+    checks_over: u32,
+    checks_error: u32,
+    degraded: u32,
+}
+
+pub struct GlobalWorker {
+    /// Tenant keys this worker charged since it last published them.
+    dirty: HashSet<String>,
+    backlog: Vec<String>,
+    urgent: bool,
+    lease_id: u64,
+    pub leader: bool,
+    sync: SyncLoop,
+    health: Health,
+    degraded: bool,
+    /// When this worker last wrote an exact call's answer to the shared health.
+    last_answer_written: u64,
+    ids: Ids,
+    buf: Vec<u8>,
+}
+
+fn counter(name: &str) -> u32 {
+    host::define_metric(COUNTER, name).unwrap_or(0)
+}
+
+fn inc(id: u32) {
+    if id != 0 {
+        host::increment_metric(id, 1);
+    }
+}
+
+/// Send a `ShouldRateLimit` call from the current context; its answer comes to that
+/// context's `on_grpc_call_response`.
+pub fn dispatch(cfg: &Config, body: &[u8]) -> Option<u32> {
+    let g = cfg.global.as_ref()?;
+    proxy_wasm::hostcalls::dispatch_grpc_call(&g.cluster, rls::SERVICE, rls::METHOD, Vec::new(), Some(body), Duration::from_millis(g.timeout_ms)).ok()
+}
+
+/// The answer of a call, read in `on_grpc_call_response`: `None` for a failed call.
+pub fn answer_bytes(status_code: u32, size: usize) -> Option<Vec<u8>> {
+    if status_code != 0 {
+        return None;
+    }
+    host::buffer(BufferType::GrpcReceiveBuffer as u32, 0, size)
+}
+
+impl GlobalWorker {
+    pub fn new(lease_id: u64) -> GlobalWorker {
+        let ids = Ids {
+            syncs_ok: counter("quota_global_syncs_total.result.ok"),
+            syncs_error: counter("quota_global_syncs_total.result.error"),
+            checks_ok: counter("quota_global_checks_total.result.ok"),
+            checks_over: counter("quota_global_checks_total.result.over_limit"),
+            checks_error: counter("quota_global_checks_total.result.error"),
+            degraded: host::define_metric(GAUGE, "quota_global_degraded").unwrap_or(0),
+        };
+        GlobalWorker {
+            dirty: HashSet::new(),
+            backlog: Vec::new(),
+            urgent: false,
+            lease_id: lease_id | 1,
+            leader: false,
+            sync: SyncLoop::default(),
+            health: Health::default(),
+            degraded: false,
+            last_answer_written: 0,
+            ids,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Whether global budgets are decided by `on_unavailable` now.
+    pub fn degraded(&self, cfg: &Config, now: u64) -> bool {
+        cfg.global.as_ref().is_some_and(|g| self.health.degraded(g, now))
+    }
+
+    /// Remember a tenant that a request charged (cheap: no host call).
+    pub fn touched(&mut self, key: &str, urgent: bool) {
+        if !key.is_empty() && !self.dirty.contains(key) {
+            self.dirty.insert(key.to_string());
+        }
+        self.urgent |= urgent;
+    }
+
+    /// Every tick: publish this worker's changed tenants, refresh the health, hold or
+    /// watch the lease, and, as the lease holder, send the next call when one is due.
+    pub fn tick(&mut self, cfg: &Config, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, now: u64) {
+        let Some(g) = cfg.global.as_ref() else { return };
+        if !self.dirty.is_empty() {
+            self.backlog.extend(self.dirty.drain());
+        }
+        if !self.backlog.is_empty() || self.urgent {
+            if let Err(e) = global::publish_dirty(&HostStore, &mut self.backlog, self.urgent, &mut self.buf) {
+                host::log(host::LOG_WARN, &format!("tenant-quota: global: cannot publish changed tenants: {e:?}"));
+            } else {
+                self.urgent = false;
+            }
+        }
+        if let Ok(h) = global::read_health(&HostStore, &mut self.buf) {
+            self.health = h;
+        }
+        let degraded = self.health.degraded(g, now);
+        if degraded != self.degraded {
+            self.degraded = degraded;
+            if self.ids.degraded != 0 {
+                host::record_metric(self.ids.degraded, u64::from(degraded));
+            }
+            host::log(
+                if degraded { host::LOG_WARN } else { host::LOG_INFO },
+                if degraded {
+                    "tenant-quota: global: rate limit service not answering, global budgets follow on_unavailable"
+                } else {
+                    "tenant-quota: global: rate limit service answering again"
+                },
+            );
+        }
+        match global::hold_lease(&HostStore, self.lease_id, now, global::lease_ms(g), &mut self.buf) {
+            Ok(held) => {
+                if held && !self.leader {
+                    host::log(host::LOG_INFO, "tenant-quota: global: this worker runs the sync loop");
+                }
+                self.leader = held;
+            }
+            Err(_) => self.leader = false,
+        }
+        if !self.leader {
+            return;
+        }
+        // A call that the host never answered (it always should, at its timeout).
+        if let Some(b) = &self.sync.inflight {
+            if now.saturating_sub(b.sent_at) > g.timeout_ms + 5000 {
+                self.sync.failed();
+            }
+        }
+        let mut urgent = false;
+        match global::take_dirty(&HostStore, &mut self.buf) {
+            Ok((keys, u)) => {
+                urgent = u;
+                self.sync.watch(g, keys, now);
+            }
+            Err(e) => host::log(host::LOG_WARN, &format!("tenant-quota: global: cannot read changed tenants: {e:?}")),
+        }
+        let probe = self.health.first_unanswered != 0;
+        if let Some((body, items)) = self.sync.next_call(cfg, &HostStore, overrides, now, urgent, probe) {
+            match dispatch(cfg, &body) {
+                Some(token) => self.sync.sent(token, now, items),
+                None => {
+                    inc(self.ids.syncs_error);
+                    self.sync.sent(0, now, items);
+                    self.sync.failed();
+                    let _ = global::record_failure(&HostStore, now, &mut self.buf);
+                    host::log(host::LOG_WARN, &format!("tenant-quota: global: cannot call cluster `{}`", g.cluster));
+                }
+            }
+        }
+    }
+
+    /// The answer to a sync call (root context).
+    pub fn sync_answered(&mut self, cfg: &Config, token: u32, status_code: u32, size: usize, now: u64) {
+        let Some(b) = &self.sync.inflight else { return };
+        if b.token != token {
+            return;
+        }
+        let sent_at = b.sent_at;
+        let n = b.items.len().max(1);
+        let decoded = answer_bytes(status_code, size).ok_or(None).and_then(|bytes| rls::decode(&bytes, n).map_err(Some));
+        match decoded {
+            Ok(answers) => {
+                inc(self.ids.syncs_ok);
+                let errors = self.sync.answered(cfg, &HostStore, &answers);
+                if errors > 0 {
+                    host::log(host::LOG_WARN, &format!("tenant-quota: global: {errors} answers could not be stored"));
+                }
+                if let Ok(h) = global::record_answer(&HostStore, now, &mut self.buf) {
+                    self.health = h;
+                }
+            }
+            Err(e) => {
+                inc(self.ids.syncs_error);
+                self.sync.failed();
+                if let Ok(h) = global::record_failure(&HostStore, sent_at, &mut self.buf) {
+                    self.health = h;
+                }
+                match e {
+                    None => host::log(host::LOG_WARN, &format!("tenant-quota: global: sync call failed (gRPC status {status_code})")),
+                    Some(e) => host::log(host::LOG_WARN, &format!("tenant-quota: global: unusable answer: {e:?}")),
+                }
+            }
+        }
+    }
+
+    /// An `exact` call's outcome, for the health and the metrics.
+    pub fn check_done(&mut self, ok: Option<bool>, sent_at: u64, now: u64) {
+        match ok {
+            Some(admitted) => {
+                inc(if admitted { self.ids.checks_ok } else { self.ids.checks_over });
+                // Write the shared health only when it changes or has aged.
+                if self.health.first_unanswered != 0 || now.saturating_sub(self.last_answer_written) > 100 {
+                    self.last_answer_written = now;
+                    if let Ok(h) = global::record_answer(&HostStore, now, &mut self.buf) {
+                        self.health = h;
+                    }
+                }
+            }
+            None => {
+                inc(self.ids.checks_error);
+                if let Ok(h) = global::record_failure(&HostStore, sent_at, &mut self.buf) {
+                    self.health = h;
+                }
+            }
+        }
+    }
+}
+
+/// The admin status's `global` object.
+pub fn status(cfg: &Config, now: u64) -> serde_json::Value {
+    let Some(g) = cfg.global.as_ref() else { return serde_json::Value::Null };
+    let mut buf = Vec::new();
+    match global::read_health(&HostStore, &mut buf) {
+        Ok(h) => serde_json::json!({
+            "state": if h.degraded(g, now) { "degraded" } else { "ok" },
+            "last_answer_age_ms": if h.last_answer == 0 { serde_json::Value::Null } else { now.saturating_sub(h.last_answer).into() },
+            "errors": h.errors,
+            "cluster": g.cluster,
+            "domain": g.domain,
+        }),
+        Err(e) => serde_json::json!({ "state": "unknown", "error": format!("{e:?}") }),
+    }
+}

@@ -1,0 +1,416 @@
+//! Global budgets (SPEC 8), host-independent: the sync loop's state machine, the records it
+//! keeps in shared data, and the RLS messages ([`rls`]). The gRPC dispatch lives in
+//! `filter/global.rs`.
+//!
+//! # How one Envoy syncs
+//! - Every request is decided locally in the tenant's shared-data value, counting
+//!   `remote + used` for a global budget (`core::global_slot`).
+//! - Shared data cannot list keys, so each worker remembers the tenants it charged and, on
+//!   its tick, appends their keys to the shared [`DIRTY_KEY`] (a bounded list).
+//! - One worker per Envoy holds the [`LEASE_KEY`] lease (taken and renewed by CAS on tick,
+//!   with a deadline, so when its VM traps another worker takes over). The holder drains the
+//!   dirty list into its watch set and, every `sync_period_ms` (sooner when a tenant nears
+//!   its limit), sends each watched tenant's unacknowledged units as per-descriptor
+//!   `hits_addend` (0 reads only), [`BATCH`] descriptors per `ShouldRateLimit`, one call in
+//!   flight. Answers set `acked` and `remote` by CAS.
+//! - Units sent by a call that fails stay unacknowledged and are sent again (at least once:
+//!   a timed-out call may have been applied, and counting twice errs on the safe side).
+//! - [`Health`] in shared data records the first unanswered call and the last answer; every
+//!   worker reads it on tick to know whether the Envoy is degraded.
+//!
+//! # Overshoot bound
+//! Envoy i's view of a tenant misses only units other Envoys admitted after their last
+//! acknowledged send before i's last answer: at most `2 * sync_period_ms + rpc time` of
+//! admissions. So across N Envoys a window admits at most `cap + (Λ - λ_i)·(2P + R)`, and
+//! never more than `N · cap` (each Envoy alone never passes the cap), i.e. the overshoot is
+//! at most `(N − 1)·cap`. The README derives it in full.
+
+pub mod rls;
+
+use crate::config::{Config, GlobalMode, TenantPolicy};
+pub use crate::core::Answer;
+use crate::core::{self, Millis, TenantState};
+use crate::store::{self, Scratch, SharedStore, StoreError};
+use std::collections::HashMap;
+
+pub const LEASE_KEY: &str = "tq1|glease";
+pub const HEALTH_KEY: &str = "tq1|ghealth";
+pub const DIRTY_KEY: &str = "tq1|gdirty";
+/// Descriptors per `ShouldRateLimit` call.
+pub const BATCH: usize = 500;
+/// The dirty list's bound; past it, workers keep their keys until the leader drains it.
+pub const MAX_DIRTY_BYTES: usize = 256 * 1024;
+/// A budget at or above this share of its cap (in percent, counting `remote`) makes the next
+/// sync round come sooner.
+pub const URGENT_PCT: u64 = 80;
+
+/// The sync lease: which worker runs the sync loop, until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lease {
+    pub owner: u64,
+    pub deadline: Millis,
+}
+
+impl Lease {
+    pub fn encode(&self) -> [u8; 17] {
+        let mut b = [0u8; 17];
+        b[0] = 1;
+        b[1..9].copy_from_slice(&self.owner.to_le_bytes());
+        b[9..17].copy_from_slice(&self.deadline.to_le_bytes());
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Lease, StoreError> {
+        if b.len() != 17 || b[0] != 1 {
+            return Err(StoreError::Corrupt);
+        }
+        Ok(Lease { owner: u64_at(b, 1), deadline: u64_at(b, 9) })
+    }
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// How long a lease lasts without renewal: a trapped holder's successor starts within this.
+pub fn lease_ms(g: &crate::config::Global) -> u64 {
+    (2 * g.sync_period_ms + g.timeout_ms).max(100)
+}
+
+/// Take or renew the lease for `me`. Returns whether `me` holds it.
+pub fn hold_lease<S: SharedStore>(store: &S, me: u64, now: Millis, lease_ms: u64, buf: &mut Vec<u8>) -> Result<bool, StoreError> {
+    let Some(cas) = store.get(LEASE_KEY, buf)? else { return Err(StoreError::Unavailable) };
+    let l = Lease::decode(buf)?;
+    let free = l.owner == 0 || now >= l.deadline;
+    if l.owner != me && !free {
+        return Ok(false);
+    }
+    if l.owner == me && l.deadline.saturating_sub(now) > lease_ms / 2 {
+        return Ok(true);
+    }
+    match store.set(LEASE_KEY, &Lease { owner: me, deadline: now.saturating_add(lease_ms) }.encode(), cas) {
+        Ok(()) => Ok(true),
+        Err(StoreError::CasMismatch) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the rate limit service answers, as every worker of the Envoy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Health {
+    /// When the first call that got no answer was sent (0: the last call was answered).
+    pub first_unanswered: Millis,
+    pub last_answer: Millis,
+    /// Calls that failed, since start.
+    pub errors: u64,
+}
+
+impl Health {
+    pub fn encode(&self) -> [u8; 25] {
+        let mut b = [0u8; 25];
+        b[0] = 1;
+        b[1..9].copy_from_slice(&self.first_unanswered.to_le_bytes());
+        b[9..17].copy_from_slice(&self.last_answer.to_le_bytes());
+        b[17..25].copy_from_slice(&self.errors.to_le_bytes());
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Health, StoreError> {
+        if b.len() != 25 || b[0] != 1 {
+            return Err(StoreError::Corrupt);
+        }
+        Ok(Health { first_unanswered: u64_at(b, 1), last_answer: u64_at(b, 9), errors: u64_at(b, 17) })
+    }
+    /// SPEC 8: degraded once `2 * sync_period_ms + timeout_ms` passed since the first call
+    /// that got no answer, with no answer since.
+    pub fn degraded(&self, g: &crate::config::Global, now: Millis) -> bool {
+        self.first_unanswered != 0 && now.saturating_sub(self.first_unanswered) >= 2 * g.sync_period_ms + g.timeout_ms
+    }
+}
+
+pub fn read_health<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<Health, StoreError> {
+    match store.get(HEALTH_KEY, buf)? {
+        Some(_) => Health::decode(buf),
+        None => Err(StoreError::Unavailable),
+    }
+}
+
+fn update_health<S: SharedStore>(store: &S, buf: &mut Vec<u8>, f: impl Fn(&mut Health)) -> Result<Health, StoreError> {
+    for _ in 0..store::MAX_CAS_RETRIES {
+        let Some(cas) = store.get(HEALTH_KEY, buf)? else { return Err(StoreError::Unavailable) };
+        let mut h = Health::decode(buf)?;
+        f(&mut h);
+        match store.set(HEALTH_KEY, &h.encode(), cas) {
+            Ok(()) => return Ok(h),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+/// An answer arrived: the Envoy is (again) not degraded.
+pub fn record_answer<S: SharedStore>(store: &S, now: Millis, buf: &mut Vec<u8>) -> Result<Health, StoreError> {
+    update_health(store, buf, |h| {
+        h.first_unanswered = 0;
+        h.last_answer = h.last_answer.max(now);
+    })
+}
+
+/// A call sent at `sent_at` got no usable answer.
+pub fn record_failure<S: SharedStore>(store: &S, sent_at: Millis, buf: &mut Vec<u8>) -> Result<Health, StoreError> {
+    update_health(store, buf, |h| {
+        h.errors = h.errors.saturating_add(1);
+        // An answer that came after this call was sent proves the service was up then.
+        if h.first_unanswered == 0 && h.last_answer <= sent_at {
+            h.first_unanswered = sent_at.max(1);
+        }
+    })
+}
+
+/// Create the shared records if missing. Idempotent; run at configure, before traffic.
+pub fn init<S: SharedStore>(store: &S) -> Result<(), StoreError> {
+    let mut buf = Vec::new();
+    if store.get(LEASE_KEY, &mut buf)?.is_none() {
+        store.set(LEASE_KEY, &Lease::default().encode(), 0)?;
+    }
+    if store.get(HEALTH_KEY, &mut buf)?.is_none() {
+        store.set(HEALTH_KEY, &Health::default().encode(), 0)?;
+    }
+    if store.get(DIRTY_KEY, &mut buf)?.is_none() {
+        store.set(DIRTY_KEY, &[0], 0)?;
+    }
+    Ok(())
+}
+
+/// Append a worker's changed tenants (store keys) to the shared dirty list. Keys that do not
+/// fit under [`MAX_DIRTY_BYTES`] stay in `keys` for the next tick.
+pub fn publish_dirty<S: SharedStore>(store: &S, keys: &mut Vec<String>, urgent: bool, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    for _ in 0..store::MAX_CAS_RETRIES {
+        let Some(cas) = store.get(DIRTY_KEY, buf)? else { return Err(StoreError::Unavailable) };
+        if buf.is_empty() {
+            buf.push(0);
+        }
+        if urgent {
+            buf[0] = 1;
+        }
+        let mut taken = 0;
+        for k in keys.iter() {
+            if buf.len() + k.len() + 1 > MAX_DIRTY_BYTES {
+                break;
+            }
+            buf.push(b'\n');
+            buf.extend_from_slice(k.as_bytes());
+            taken += 1;
+        }
+        match store.set(DIRTY_KEY, buf, cas) {
+            Ok(()) => {
+                keys.drain(..taken);
+                return Ok(());
+            }
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+/// Take the whole dirty list: (keys, whether a worker asked for an early round).
+pub fn take_dirty<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<(Vec<String>, bool), StoreError> {
+    for _ in 0..store::MAX_CAS_RETRIES {
+        let Some(cas) = store.get(DIRTY_KEY, buf)? else { return Err(StoreError::Unavailable) };
+        if buf.len() <= 1 && buf.first().copied().unwrap_or(0) == 0 {
+            return Ok((Vec::new(), false));
+        }
+        match store.set(DIRTY_KEY, &[0], cas) {
+            Ok(()) => {
+                let urgent = buf[0] == 1;
+                let keys = buf[1..]
+                    .split(|&b| b == b'\n')
+                    .filter(|k| !k.is_empty())
+                    .filter_map(|k| std::str::from_utf8(k).ok().map(str::to_string))
+                    .collect();
+                return Ok((keys, urgent));
+            }
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+/// The tenant id a state key belongs to (the descriptor's `tenant` value).
+pub fn tenant_of(key: &str) -> Option<&str> {
+    if key == "tq1|overflow" {
+        Some(store::OVERFLOW_TENANT)
+    } else {
+        key.strip_prefix("tq1|t|")
+    }
+}
+
+/// One descriptor of a sync call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The tenant's state key.
+    pub key: String,
+    pub budget: usize,
+    pub window_start: Millis,
+    /// Units sent (0: a read).
+    pub units: u64,
+}
+
+/// The descriptors a tenant's state calls for at `now`: every global budget it has a slot
+/// for (`exact` ones only when they hold units admitted while degraded).
+pub fn plan(cfg: &Config, policy: &TenantPolicy, key: &str, state: &TenantState, now: Millis, out: &mut Vec<Pending>) {
+    for (i, b) in cfg.budgets.iter().enumerate() {
+        let Some(mode) = b.global else { continue };
+        let l = &policy.limits[i];
+        if l.unlimited {
+            continue;
+        }
+        if let Some((ws, units)) = core::unsent(state, b.id, l.window_ms, now) {
+            if mode == GlobalMode::Exact && units == 0 {
+                continue;
+            }
+            out.push(Pending { key: key.to_string(), budget: i, window_start: ws, units });
+        }
+    }
+}
+
+/// The RLS descriptor of a pending item.
+pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::RateLimitDescriptor {
+    let b = &cfg.budgets[p.budget];
+    let l = &policy.limits[p.budget];
+    let tenant = tenant_of(&p.key).unwrap_or(store::OVERFLOW_TENANT);
+    rls::descriptor(tenant, &b.name, l.window_ms, p.window_start, l.limit.saturating_add(l.burst_credits), p.units)
+}
+
+/// A call in flight.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub token: u32,
+    pub sent_at: Millis,
+    pub items: Vec<Pending>,
+}
+
+/// The leader's sync loop: which tenants to sync and when. Lives in the lease holder's VM;
+/// a new holder starts empty and learns tenants from the dirty list again.
+#[derive(Debug, Default)]
+pub struct SyncLoop {
+    /// Tenant keys to sync, with the time after which an idle one is dropped.
+    pub watch: HashMap<String, Millis>,
+    queue: Vec<String>,
+    pub inflight: Option<Batch>,
+    last_round: Millis,
+    /// The last call failed: keep every watched tenant (its units are unacknowledged).
+    failing: bool,
+    scratch: Scratch,
+    /// Calls sent (for tests and status).
+    pub calls: u64,
+}
+
+/// How long a tenant stays watched after it last changed here: its `remote` keeps being
+/// refreshed meanwhile, so a tenant busy on other Envoys is seen near its limit.
+pub fn watch_ms(g: &crate::config::Global) -> u64 {
+    (10 * g.sync_period_ms).max(2000)
+}
+
+impl SyncLoop {
+    /// Add tenants that changed.
+    pub fn watch(&mut self, g: &crate::config::Global, keys: Vec<String>, now: Millis) {
+        let until = now.saturating_add(watch_ms(g));
+        for k in keys {
+            self.watch.insert(k, until);
+        }
+    }
+
+    /// The next call to send, if one is due: `(encoded request, items)`. `urgent`: a tenant
+    /// is near its limit. `probe`: the service is not answering, so send a read even with
+    /// nothing to sync, to learn when it is back.
+    pub fn next_call<S: SharedStore>(
+        &mut self,
+        cfg: &Config,
+        store: &S,
+        overrides: &dyn Fn(&str) -> Option<TenantPolicy>,
+        now: Millis,
+        urgent: bool,
+        probe: bool,
+    ) -> Option<(Vec<u8>, Vec<Pending>)> {
+        let g = cfg.global.as_ref()?;
+        if self.inflight.is_some() {
+            return None;
+        }
+        if self.queue.is_empty() {
+            let since = now.saturating_sub(self.last_round);
+            let early = (g.sync_period_ms / 8).max(5);
+            if since < g.sync_period_ms && !(urgent && since >= early) {
+                return None;
+            }
+            if !self.failing {
+                self.watch.retain(|_, until| *until >= now);
+            }
+            self.queue = self.watch.keys().cloned().collect();
+            self.last_round = now;
+            if self.queue.is_empty() && probe {
+                // A read of a descriptor no tenant can have: tells whether the service is back.
+                let d = rls::descriptor("-", "-", 1000, core::window_start(now, 1000), 1, 0);
+                return Some((rls::encode(&g.domain, vec![d]), Vec::new()));
+            }
+        }
+        let mut items = Vec::new();
+        let mut descriptors = Vec::new();
+        while items.len() < BATCH {
+            let Some(key) = self.queue.pop() else { break };
+            let Some(tenant) = tenant_of(&key) else { continue };
+            let policy = overrides(tenant).unwrap_or_else(|| cfg.policy(tenant).clone());
+            self.scratch.key.clone_from(&key);
+            let Ok(Some(_)) = store.get(&key, &mut self.scratch.buf) else { continue };
+            if self.scratch.state.decode_from(&self.scratch.buf).is_err() {
+                continue;
+            }
+            let from = items.len();
+            plan(cfg, &policy, &key, &self.scratch.state, now, &mut items);
+            for p in &items[from..] {
+                descriptors.push(descriptor_of(cfg, &policy, p));
+            }
+        }
+        if items.is_empty() {
+            return None;
+        }
+        Some((rls::encode(&g.domain, descriptors), items))
+    }
+
+    /// Remember the call just dispatched.
+    pub fn sent(&mut self, token: u32, now: Millis, items: Vec<Pending>) {
+        self.calls += 1;
+        self.inflight = Some(Batch { token, sent_at: now, items });
+    }
+
+    /// The call could not be dispatched or got no usable answer: its units stay
+    /// unacknowledged, the round stops, and the next one (after the period) sends them again.
+    pub fn failed(&mut self) {
+        self.inflight = None;
+        self.queue.clear();
+        self.failing = true;
+    }
+
+    /// Apply an answer to the call in flight. Returns the store errors met (the affected
+    /// tenants are synced again next round).
+    pub fn answered<S: SharedStore>(&mut self, cfg: &Config, store: &S, answers: &[Answer]) -> usize {
+        let Some(batch) = self.inflight.take() else { return 0 };
+        self.failing = false;
+        let mut errors = 0;
+        for (p, a) in batch.items.iter().zip(answers) {
+            self.scratch.key.clone_from(&p.key);
+            let Some(b) = cfg.budgets.get(p.budget) else { continue };
+            let r = store::transact(store, &mut self.scratch, |st| (core::apply_answer(st, b.id, p.window_start, p.units, *a), ()));
+            if r.is_err() {
+                errors += 1;
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::rls::{self, DescriptorStatus, RateLimit, RateLimitResponse};
+use super::*;
+use crate::config::Config;
+use crate::core::{decide, Admit, Demand, GlobalView, Policy, Slot};
+use crate::store::MemStore;
+
+const MIN: u64 = 60_000;
+const T0: u64 = 1_795_622_400_000 + 10_000; // 10 s into a minute
+
+fn cfg(extra: &str) -> Config {
+    Config::parse(
+        format!(
+            r#"{{"global":{{"cluster":"rls","sync_period_ms":200,"timeout_ms":100{extra}}},
+               "budgets":{{"rpm":{{"counts":"requests","window_ms":60000,"limit":10,"burst_credits":2,"global":"sync"}},
+                          "wire":{{"counts":"requests","window_ms":1000,"limit":3,"global":"exact"}},
+                          "local":{{"counts":"requests","window_ms":60000,"limit":100}}}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn answer(statuses: Vec<(i32, Option<u32>, u32)>) -> Vec<u8> {
+    let r = RateLimitResponse {
+        overall_code: 1,
+        statuses: statuses
+            .into_iter()
+            .map(|(code, limit, remaining)| DescriptorStatus {
+                code,
+                current_limit: limit.map(|l| RateLimit { requests_per_unit: l, unit: 2, name: String::new() }),
+                limit_remaining: remaining,
+                duration_until_reset: None,
+            })
+            .collect(),
+    };
+    prost::Message::encode_to_vec(&r)
+}
+
+#[test]
+fn descriptor_carries_tenant_budget_window_override_and_hits() {
+    let d = rls::descriptor("acme", "rpm", MIN, T0 - T0 % MIN, 12, 0);
+    let e: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+    let idx = ((T0 - T0 % MIN) / MIN).to_string();
+    assert_eq!(e, vec![("tenant", "acme"), ("budget", "rpm"), ("window", idx.as_str())]);
+    assert_eq!(d.limit.as_ref().map(|l| (l.requests_per_unit, l.unit)), Some((12, 2)));
+    // 0 hits is expressible (a read), unlike the request-level field.
+    assert_eq!(d.hits_addend.as_ref().map(|h| h.value), Some(0));
+    let bytes = rls::encode("tenant-quota", vec![d.clone()]);
+    let back: rls::RateLimitRequest = prost::Message::decode(bytes.as_slice()).unwrap();
+    assert_eq!(back.domain, "tenant-quota");
+    assert_eq!(back.descriptors, vec![d]);
+}
+
+#[test]
+fn answers_decode_and_doubts_are_errors() {
+    let ok = answer(vec![(rls::CODE_OK, Some(12), 5), (rls::CODE_OVER_LIMIT, Some(3), 0)]);
+    assert_eq!(rls::decode(&ok, 2), Ok(vec![Answer::Total(7), Answer::Over { cap: 3 }]));
+    // No current_limit: the service did not apply our override (unknown domain).
+    assert_eq!(rls::decode(&answer(vec![(rls::CODE_OK, None, 0)]), 1), Err(rls::AnswerError::NoLimit(0)));
+    // Limitador answers without statuses.
+    assert_eq!(rls::decode(&answer(vec![]), 1), Err(rls::AnswerError::Statuses { sent: 1, got: 0 }));
+    assert_eq!(rls::decode(&[0xff, 0xff], 1), Err(rls::AnswerError::Undecodable));
+    assert_eq!(rls::decode(&answer(vec![(0, Some(3), 0)]), 1), Err(rls::AnswerError::UnknownCode(0, 0)));
+}
+
+fn put(store: &MemStore, key: &str, st: &TenantState) {
+    store.set(key, &st.encode(), 0).unwrap();
+}
+
+fn get(store: &MemStore, key: &str) -> TenantState {
+    let mut b = Vec::new();
+    store.get(key, &mut b).unwrap().unwrap();
+    TenantState::decode(&b).unwrap()
+}
+
+#[test]
+fn sync_sends_unacknowledged_units_and_learns_remote() {
+    let c = cfg("");
+    let store = MemStore::new();
+    let rpm = c.budgets[c.budget_index("rpm").unwrap()].id;
+    let mut st = TenantState::default();
+    *st.slot_mut(rpm) = Slot { budget: rpm, window_start: T0 - T0 % MIN, used: 5, ..Slot::default() };
+    put(&store, "tq1|t|acme", &st);
+    let mut sl = SyncLoop::default();
+    let g = c.global.as_ref().unwrap();
+    sl.watch(g, vec!["tq1|t|acme".into()], T0);
+    let (body, items) = sl.next_call(&c, &store, &|_| None, T0, false, false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].units, 5);
+    let req: rls::RateLimitRequest = prost::Message::decode(body.as_slice()).unwrap();
+    assert_eq!(req.descriptors[0].hits_addend.as_ref().unwrap().value, 5);
+    assert_eq!(req.descriptors[0].limit.as_ref().unwrap().requests_per_unit, 12);
+    sl.sent(7, T0, items);
+    // A second call waits for the first (one in flight), and for the period.
+    assert!(sl.next_call(&c, &store, &|_| None, T0 + 1, true, false).is_none());
+    // The service counted 9 after our 5: the others used 4.
+    assert_eq!(sl.answered(&c, &store, &[Answer::Total(9)]), 0);
+    let s = *get(&store, "tq1|t|acme").slot(rpm).unwrap();
+    assert_eq!((s.used, s.acked, s.remote), (5, 5, 4));
+    // Decisions count remote: 9 used of 12, so 3 more fit, the 4th does not.
+    let mut st = get(&store, "tq1|t|acme");
+    let p = c.policy("acme").clone();
+    let pol = Policy { budgets: &c.budgets, limits: &p.limits, keep: 1.0, saturation_retry_after_s: 1, global: GlobalView::Remote };
+    let i = c.budget_index("rpm").unwrap();
+    let d = [Demand { budget: i, units: 1, admit: Admit::Reserve }];
+    let mut usage = Vec::new();
+    for _ in 0..3 {
+        decide(&pol, &mut st, T0 + 2, &d, &mut usage).unwrap();
+    }
+    assert_eq!(usage[0].used, 12);
+    assert!(decide(&pol, &mut st, T0 + 2, &d, &mut usage).is_err());
+    // local_share of 3: floor(12 / 3) = 4 on local counts (8 here): refused too; of 1: 12 local.
+    let share = Policy { global: GlobalView::LocalShare(3), ..pol };
+    assert!(decide(&share, &mut st, T0 + 2, &d, &mut usage).is_err());
+    // Next round after the period: the 3 new units only.
+    put(&store, "tq1|t|acme", &st);
+    let (_, items) = sl.next_call(&c, &store, &|_| None, T0 + 250, false, false).unwrap();
+    assert_eq!(items[0].units, 3);
+}
+
+#[test]
+fn failed_calls_keep_units_for_the_next_round_and_windows_never_mix() {
+    let c = cfg("");
+    let store = MemStore::new();
+    let rpm = c.budgets[c.budget_index("rpm").unwrap()].id;
+    let ws = T0 - T0 % MIN;
+    let mut st = TenantState::default();
+    *st.slot_mut(rpm) = Slot { budget: rpm, window_start: ws, used: 4, ..Slot::default() };
+    put(&store, "tq1|t|a", &st);
+    let mut sl = SyncLoop::default();
+    sl.watch(c.global.as_ref().unwrap(), vec!["tq1|t|a".into()], T0);
+    let (_, items) = sl.next_call(&c, &store, &|_| None, T0, false, false).unwrap();
+    sl.sent(1, T0, items);
+    sl.failed();
+    // Past the watch horizon, a failing loop still keeps the tenant: its units are unsent.
+    let later = T0 + 3000;
+    let (_, items) = sl.next_call(&c, &store, &|_| None, later, false, false).unwrap();
+    assert_eq!(items[0].units, 4);
+    // An answer for the window is applied to it...
+    let mut s2 = get(&store, "tq1|t|a");
+    assert!(core::apply_answer(&mut s2, rpm, ws, 4, Answer::Total(10)));
+    assert_eq!(s2.slot(rpm).unwrap().remote, 6);
+    // ... one for an older window is dropped ...
+    assert!(!core::apply_answer(&mut s2, rpm, ws - MIN, 4, Answer::Total(50)));
+    assert_eq!(s2.slot(rpm).unwrap().remote, 6);
+    // ... and one for the next window starts it: nothing of this window's units carries over.
+    assert!(core::apply_answer(&mut s2, rpm, ws + MIN, 0, Answer::Total(3)));
+    let s = *s2.slot(rpm).unwrap();
+    assert_eq!((s.window_start, s.used, s.acked, s.remote), (ws + MIN, 0, 0, 3));
+    // Once the window has rolled, old unsent units are not sent: a read of the new window.
+    assert_eq!(core::unsent(&st, rpm, MIN, ws + MIN + 5), Some((ws + MIN, 0)));
+    // OVER_LIMIT: the count exceeds the cap, whatever we knew.
+    let mut s3 = st.clone();
+    core::apply_answer(&mut s3, rpm, ws, 4, Answer::Over { cap: 12 });
+    assert_eq!(s3.slot(rpm).unwrap().remote, 9);
+}
+
+#[test]
+fn exact_units_are_recorded_acknowledged_and_undone_on_refusal() {
+    let c = cfg("");
+    let wire = c.budget_index("wire").unwrap();
+    let local = c.budget_index("local").unwrap();
+    let p = c.policy("x").clone();
+    let mut st = TenantState::default();
+    let pol = Policy { budgets: &c.budgets, limits: &p.limits, keep: 1.0, saturation_retry_after_s: 1, global: GlobalView::Remote };
+    let d = [Demand { budget: local, units: 1, admit: Admit::Reserve }];
+    let mut usage = Vec::new();
+    decide(&pol, &mut st, T0, &d, &mut usage).unwrap();
+    core::record_exact(&mut st, c.budgets[wire].id, 1000, T0, 1, Answer::Total(3));
+    let s = *st.slot(c.budgets[wire].id).unwrap();
+    assert_eq!((s.used, s.acked, s.remote), (1, 1, 2));
+    // Acknowledged units are not sent again by the sync loop.
+    let mut out = Vec::new();
+    plan(&c, &p, "tq1|t|x", &st, T0, &mut out);
+    assert!(out.iter().all(|x| x.budget != wire));
+    core::unreserve(&mut st, &c.budgets, &p.limits, T0, &d);
+    assert_eq!(st.slot(c.budgets[local].id).unwrap().used, 0);
+}
+
+#[test]
+fn lease_is_exclusive_until_its_deadline() {
+    let store = MemStore::new();
+    init(&store).unwrap();
+    let mut b = Vec::new();
+    assert!(hold_lease(&store, 11, T0, 500, &mut b).unwrap());
+    assert!(!hold_lease(&store, 22, T0 + 499, 500, &mut b).unwrap());
+    assert!(hold_lease(&store, 11, T0 + 300, 500, &mut b).unwrap()); // renewed to T0 + 800
+    assert!(!hold_lease(&store, 22, T0 + 700, 500, &mut b).unwrap());
+    // The holder stops renewing (its VM trapped): another worker takes over.
+    assert!(hold_lease(&store, 22, T0 + 800, 500, &mut b).unwrap());
+    assert!(!hold_lease(&store, 11, T0 + 801, 500, &mut b).unwrap());
+}
+
+#[test]
+fn degraded_after_two_periods_plus_timeout_without_answer_and_back_at_the_first() {
+    let c = cfg("");
+    let g = c.global.as_ref().unwrap();
+    let store = MemStore::new();
+    init(&store).unwrap();
+    let mut b = Vec::new();
+    record_answer(&store, T0, &mut b).unwrap();
+    let h = record_failure(&store, T0 + 100, &mut b).unwrap();
+    let h2 = record_failure(&store, T0 + 300, &mut b).unwrap();
+    assert_eq!(h2.first_unanswered, h.first_unanswered);
+    assert!(!h2.degraded(g, T0 + 100 + 499));
+    assert!(h2.degraded(g, T0 + 100 + 500));
+    assert_eq!(h2.errors, 2);
+    let h3 = record_answer(&store, T0 + 900, &mut b).unwrap();
+    assert!(!h3.degraded(g, T0 + 901));
+}
+
+#[test]
+fn dirty_list_round_trips_and_is_bounded() {
+    let store = MemStore::new();
+    init(&store).unwrap();
+    let mut b = Vec::new();
+    let mut keys = vec!["tq1|t|a".to_string(), "tq1|overflow".to_string()];
+    publish_dirty(&store, &mut keys, true, &mut b).unwrap();
+    assert!(keys.is_empty());
+    let (got, urgent) = take_dirty(&store, &mut b).unwrap();
+    assert_eq!(got, vec!["tq1|t|a", "tq1|overflow"]);
+    assert!(urgent);
+    assert_eq!(take_dirty(&store, &mut b).unwrap(), (Vec::new(), false));
+    let mut many: Vec<String> = (0..40_000).map(|i| format!("tq1|t|tenant-{i:08}")).collect();
+    publish_dirty(&store, &mut many, false, &mut b).unwrap();
+    assert!(!many.is_empty(), "the list stops at its bound; the rest waits");
+    assert_eq!(tenant_of("tq1|overflow"), Some("overflow"));
+    assert_eq!(tenant_of("tq1|t|a|b"), Some("a|b"));
+}
+
+#[test]
+fn config_refuses_what_the_service_cannot_express() {
+    let bad = [
+        (r#"{"budgets":{"r":{"counts":"requests","window_ms":60000,"limit":1,"global":"sync"}}}"#, "budgets.r.global"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"requests","window_ms":120000,"limit":1,"global":"sync"}}}"#, "budgets.r.window_ms"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"in_flight","limit":1,"global":"exact"}}}"#, "budgets.r.global"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"requests","window_ms":60000,"algorithm":"sliding","limit":1,"global":"sync"}}}"#, "budgets.r.global"),
+        (r#"{"global":{"domain":"d"}}"#, "global"),
+        (r#"{"global":{"cluster":""}}"#, "global.cluster"),
+        (r#"{"global":{"cluster":"x","on_unavailable":{"local_share":0}}}"#, "global.on_unavailable.local_share"),
+        (r#"{"global":{"cluster":"x","on_unavailable":"maybe"}}"#, "global.on_unavailable"),
+        (r#"{"global":{"cluster":"x","sync_period_ms":0}}"#, "global.sync_period_ms"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"requests","window_ms":60000,"limit":1,"global":"sync"}},"tenants":{"a":{"budgets":{"r":{"window_ms":5000}}}}}"#, "tenants.a.budgets.r.window_ms"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"requests","window_ms":60000,"limit":5000000000,"global":"sync"}}}"#, "budgets.r.limit"),
+    ];
+    for (json, path) in bad {
+        let e = Config::parse(json.as_bytes()).unwrap_err();
+        assert_eq!(e.path, path, "{json}: {e}");
+    }
+    let c = cfg(r#","on_unavailable":{"local_share":3}"#);
+    assert_eq!(c.global.as_ref().unwrap().on_unavailable, crate::config::OnUnavailable::LocalShare(3));
+    assert_eq!(c.global.as_ref().unwrap().domain, "tenant-quota");
+}
