@@ -188,6 +188,8 @@ pub struct Config {
     /// Whether any budget needs `:path`/`:method`.
     pub needs_match: bool,
     pub global: Option<Global>,
+    /// Test-only: see [`raw::RawTestHooks`].
+    pub trap_sync_leader_path: Option<String>,
 }
 
 pub const MAX_TENANT_ID_LEN: usize = 256;
@@ -529,6 +531,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         on_error: raw.on_error.unwrap_or_default(),
         needs_match,
         global,
+        trap_sync_leader_path: raw.test_hooks.and_then(|t| t.trap_sync_leader_path),
     })
 }
 

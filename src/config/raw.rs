@@ -24,6 +24,18 @@ pub struct RawConfig {
     pub on_error: Option<OnError>,
     #[serde(default)]
     pub global: Option<RawGlobal>,
+    /// Test-only hooks (tests/e2e_global.rs); never set in production.
+    #[serde(default)]
+    pub test_hooks: Option<RawTestHooks>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTestHooks {
+    /// A request to this path makes the worker's VM trap if it holds the global sync lease
+    /// (409 otherwise): how the tests kill the lease holder.
+    #[serde(default)]
+    pub trap_sync_leader_path: Option<String>,
 }
 
 /// SPEC 8: the rate limit service that global budgets sync with.

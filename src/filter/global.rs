@@ -9,6 +9,9 @@ use proxy_wasm::types::BufferType;
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// Test hook (`test_hooks.trap_sync_leader_path`): a note asking the lease holder to trap.
+pub const TRAP_KEY: &str = "tq1|gtrap";
+
 const COUNTER: u32 = 0;
 const GAUGE: u32 = 1;
 
@@ -144,6 +147,15 @@ impl GlobalWorker {
         }
         if !self.leader {
             return;
+        }
+        if cfg.trap_sync_leader_path.is_some() {
+            use crate::store::SharedStore;
+            if let Ok(Some(cas)) = HostStore.get(TRAP_KEY, &mut self.buf) {
+                if self.buf.first() == Some(&1) && HostStore.set(TRAP_KEY, &[0], cas).is_ok() {
+                    host::log(host::LOG_WARN, "tenant-quota: test hook: trapping the sync leader's VM");
+                    std::process::abort();
+                }
+            }
         }
         // A call that the host never answered (it always should, at its timeout).
         if let Some(b) = &self.sync.inflight {

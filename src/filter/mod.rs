@@ -489,6 +489,15 @@ impl HttpContext for Http {
                 return self.admin_headers(&path, end_of_stream);
             }
         }
+        if let Some(trap) = &cfg.trap_sync_leader_path {
+            if host::header(map::REQUEST_HEADERS, ":path").is_some_and(|p| p == trap.as_bytes()) {
+                // Test hook: the sync loop may run in a VM no request reaches (Envoy ticks
+                // the main thread's VM too), so the request leaves a note in shared data and
+                // the lease holder traps on its next tick (reloaded under FAIL_RELOAD).
+                let ok = crate::store::SharedStore::set(&HostStore, global::TRAP_KEY, &[1], 0).is_ok();
+                return self.send(if ok { 202 } else { 503 }, "tenant_quota_test_hook", "{}", &[]);
+            }
+        }
         let mut headers = HostHeaders::for_config(&cfg);
         let tenant = match &cfg.tenant_source {
             TenantSource::Header(h) => headers.get(h),

@@ -7,6 +7,8 @@
 //! tail of its log first.
 #![allow(dead_code)]
 
+pub mod global;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;

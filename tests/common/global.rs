@@ -1,0 +1,261 @@
+//! Fixtures of the global tier's e2e tests: a real `redis-server` (Debian), the RLS test
+//! server of tests/rls_server (envoyproxy/ratelimit's Redis semantics; see its doc comment),
+//! a tiny RESP client to read Redis, and Envoys whose `ratelimit` cluster points at the
+//! RLS server over HTTP/2.
+#![allow(dead_code)]
+
+use super::*;
+
+pub fn rls_bin() -> PathBuf {
+    let p = std::env::var("TQ_RLS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("tests/rls_server/target/release/tq-rls-server"));
+    assert!(p.exists(), "{} missing: run `make test` (it builds tests/rls_server)", p.display());
+    p
+}
+
+fn redis_bin() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Redis {
+    /// Redis cannot listen on port 0 and report it, so try ports below the kernel's
+    /// ephemeral range (where Envoys on port 0 land) until one binds.
+    pub fn start() -> Redis {
+        for attempt in 0..50u64 {
+            let port = 20000 + ((now_ms() * 7919 + attempt * 104_729 + u64::from(std::process::id())) % 10000) as u16;
+            if let Some(r) = Redis::start_on(port) {
+                return r;
+            }
+        }
+        panic!("could not start redis-server (is it installed? `make test` installs it)");
+    }
+
+    pub fn start_on(port: u16) -> Option<Redis> {
+        let child = Command::new(redis_bin())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run redis-server");
+        let mut r = Redis { child: Some(child), port };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(c) = r.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    r.child = None;
+                    return None; // port taken
+                }
+            }
+            if r.cmd(&["PING"]).ok() == Some(Resp::Simple("PONG".into())) {
+                return Some(r);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A client of a Redis another `Redis` owns (dropping it stops nothing).
+    pub fn attach(port: u16) -> Redis {
+        Redis { child: None, port }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> std::io::Result<Resp> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+        }
+        s.write_all(req.as_bytes())?;
+        read_resp(&mut BufReader::new(s))
+    }
+
+    pub fn get(&self, key: &str) -> u64 {
+        match self.cmd(&["GET", key]) {
+            Ok(Resp::Bulk(Some(v))) => String::from_utf8_lossy(&v).parse().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Keys matching a glob, with their values.
+    pub fn scan(&self, pattern: &str) -> Vec<(String, u64)> {
+        let Ok(Resp::Array(keys)) = self.cmd(&["KEYS", pattern]) else { return Vec::new() };
+        let mut out: Vec<(String, u64)> = keys
+            .into_iter()
+            .filter_map(|k| match k {
+                Resp::Bulk(Some(k)) => Some(String::from_utf8_lossy(&k).into_owned()),
+                _ => None,
+            })
+            .map(|k| {
+                let v = self.get(&k);
+                (k, v)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Resp>),
+}
+
+fn read_resp<R: BufRead>(r: &mut R) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let line = line.trim_end();
+    let (t, rest) = line.split_at(1.min(line.len()));
+    Ok(match t {
+        "+" => Resp::Simple(rest.into()),
+        "-" => Resp::Error(rest.into()),
+        ":" => Resp::Int(rest.parse().unwrap_or(0)),
+        "$" => {
+            let n: i64 = rest.parse().unwrap_or(-1);
+            if n < 0 {
+                Resp::Bulk(None)
+            } else {
+                let mut b = vec![0; n as usize + 2];
+                r.read_exact(&mut b)?;
+                b.truncate(n as usize);
+                Resp::Bulk(Some(b))
+            }
+        }
+        "*" => {
+            let n: i64 = rest.parse().unwrap_or(0);
+            let mut v = Vec::new();
+            for _ in 0..n.max(0) {
+                v.push(read_resp(r)?);
+            }
+            Resp::Array(v)
+        }
+        _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad RESP line {line:?}"))),
+    })
+}
+
+/// The RLS test server (tests/rls_server).
+pub struct Rls {
+    child: Option<Child>,
+    pub port: u16,
+    redis: u16,
+    dir: PathBuf,
+}
+
+impl Rls {
+    pub fn start(redis: u16) -> Rls {
+        Rls::start_on(redis, 0)
+    }
+
+    /// On `port` (0: the kernel picks; a restart reuses the old port so Envoys find it).
+    pub fn start_on(redis: u16, port: u16) -> Rls {
+        let dir = std::env::temp_dir().join(format!("tq-rls-{}-{}", std::process::id(), now_ms()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port_file = dir.join("port");
+        let child = Command::new(rls_bin())
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--redis", &format!("127.0.0.1:{redis}"), "--domain", "tenant-quota", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run tq-rls-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                if let Ok(p) = p.trim().parse() {
+                    return Rls { child: Some(child), port: p, redis, dir };
+                }
+            }
+            assert!(Instant::now() < deadline, "tq-rls-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = Rls::start_on(self.redis, port);
+            if r.port == port {
+                *self = r;
+                return;
+            }
+            assert!(Instant::now() < deadline, "could not restart tq-rls-server on {port}");
+        }
+    }
+}
+
+impl Drop for Rls {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The Envoy cluster `ratelimit`: HTTP/2 to the RLS server.
+pub fn rls_cluster(port: u16) -> String {
+    format!(
+        r#"  - name: ratelimit
+    connect_timeout: 0.25s
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: ratelimit
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+"#
+    )
+}
+
+/// `n` Envoys (like `n` pods) with the same plugin config and the same RLS server.
+pub fn envoys(n: usize, plugin_json: &str, upstream: u16, rls_port: u16) -> Vec<Envoy> {
+    (0..n)
+        .map(|_| Envoy::start(plugin_json, upstream, EnvoyOpts { extra_clusters: rls_cluster(rls_port), ..EnvoyOpts::default() }))
+        .collect()
+}
+
+/// A counter or gauge from Envoy's `/stats` (`wasmcustom.` names are plain here).
+pub fn stat(e: &Envoy, name: &str) -> u64 {
+    e.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
+}

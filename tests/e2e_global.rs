@@ -1,0 +1,370 @@
+//! Global budgets (SPEC 8) end to end: 3 Envoys as separate processes (like 3 pods), one
+//! Redis (Debian's redis-server) and the RLS test server of tests/rls_server, which
+//! reproduces envoyproxy/ratelimit's Redis semantics.
+
+mod common;
+use common::global::*;
+use common::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const P_MS: u64 = 200;
+const TIMEOUT_MS: u64 = 100;
+
+fn plugin(on_unavailable: &str, budgets: &str) -> String {
+    format!(
+        r#"{{"global":{{"cluster":"ratelimit","domain":"tenant-quota","sync_period_ms":{P_MS},"timeout_ms":{TIMEOUT_MS},"on_unavailable":{on_unavailable}}},
+  "budgets":{{{budgets}}},
+  "test_hooks":{{"trap_sync_leader_path":"/__trap"}}}}"#
+    )
+}
+
+/// What a paced load saw.
+#[derive(Debug, Default, Clone)]
+struct Load {
+    admitted: u64,
+    rejected: u64,
+    other: Vec<u16>,
+    max_latency_ms: u64,
+    /// (client time ms, status) per request.
+    log: Vec<(u64, u16)>,
+}
+
+/// `total` requests of `tenant` to `path`, round robin over `ports`, at `rate` per second
+/// from `threads` keep-alive clients.
+fn drive(ports: &[u16], path: &str, tenant: &str, total: usize, rate: f64, threads: usize) -> Load {
+    let out = Arc::new(Mutex::new(Load::default()));
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (out, next, ports, path, tenant) = (out.clone(), next.clone(), ports.to_vec(), path.to_string(), tenant.to_string());
+            std::thread::spawn(move || {
+                let mut conns: Vec<Conn> = ports.iter().map(|p| Conn::open(*p)).collect();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                    if i >= total {
+                        break;
+                    }
+                    let due = Duration::from_secs_f64(i as f64 / rate);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    let k = i % conns.len();
+                    let t0 = Instant::now();
+                    let r = conns[k].send("GET", &path, &[("x-tenant-id", tenant.as_str())], None);
+                    let ms = t0.elapsed().as_millis() as u64;
+                    if r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                        conns[k] = Conn::open(ports[k]);
+                    }
+                    let mut o = out.lock().unwrap();
+                    o.max_latency_ms = o.max_latency_ms.max(ms);
+                    o.log.push((now_ms(), r.status));
+                    match r.status {
+                        200 => o.admitted += 1,
+                        429 => o.rejected += 1,
+                        s => o.other.push(s),
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let o = out.lock().unwrap().clone();
+    o
+}
+
+/// Units of `tenant`'s `budget` in Redis, over every window key.
+fn redis_units(r: &Redis, tenant: &str, budget: &str) -> u64 {
+    r.scan(&format!("tenant-quota_tenant_{tenant}_budget_{budget}_*")).iter().map(|(_, v)| v).sum()
+}
+
+/// Wait until Redis holds `want` units for the tenant (the sync loop sent them), or time out.
+fn wait_redis(r: &Redis, tenant: &str, budget: &str, want: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = redis_units(r, tenant, budget);
+        if got >= want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Make sure at least `need` of the current minute remains.
+fn minute_with(need: Duration) {
+    let into = now_ms() % 60_000;
+    if 60_000 - into < need.as_millis() as u64 {
+        std::thread::sleep(Duration::from_millis(60_000 - into + 50));
+    }
+}
+
+fn wait_degraded(es: &[Envoy], want: u64, within: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if es.iter().all(|e| stat(e, "quota_global_degraded") == want) {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+const RPM3: &str = r#""sync_rpm":{"counts":"requests","window_ms":60000,"limit":600,"global":"sync","match":{"path_prefix":"/sync"}},
+   "local_rpm":{"counts":"requests","window_ms":60000,"limit":600,"match":{"path_prefix":"/local"}},
+   "exact_rpm":{"counts":"requests","window_ms":60000,"limit":600,"global":"exact","match":{"path_prefix":"/exact"}}"#;
+
+#[test]
+fn one_limit_across_three_envoys_sync_local_and_exact() {
+    let redis = Redis::start();
+    let rls = Rls::start(redis.port);
+    let up = Upstream::start();
+    let es = envoys(3, &plugin("\"local\"", RPM3), up.port, rls.port);
+    let ports: Vec<u16> = es.iter().map(|e| e.port).collect();
+    let rate = 600.0; // requests per second over all Envoys
+    let total = 2400; // 4 s: each Envoy sees 800
+    let tag = now_ms();
+    let mut report = Vec::new();
+    for (path, budget) in [("/sync", "sync_rpm"), ("/local", "local_rpm"), ("/exact", "exact_rpm")] {
+        minute_with(Duration::from_secs(8));
+        let tenant = format!("t{tag}{}", &path[1..]);
+        let load = drive(&ports, path, &tenant, total, rate, 8);
+        assert!(load.other.is_empty(), "{path}: unexpected statuses {:?}", load.other);
+        report.push((path, load.admitted, load.max_latency_ms));
+        match path {
+            "/sync" => {
+                // README: overshoot <= Λ·(2P + R); R allowed 50 ms on this shared machine.
+                let bound = (rate * (2.0 * P_MS as f64 + 50.0) / 1000.0) as u64;
+                eprintln!("sync: admitted {} of {total} at {rate}/s, limit 600, bound 600 + {bound}", load.admitted);
+                assert!(load.admitted >= 600, "sync admitted {} < 600", load.admitted);
+                assert!(load.admitted <= 600 + bound, "sync admitted {} > 600 + {bound}", load.admitted);
+                assert!(load.admitted <= 3 * 600);
+                let got = wait_redis(&redis, &tenant, budget, load.admitted, Duration::from_secs(5));
+                assert_eq!(got, load.admitted, "every admitted unit reaches Redis once");
+            }
+            "/local" => assert_eq!(load.admitted, 1800, "local: each Envoy admits its own 600"),
+            _ => {
+                assert_eq!(load.admitted, 600, "exact admits exactly the limit");
+                assert_eq!(redis_units(&redis, &tenant, budget), 2400, "every exact request was counted by the service");
+            }
+        }
+    }
+    eprintln!("(path, admitted, max latency ms): {report:?}");
+    for e in &es {
+        assert!(stat(e, "quota_global_syncs_total.result.ok") > 0);
+        assert_eq!(stat(e, "quota_global_degraded"), 0);
+        assert!(!e.log_text().contains("panic"), "{}", e.log_text());
+    }
+}
+
+#[test]
+fn service_outages_degrade_then_recover_and_held_units_reach_redis() {
+    let mut redis = Redis::start();
+    let mut rls = Rls::start(redis.port);
+    let up = Upstream::start();
+    let budgets = r#""sync_rpm":{"counts":"requests","window_ms":60000,"limit":600,"global":"sync","match":{"path_prefix":"/sync"}},
+       "exact_rpm":{"counts":"requests","window_ms":60000,"limit":600,"global":"exact","match":{"path_prefix":"/exact"}}"#;
+    let es = envoys(3, &plugin(r#"{"local_share":3}"#, budgets), up.port, rls.port);
+    let ports: Vec<u16> = es.iter().map(|e| e.port).collect();
+    let tag = now_ms();
+    minute_with(Duration::from_secs(25));
+    let a = format!("a{tag}");
+    let ok = drive(&ports, "/sync", &a, 30, 300.0, 3);
+    assert_eq!(ok.admitted, 30);
+    assert_eq!(wait_redis(&redis, &a, "sync_rpm", 30, Duration::from_secs(3)), 30);
+
+    let mut timings = Vec::new();
+    for outage in ["SIGSTOP rls", "kill rls", "kill redis"] {
+        let t0 = Instant::now();
+        match outage {
+            "SIGSTOP rls" => rls.signal("-STOP"),
+            "kill rls" => rls.kill(),
+            _ => redis.kill(),
+        }
+        // Requests keep flowing; none waits longer than timeout_ms (plus scheduling slack).
+        let during = format!("d{tag}{}", outage.len());
+        let sync = drive(&ports, "/sync", &during, 60, 200.0, 3);
+        let exact = drive(&ports, "/exact", &during, 30, 100.0, 3);
+        assert!(sync.other.is_empty() && exact.other.is_empty(), "{outage}: {:?} {:?}", sync.other, exact.other);
+        assert!(exact.max_latency_ms <= TIMEOUT_MS + 400, "{outage}: an exact request waited {} ms", exact.max_latency_ms);
+        assert!(sync.max_latency_ms <= TIMEOUT_MS + 400, "{outage}: a sync request waited {} ms", sync.max_latency_ms);
+        let degraded_after = wait_degraded(&es, 1, Duration::from_secs(5)).map(|d| d + (t0.elapsed() - d.min(t0.elapsed())) * 0);
+        let to_degraded = t0.elapsed();
+        assert!(degraded_after.is_some(), "{outage}: not degraded");
+        // Degraded with local_share 3: each Envoy admits floor(600 / 3) = 200 on its own counts.
+        let fresh = format!("s{tag}{}", outage.len());
+        let one = drive(&ports[..1], "/sync", &fresh, 230, 2000.0, 2);
+        assert_eq!(one.admitted, 200, "{outage}: local_share");
+        let admitted_during = sync.admitted + one.admitted;
+        // Recovery.
+        let t1 = Instant::now();
+        match outage {
+            "SIGSTOP rls" => rls.signal("-CONT"),
+            "kill rls" => rls.restart(),
+            _ => {
+                redis = Redis::start_on(redis.port).expect("redis restart");
+            }
+        }
+        let back = wait_degraded(&es, 0, Duration::from_secs(10));
+        assert!(back.is_some(), "{outage}: still degraded");
+        let to_recover = t1.elapsed();
+        // Units admitted while the service was away reach Redis (at least once).
+        let got = wait_redis(&redis, &during, "sync_rpm", sync.admitted, Duration::from_secs(5))
+            + wait_redis(&redis, &fresh, "sync_rpm", one.admitted, Duration::from_secs(5));
+        assert!(got >= admitted_during, "{outage}: {got} of {admitted_during} held units reached Redis");
+        timings.push((outage, to_degraded.as_millis(), to_recover.as_millis(), exact.max_latency_ms, sync.max_latency_ms, got, admitted_during));
+    }
+    eprintln!("(outage, ms to degraded incl. traffic, ms to recover, max exact wait ms, max sync wait ms, units in redis, units admitted): {timings:?}");
+    for e in &es {
+        assert!(stat(e, "quota_global_syncs_total.result.error") > 0);
+        assert!(stat(e, "quota_global_checks_total.result.error") > 0);
+        assert!(!e.log_text().contains("panic"), "{}", e.log_text());
+    }
+}
+
+#[test]
+fn one_second_windows_reset_everywhere_and_units_stay_in_their_window() {
+    let redis = Redis::start();
+    let rls = Rls::start(redis.port);
+    let up = Upstream::start();
+    let budgets = r#""per_second":{"counts":"requests","window_ms":1000,"limit":20,"global":"sync"}"#;
+    let es = envoys(3, &plugin("\"local\"", budgets), up.port, rls.port);
+    let ports: Vec<u16> = es.iter().map(|e| e.port).collect();
+    let tenant = format!("w{}", now_ms());
+    // Keys of a 1 s window expire after 1 s: watch Redis while the load runs.
+    let seen: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Default::default();
+    let stop = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (seen, stop, port, pat) = (seen.clone(), stop.clone(), redis.port, format!("tenant-quota_tenant_{tenant}_budget_per_second_*"));
+        std::thread::spawn(move || {
+            let r = Redis::attach(port);
+            while stop.load(Ordering::SeqCst) == 0 {
+                for (k, v) in r.scan(&pat) {
+                    let mut m = seen.lock().unwrap();
+                    let e = m.entry(k).or_default();
+                    *e = (*e).max(v);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // Start just after a second boundary: 4 whole seconds at 100 requests per second.
+    std::thread::sleep(Duration::from_millis(1000 - now_ms() % 1000 + 5));
+    let load = drive(&ports, "/", &tenant, 400, 100.0, 6);
+    assert!(load.other.is_empty(), "{:?}", load.other);
+    let mut per_second: std::collections::BTreeMap<u64, u64> = Default::default();
+    for (t, s) in &load.log {
+        if *s == 200 {
+            *per_second.entry(t / 1000).or_default() += 1;
+        }
+    }
+    let counts: Vec<u64> = per_second.values().copied().collect();
+    eprintln!("admitted per second: {counts:?}");
+    // Every whole second: the window reset on every Envoy (at least the limit again) and
+    // admitted at most the limit plus the bound (100/s · (2P + R)).
+    let bound = (100.0 * (2.0 * P_MS as f64 + 50.0) / 1000.0) as u64;
+    let whole: Vec<u64> = counts.iter().copied().skip(0).take(4).collect();
+    assert!(whole.len() >= 3, "{counts:?}");
+    for c in &whole[..3] {
+        assert!(*c >= 20 && *c <= 20 + bound, "per second {counts:?}, bound 20 + {bound}");
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    stop.store(1, Ordering::SeqCst);
+    watcher.join().unwrap();
+    let keys: Vec<(String, u64)> = seen.lock().unwrap().clone().into_iter().collect();
+    let mut late = 0;
+    let mut sum = 0;
+    for (k, v) in &keys {
+        // `..._window_<index>_<server window start>`: for a 1 s window the index is the start
+        // in seconds; a unit sent late lands in a key of its own index, read by no other window.
+        let parts: Vec<&str> = k.rsplitn(3, '_').collect();
+        let (start, index): (u64, u64) = (parts[0].parse().unwrap(), parts[1].parse().unwrap());
+        assert!(start == index || start == index + 1, "{k}");
+        if start != index {
+            late += v;
+        }
+        sum += v;
+    }
+    eprintln!("redis keys {keys:?}; units sent after their window ended: {late}; {sum} of {} admitted units synced", load.admitted);
+    assert!(keys.len() >= 4, "a key per window: {keys:?}");
+    // Units still unsent when their window ends are dropped, never sent into the next one.
+    assert!(sum <= load.admitted && sum * 2 >= load.admitted, "{sum} units in Redis for {} admitted", load.admitted);
+}
+
+#[test]
+fn sync_leader_trap_hands_the_loop_to_another_worker() {
+    let redis = Redis::start();
+    let rls = Rls::start(redis.port);
+    let up = Upstream::start();
+    let budgets = r#""rpm":{"counts":"requests","window_ms":60000,"limit":100000,"global":"sync"}"#;
+    let es = envoys(1, &plugin("\"local\"", budgets), up.port, rls.port);
+    let e = &es[0];
+    let t = format!("x{}", now_ms());
+    minute_with(Duration::from_secs(15));
+    assert_eq!(drive(&[e.port], "/", &t, 20, 200.0, 2).admitted, 20);
+    assert_eq!(wait_redis(&redis, &t, "rpm", 20, Duration::from_secs(3)), 20);
+    // Ask the lease holder to trap (it may be the main thread's VM, which no request reaches).
+    assert_eq!(request(e.port, "GET", "/__trap", &[], None).status, 202);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !e.log_text().contains("trapping the sync leader") {
+        assert!(Instant::now() < deadline, "the lease holder did not trap:\n{}", e.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    // Requests keep being counted and synced by the other worker after the lease expires.
+    let after = drive(&[e.port], "/", &t, 50, 100.0, 2);
+    assert_eq!(after.admitted + after.other.len() as u64, 50);
+    let got = wait_redis(&redis, &t, "rpm", 20 + after.admitted, Duration::from_secs(5));
+    eprintln!("after the trap: {} admitted, redis {got} after {} ms", after.admitted, t0.elapsed().as_millis());
+    assert!(got >= 20 + after.admitted, "syncing stopped after the trap: redis {got}");
+    let log = e.log_text();
+    assert!(log.contains("trapping the sync leader"), "{log}");
+    assert!(log.matches("this worker runs the sync loop").count() >= 2, "no second leader:\n{log}");
+}
+
+#[test]
+fn ten_thousand_tenants_cost_calls_by_batch_not_by_tenant() {
+    let redis = Redis::start();
+    let rls = Rls::start(redis.port);
+    let up = Upstream::start();
+    let budgets = r#""rpm":{"counts":"requests","window_ms":3600000,"limit":1000,"global":"sync"}"#;
+    let es = envoys(1, &plugin("\"local\"", budgets), up.port, rls.port);
+    let port = es[0].port;
+    let tag = now_ms();
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..8)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut c = Conn::open(port);
+                for i in (k..10_000).step_by(8) {
+                    let t = format!("m{tag}-{i}");
+                    assert_eq!(c.send("GET", "/", &[("x-tenant-id", t.as_str())], None).status, 200);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sum = 0;
+    while Instant::now() < deadline {
+        sum = redis.scan(&format!("tenant-quota_tenant_m{tag}-*")).iter().map(|(_, v)| v).sum::<u64>();
+        if sum >= 10_000 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let elapsed = t0.elapsed();
+    let calls = redis.get("tq_rls_calls");
+    let descriptors = redis.get("tq_rls_descriptors");
+    eprintln!("10k tenants: {calls} calls, {descriptors} descriptors in {} ms", elapsed.as_millis());
+    assert_eq!(sum, 10_000, "every tenant's unit reached Redis");
+    // Batches of up to 500 descriptors, one call in flight, a round per period.
+    let rounds = elapsed.as_millis() as u64 / P_MS + 2;
+    assert!(calls <= rounds * 21, "{calls} calls for {rounds} rounds");
+    assert!(descriptors / calls.max(1) >= 50, "{descriptors} descriptors in {calls} calls: not batched");
+}
