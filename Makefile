@@ -20,7 +20,7 @@ ENVOY_RUN := $(VENV)/bin/envoy
 ENVOY_BIN_CMD := echo $(CURDIR)/$(VENV)/bin/envoy
 endif
 
-.PHONY: noop bench bench-profile bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
+.PHONY: redis rls-server noop bench bench-profile bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
 
 all: build
 
@@ -66,13 +66,21 @@ wasm-test: wasm-targets $(WBG_STAMP)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner \
 	  cargo test --lib --target wasm32-unknown-unknown
 
+# Global budgets' tests (tests/e2e_global.rs) run a real Redis and the RLS test server of
+# tests/rls_server (envoyproxy/ratelimit's Redis semantics; a fixture, never shipped).
+RLS_SERVER := tests/rls_server/target/release/tq-rls-server
+redis:
+	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+rls-server:
+	cd tests/rls_server && cargo build --release
+
 # The bench's no-op filter doubles as a test aid (tests/e2e_on_error.rs).
 NOOP_WASM := bench/noop/target/wasm32-wasip1/release/noop_filter.wasm
 noop: wasm-targets
 	cd bench/noop && cargo build --release --target wasm32-wasip1
 
-e2e-test: build envoy noop
-	TQ_NOOP_WASM=$(CURDIR)/$(NOOP_WASM) ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --test '*' -- --test-threads 2
+e2e-test: build envoy noop redis rls-server
+	TQ_NOOP_WASM=$(CURDIR)/$(NOOP_WASM) TQ_RLS_SERVER=$(CURDIR)/$(RLS_SERVER) ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --test '*' -- --test-threads 2
 
 lint: wasm-targets
 	@if cargo clippy --version >/dev/null 2>&1; then \
