@@ -458,7 +458,7 @@ impl Context for Http {
             return;
         }
         let n = self.admitted.as_ref().map_or(0, |a| a.exact.len());
-        let answers = global::answer_bytes(status_code, response_size).and_then(|b| crate::global::rls::decode(&b, n).ok());
+        let answers = global::answer_bytes(status_code, response_size).and_then(|b| crate::global::rls::decode_check(&b, n).ok());
         if answers.is_none() {
             host::log(host::LOG_WARN, &format!("tenant-quota: global: exact check failed (gRPC status {status_code})"));
         }

@@ -163,3 +163,20 @@ pub fn decode(bytes: &[u8], sent: usize) -> Result<Vec<Answer>, AnswerError> {
         })
         .collect()
 }
+
+/// Like [`decode`], for an `exact` check: an answer without statuses (Limitador's) is read
+/// from its `overall_code` alone, since the request's admission needs nothing more; the
+/// service's count then stays unknown (`remote` is not learned).
+pub fn decode_check(bytes: &[u8], sent: usize) -> Result<Vec<Answer>, AnswerError> {
+    match decode(bytes, sent) {
+        Err(AnswerError::Statuses { got: 0, .. }) => {
+            let r: RateLimitResponse = prost::Message::decode(bytes).map_err(|_| AnswerError::Undecodable)?;
+            match r.overall_code {
+                CODE_OK => Ok(vec![Answer::Total(0); sent]),
+                CODE_OVER_LIMIT => Ok(vec![Answer::Over { cap: 0 }; sent]),
+                c => Err(AnswerError::UnknownCode(0, c)),
+            }
+        }
+        other => other,
+    }
+}

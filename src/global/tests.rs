@@ -64,6 +64,13 @@ fn answers_decode_and_doubts_are_errors() {
     assert_eq!(rls::decode(&answer(vec![]), 1), Err(rls::AnswerError::Statuses { sent: 1, got: 0 }));
     assert_eq!(rls::decode(&[0xff, 0xff], 1), Err(rls::AnswerError::Undecodable));
     assert_eq!(rls::decode(&answer(vec![(0, Some(3), 0)]), 1), Err(rls::AnswerError::UnknownCode(0, 0)));
+    // An exact check reads Limitador's status-less answer from its overall code.
+    let mut over = RateLimitResponse { overall_code: rls::CODE_OVER_LIMIT, statuses: vec![] };
+    assert_eq!(rls::decode_check(&prost::Message::encode_to_vec(&over), 1), Ok(vec![Answer::Over { cap: 0 }]));
+    over.overall_code = rls::CODE_OK;
+    assert_eq!(rls::decode_check(&prost::Message::encode_to_vec(&over), 2), Ok(vec![Answer::Total(0); 2]));
+    over.overall_code = 0;
+    assert!(rls::decode_check(&prost::Message::encode_to_vec(&over), 1).is_err());
 }
 
 fn put(store: &MemStore, key: &str, st: &TenantState) {

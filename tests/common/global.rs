@@ -174,7 +174,7 @@ impl Rls {
         let dir = std::env::temp_dir().join(format!("tq-rls-{}-{}", std::process::id(), now_ms()));
         std::fs::create_dir_all(&dir).unwrap();
         let port_file = dir.join("port");
-        let child = Command::new(rls_bin())
+        let mut child = Command::new(rls_bin())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--redis", &format!("127.0.0.1:{redis}"), "--domain", "tenant-quota", "--port-file"])
             .arg(&port_file)
             .stdout(Stdio::null())
@@ -188,7 +188,11 @@ impl Rls {
                     return Rls { child: Some(child), port: p, redis, dir };
                 }
             }
-            assert!(Instant::now() < deadline, "tq-rls-server did not start");
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tq-rls-server did not start");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
