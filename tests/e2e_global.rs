@@ -191,7 +191,7 @@ fn service_outages_degrade_then_recover_and_held_units_reach_redis() {
         assert!(sync.other.is_empty() && exact.other.is_empty(), "{outage}: {:?} {:?}", sync.other, exact.other);
         assert!(exact.max_latency_ms <= TIMEOUT_MS + 400, "{outage}: an exact request waited {} ms", exact.max_latency_ms);
         assert!(sync.max_latency_ms <= TIMEOUT_MS + 400, "{outage}: a sync request waited {} ms", sync.max_latency_ms);
-        let degraded_after = wait_degraded(&es, 1, Duration::from_secs(5)).map(|d| d + (t0.elapsed() - d.min(t0.elapsed())) * 0);
+        let degraded_after = wait_degraded(&es, 1, Duration::from_secs(5));
         let to_degraded = t0.elapsed();
         assert!(degraded_after.is_some(), "{outage}: not degraded");
         // Degraded with local_share 3: each Envoy admits floor(600 / 3) = 200 on its own counts.
@@ -266,7 +266,7 @@ fn one_second_windows_reset_everywhere_and_units_stay_in_their_window() {
     // Every whole second: the window reset on every Envoy (at least the limit again) and
     // admitted at most the limit plus the bound (100/s · (2P + R)).
     let bound = (100.0 * (2.0 * P_MS as f64 + 50.0) / 1000.0) as u64;
-    let whole: Vec<u64> = counts.iter().copied().skip(0).take(4).collect();
+    let whole: Vec<u64> = counts.iter().copied().take(4).collect();
     assert!(whole.len() >= 3, "{counts:?}");
     for c in &whole[..3] {
         assert!(*c >= 20 && *c <= 20 + bound, "per second {counts:?}, bound 20 + {bound}");

@@ -174,25 +174,22 @@ impl Rls {
         let dir = std::env::temp_dir().join(format!("tq-rls-{}-{}", std::process::id(), now_ms()));
         std::fs::create_dir_all(&dir).unwrap();
         let port_file = dir.join("port");
-        let mut child = Command::new(rls_bin())
+        let child = Command::new(rls_bin())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--redis", &format!("127.0.0.1:{redis}"), "--domain", "tenant-quota", "--port-file"])
             .arg(&port_file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot run tq-rls-server");
+        // Owned by the value from here on: dropped (killed and waited for) on any panic.
+        let mut rls = Rls { child: Some(child), port: 0, redis, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(p) = std::fs::read_to_string(&port_file) {
-                if let Ok(p) = p.trim().parse() {
-                    return Rls { child: Some(child), port: p, redis, dir };
-                }
+            if let Some(p) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok()) {
+                rls.port = p;
+                return rls;
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tq-rls-server did not start");
-            }
+            assert!(Instant::now() < deadline, "tq-rls-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
