@@ -39,6 +39,16 @@ pub fn is_admin_path(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// Whether the downstream address may call the admin API (`admin.allowed_sources`; an
+/// address that cannot be read is refused when a list is configured).
+pub fn source_allowed(admin: &Admin, source: Option<&[u8]>) -> bool {
+    if admin.allowed_sources.is_empty() {
+        return true;
+    }
+    let Some(ip) = source.and_then(crate::config::parse_source_ip) else { return false };
+    admin.allowed_sources.iter().any(|c| c.contains(&ip))
+}
+
 /// `authorization: Bearer <token>` whose SHA-256 equals the configured hash, compared in
 /// constant time (every byte is looked at whatever the first difference).
 pub fn authorized(admin: &Admin, authorization: Option<&[u8]>) -> bool {

@@ -169,3 +169,33 @@ fn reset_repairs_an_undecodable_state() {
     let (_, v) = call(&c, &s, &mut o, "POST", "/tenants/t/reset", "");
     assert_eq!((v["reset"].clone(), v["repaired"].clone()), (json!(true), Value::Null));
 }
+
+#[test]
+fn allowed_sources_match_v4_v6_and_refuse_unreadable_addresses() {
+    let c = Config::parse(
+        br#"{"admin":{"path_prefix":"/.quota","token_sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+             "allowed_sources":["10.0.0.0/8","192.168.1.7","fd00::/8","127.0.0.1/32"]}}"#,
+    )
+    .unwrap();
+    let a = c.admin.as_ref().unwrap();
+    for (src, ok) in [
+        ("10.1.2.3:5000", true),
+        ("11.1.2.3:5000", false),
+        ("192.168.1.7:1", true),
+        ("192.168.1.8:1", false),
+        ("[fd12::1]:80", true),
+        ("[fe80::1]:80", false),
+        ("127.0.0.1:4444", true),
+        ("[::ffff:10.0.0.1]:80", true),
+        ("garbage", false),
+    ] {
+        assert_eq!(source_allowed(a, Some(src.as_bytes())), ok, "{src}");
+    }
+    assert!(!source_allowed(a, None));
+    let any = Config::parse(br#"{"admin":{"path_prefix":"/.quota","token_sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}}"#).unwrap();
+    assert!(source_allowed(any.admin.as_ref().unwrap(), None));
+    for (bad, path) in [(r#"["10.0.0.0/33"]"#, "admin.allowed_sources[0]"), (r#"["x"]"#, "admin.allowed_sources[0]"), ("[]", "admin.allowed_sources")] {
+        let j = format!(r#"{{"admin":{{"path_prefix":"/.quota","token_sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","allowed_sources":{bad}}}}}"#);
+        assert_eq!(Config::parse(j.as_bytes()).unwrap_err().path, path);
+    }
+}

@@ -118,6 +118,13 @@ fn admin_requires_the_token() {
         assert_eq!(request(e.port, "GET", "/.quota/status", &h, None).status, 401);
     }
     assert_eq!(up.received(), 0, "admin requests never reach the upstream");
+    // Each refusal counted (10 calls) and logged without the token.
+    assert_eq!(e.stat("wasmcustom.quota_admin_auth_failures_total"), Some(10));
+    std::thread::sleep(Duration::from_millis(150));
+    let log = e.log_text();
+    assert!(log.contains("admin call refused (wrong bearer token) from 127.0.0.1:"), "{log}");
+    assert!(log.contains("admin call refused (no bearer token)"), "{log}");
+    assert!(!log.contains("secreu") && !log.contains("Bearer wrong"), "the token must not be logged");
     // No state change: acme still has its configured limit.
     let (s, v) = admin(&e, "GET", "/tenants/acme", None);
     assert_eq!(s, 200);
@@ -186,4 +193,20 @@ fn usage_report_reset_and_status() {
     assert_eq!(v["totals"]["allowed"], 2 * 4 + 2 * 12);
     assert!(v["saturation"]["level"].is_string(), "{v}");
     assert_eq!(admin(&e, "GET", "/nothing", None).0, 404);
+}
+
+#[test]
+fn admin_allowed_sources_refuse_other_addresses_even_with_the_token() {
+    let up = Upstream::start();
+    // The test client connects from 127.0.0.1.
+    let outside = Envoy::start(&cfg(r#","admin":{"path_prefix":"/.quota","token_sha256":"HASH","allowed_sources":["10.0.0.0/8","::1/128"]}"#.replace("HASH", HASH).as_str()).replace(
+        &format!(r#""admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}},"#), ""), up.port, EnvoyOpts::default());
+    let r = request(outside.port, "GET", "/.quota/status", &[AUTH], None);
+    assert_eq!(r.status, 403, "{}", r.body_str());
+    assert_eq!(outside.stat("wasmcustom.quota_admin_auth_failures_total"), Some(1));
+    let inside = Envoy::start(&cfg(r#","admin":{"path_prefix":"/.quota","token_sha256":"HASH","allowed_sources":["127.0.0.0/8"]}"#.replace("HASH", HASH).as_str()).replace(
+        &format!(r#""admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}},"#), ""), up.port, EnvoyOpts::default());
+    assert_eq!(request(inside.port, "GET", "/.quota/status", &[AUTH], None).status, 200);
+    assert_eq!(request(inside.port, "GET", "/.quota/status", &[], None).status, 401);
+    assert_eq!(up.received(), 0);
 }

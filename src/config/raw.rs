@@ -205,4 +205,7 @@ pub struct RawSignal {
 pub struct RawAdmin {
     pub path_prefix: String,
     pub token_sha256: String,
+    /// CIDRs the downstream address must be in (besides the token); absent: any address.
+    #[serde(default)]
+    pub allowed_sources: Option<Vec<String>>,
 }

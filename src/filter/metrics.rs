@@ -47,6 +47,7 @@ pub struct Metrics {
     errors: u32,
     pending_errors: u64,
     gauges: HashMap<String, u32>,
+    admin_failures: u32,
 }
 
 /// A label value: named tenants keep their id with anything outside `[A-Za-z0-9_-]` as `_`.
@@ -77,6 +78,7 @@ impl Metrics {
             errors,
             pending_errors: 0,
             gauges: HashMap::new(),
+            admin_failures: 0,
         }
     }
 
@@ -136,6 +138,16 @@ impl Metrics {
         let slot = self.slot(tenant, budget, kind);
         self.mark(slot);
         self.gauge[slot] = Some(v);
+    }
+
+    /// `quota_admin_auth_failures_total`: admin calls refused (token or source address).
+    pub fn admin_auth_failure(&mut self) {
+        if self.admin_failures == 0 {
+            self.admin_failures = host::define_metric(COUNTER, "quota_admin_auth_failures_total").unwrap_or(0);
+        }
+        if self.admin_failures != 0 {
+            host::increment_metric(self.admin_failures, 1);
+        }
     }
 
     pub fn error(&mut self) {

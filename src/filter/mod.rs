@@ -230,8 +230,17 @@ impl Http {
     /// Requests under the admin prefix: authenticate, then answer (after the body, if any).
     fn admin_headers(&mut self, path: &str, end_of_stream: bool) -> Action {
         let Some(adm) = &self.config.admin else { return Action::Continue };
+        let source = if adm.allowed_sources.is_empty() { None } else { host::property(&["source".to_string(), "address".to_string()]) };
+        if !admin::source_allowed(adm, source.as_deref()) {
+            self.admin_refused(path, source.as_deref(), "source address not in admin.allowed_sources");
+            let h = vec![("content-type".to_string(), "application/json".to_string())];
+            return self.send(403, "tenant_quota_admin_forbidden", "{\"error\":\"forbidden\"}", &h);
+        }
         let auth = host::header(map::REQUEST_HEADERS, "authorization");
         if !admin::authorized(adm, auth.as_deref()) {
+            let why = if auth.is_some() { "wrong bearer token" } else { "no bearer token" };
+            let source = source.or_else(|| host::property(&["source".to_string(), "address".to_string()]));
+            self.admin_refused(path, source.as_deref(), why);
             let h = vec![
                 ("content-type".to_string(), "application/json".to_string()),
                 ("www-authenticate".to_string(), "Bearer".to_string()),
@@ -251,6 +260,16 @@ impl Http {
         // whatever the router started upstream.
         host::remove_header(map::REQUEST_HEADERS, "authorization");
         Action::Continue
+    }
+
+    /// A refused admin call: counted and logged, never with the token.
+    fn admin_refused(&self, path: &str, source: Option<&[u8]>, why: &str) {
+        if let Ok(mut sh) = self.shared.try_borrow_mut() {
+            sh.metrics.admin_auth_failure();
+        }
+        let path: String = path.chars().take(200).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect();
+        let src = source.map(|s| String::from_utf8_lossy(s).chars().take(64).collect::<String>()).unwrap_or_else(|| "unknown".into());
+        host::log(host::LOG_WARN, &format!("tenant-quota: admin call refused ({why}) from {src} to {path}"));
     }
 
     fn admin_answer(&mut self, body: &[u8]) -> Action {
