@@ -4,8 +4,14 @@ no-op proxy-wasm floor, in one run, variants alternated, medians of several roun
 
 Envoy runs with --concurrency 1 pinned to CPU 0 (taskset), wrk pinned to CPU 1; every wrk
 run is bounded in time. Writes bench/RESULTS.md and bench/results.png.
+
+Global budgets (SPEC 8, issue 9): variants (h) and (i) add a `"global"` requests_per_minute
+to (e), against the RLS test server of tests/rls_server and a real Redis, both pinned to CPU 1
+with wrk; (j) is Envoy's native ratelimit filter against the same service. Their CPU is
+counted beside Envoy's.
 """
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -18,26 +24,33 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TQ_WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/tenant_quota.wasm")
 NOOP_WASM = os.path.join(ROOT, "bench/noop/target/wasm32-wasip1/release/noop_filter.wasm")
+RLS_SERVER = os.path.join(ROOT, "tests/rls_server/target/release/tq-rls-server")
 TOKEN_SHA256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"  # "secret"
 HUGE = 10**15
+# requests_per_minute's limit: high enough that nothing is rejected (about 3000 requests per
+# tenant and minute at these rates), low enough for a global budget, whose limit +
+# burst_credits must fit the rate limit service's 32-bit requests_per_unit; (j)'s RLS limit.
+RPM_LIMIT = 4_000_000_000
+RLS_DOMAIN = "tenant-quota"
 
 ONE_BUDGET = {"tenant": {"max_tracked": 2000000},
               "budgets": {"requests_per_minute": {"counts": "requests", "window_ms": 60000, "limit": HUGE}}}
 FOUR_BUDGETS = {
     "tenant": {"header": "x-tenant-id", "fallback": "anonymous", "max_tracked": 2000000},
     "budgets": {
-        "requests_per_minute": {"counts": "requests", "window_ms": 60000, "limit": HUGE, "burst_credits": 20},
+        "requests_per_minute": {"counts": "requests", "window_ms": 60000, "limit": RPM_LIMIT, "burst_credits": 20},
         "ingest_bytes_per_day": {"counts": "request_bytes", "window_ms": 86400000, "limit": HUGE, "burst_credits": 536870912},
         "query_cost_per_minute": {"counts": {"request_header": "x-query-cost"}, "window_ms": 60000, "limit": HUGE, "burst_credits": 2000},
         "export_concurrency": {"counts": "in_flight", "limit": HUGE, "burst_credits": 2, "match": {"path_prefix": "/export"}},
     },
     "tenants": {
-        "acme": {"priority": "vip", "budgets": {"requests_per_minute": {"limit": HUGE, "burst_credits": 25}}},
+        "acme": {"priority": "vip", "budgets": {"requests_per_minute": {"limit": RPM_LIMIT, "burst_credits": 25}}},
         "batchco": {"priority": "low"},
     },
 }
@@ -52,6 +65,24 @@ SATURATION = {
     "retry_after_s": 5,
 }
 
+GLOBAL = {"cluster": "ratelimit", "domain": RLS_DOMAIN, "sync_period_ms": 200, "timeout_ms": 100, "on_unavailable": "local"}
+
+
+def global_budgets(mode):
+    """(e)'s four budgets with requests_per_minute global (`sync` or `exact`), SPEC 8."""
+    cfg = copy.deepcopy(FOUR_BUDGETS)
+    cfg["budgets"]["requests_per_minute"]["global"] = mode
+    cfg["global"] = dict(GLOBAL)
+    return cfg
+
+
+# A variant's kind: None (no filter), "native", ("wasm", file, config) or, for variants
+# that need the rate limit service, ("wasm", file, config, opts) / ("native_rls", opts) where
+# opts holds "rls" (Envoy gets the `ratelimit` cluster) and maybe "cluster_route" (the route
+# forwards to a cluster instead of direct_response: Envoy's ratelimit filter does nothing on
+# a route without a cluster, so (j) needs one; a health_check filter placed before the router
+# answers 200 locally, so no request leaves Envoy; (i) gets the same route and filter, so
+# (i) and (j) differ only in the rate limiting filter).
 VARIANTS = [
     ("a", "bare Envoy", None),
     ("b", "native local_ratelimit", "native"),
@@ -59,7 +90,11 @@ VARIANTS = [
     ("d", "tenant-quota, 1 budget", ("wasm", TQ_WASM, json.dumps(ONE_BUDGET))),
     ("e", "tenant-quota, SPEC's 4 budgets", ("wasm", TQ_WASM, json.dumps(FOUR_BUDGETS))),
     ("f", "(e) + saturation signals", ("wasm", TQ_WASM, json.dumps(dict(FOUR_BUDGETS, saturation=SATURATION)))),
+    ("h", "(e), requests_per_minute global sync", ("wasm", TQ_WASM, json.dumps(global_budgets("sync")), ("rls",))),
+    ("i", "(e), requests_per_minute global exact", ("wasm", TQ_WASM, json.dumps(global_budgets("exact")), ("rls", "cluster_route"))),
+    ("j", "native ratelimit filter + RLS", ("native_rls", ("rls", "cluster_route"))),
 ]
+GLOBAL_KEYS = ("h", "i", "j")
 # The no-op filter doing one kind of host call each: what the quota's host calls cost.
 PROBE_REPEAT = 10  # the no-op filter repeats the probed operation this many times per request
 PROBES = [
@@ -68,7 +103,8 @@ PROBES = [
     ("c3", "no-op + 10 response headers added", ("wasm", NOOP_WASM, '{"add_headers": 1}')),
 ]
 SHORT = {"a": "bare", "b": "native\nlocal_ratelimit", "c": "no-op\nwasm", "d": "tenant-quota\n1 budget",
-         "e": "tenant-quota\n4 budgets", "f": "(e) +\nsaturation"}
+         "e": "tenant-quota\n4 budgets", "f": "(e) +\nsaturation", "h": "(e) global\nsync",
+         "i": "(e) global\nexact", "j": "native\nratelimit + RLS"}
 
 LUA_ROTATE = """
 local i = 0
@@ -98,9 +134,24 @@ def free_port():
     return p
 
 
+def opts(kind):
+    return kind[-1] if isinstance(kind, tuple) and isinstance(kind[-1], tuple) else ()
+
+
 def filter_yaml(kind):
     if kind is None:
         return ""
+    if isinstance(kind, tuple) and kind[0] == "native_rls":
+        return f"""
+          - name: envoy.filters.http.ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+              domain: {RLS_DOMAIN}
+              failure_mode_deny: false
+              timeout: 0.1s
+              rate_limit_service:
+                grpc_service: {{ envoy_grpc: {{ cluster_name: ratelimit }} }}
+                transport_api_version: V3"""
     if kind == "native":
         return """
           - name: envoy.filters.http.local_ratelimit
@@ -110,7 +161,7 @@ def filter_yaml(kind):
               token_bucket: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
               filter_enabled: { runtime_key: lrl_enabled, default_value: { numerator: 100, denominator: HUNDRED } }
               filter_enforced: { runtime_key: lrl_enforced, default_value: { numerator: 100, denominator: HUNDRED } }"""
-    _, wasm, cfg = kind
+    _, wasm, cfg = kind[:3]
     cfg = json.dumps(cfg)  # a YAML double-quoted string is JSON-compatible
     return f"""
           - name: envoy.filters.http.wasm
@@ -129,7 +180,51 @@ def filter_yaml(kind):
                   value: {cfg}"""
 
 
-def bootstrap(kind, port, admin):
+def bootstrap(kind, port, admin, rls_port=None):
+    o = opts(kind)
+    if "cluster_route" in o:
+        # A route entry with a cluster (the native ratelimit filter skips routes without one)
+        # and the descriptor ("tenant", <x-tenant-id>); the health_check filter answers.
+        action = """route:
+                  cluster: backend
+                  rate_limits:
+                  - actions:
+                    - request_headers: { header_name: x-tenant-id, descriptor_key: tenant }"""
+        responder = """
+          - name: envoy.filters.http.health_check
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck
+              pass_through_mode: false
+              headers: [{ name: ":path", string_match: { prefix: "/" } }]"""
+    else:
+        action = 'direct_response: { status: 200, body: { inline_string: "ok\\n" } }'
+        responder = ""
+    clusters = ""
+    if "rls" in o:
+        clusters = f"""  clusters:
+  - name: ratelimit
+    connect_timeout: 0.25s
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: ratelimit
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {rls_port} }} }} }}
+"""
+    if "cluster_route" in o:
+        clusters += """  - name: backend
+    connect_timeout: 0.25s
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } }
+"""
     return f"""admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 static_resources:
@@ -148,22 +243,28 @@ static_resources:
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "ok\\n" }} }}
+                {action}
                 response_headers_to_add:
                 - header: {{ key: endpoint-load-metrics, value: "TEXT cpu_utilization=0.3" }}
                 - header: {{ key: x-db-latency-ms, value: "20" }}
-          http_filters:{filter_yaml(kind)}
+          http_filters:{filter_yaml(kind)}{responder}
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-"""
+{clusters}"""
+
+
+def proc_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (all threads)
 
 
 class Envoy:
-    def __init__(self, envoy_bin, kind, workdir):
+    def __init__(self, envoy_bin, kind, workdir, rls_port=None):
         self.port, self.admin = free_port(), free_port()
         self.cfg = os.path.join(workdir, f"envoy-{self.port}.yaml")
         with open(self.cfg, "w") as f:
-            f.write(bootstrap(kind, self.port, self.admin))
+            f.write(bootstrap(kind, self.port, self.admin, rls_port))
         self.log = open(os.path.join(workdir, f"envoy-{self.port}.log"), "w")
         self.proc = subprocess.Popen(
             ["taskset", "-c", "0", envoy_bin, "-c", self.cfg, "--concurrency", "1", "--disable-hot-restart", "-l", "warning"],
@@ -181,9 +282,7 @@ class Envoy:
         raise RuntimeError("envoy not ready")
 
     def cpu_ticks(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime (all threads)
+        return proc_ticks(self.proc.pid)
 
     def rss_bytes(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -196,10 +295,111 @@ class Envoy:
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/.quota/status", headers={"authorization": "Bearer secret"})
         return json.loads(urllib.request.urlopen(req, timeout=5).read())
 
+    def stats(self, pattern):
+        """Counters and gauges whose name matches the regex `pattern`, from the admin /stats."""
+        q = urllib.parse.quote(pattern)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/stats?filter={q}", timeout=5).read().decode()
+        out = {}
+        for line in body.splitlines():
+            name, _, v = line.partition(": ")
+            if v.strip().isdigit():
+                out[name] = int(v)
+        return out
+
     def stop(self):
         self.proc.kill()
         self.proc.wait()
         self.log.close()
+        # Envoy logs at warning level: every line is a warning or an error (but for the
+        # startup advice that every config here gets).
+        with open(self.log.name, errors="replace") as f:
+            return [l.rstrip() for l in f if l.strip() and "global_downstream_max_connections" not in l]
+
+
+class RateLimitService:
+    """Redis and the RLS test server (tests/rls_server: envoyproxy/ratelimit's Redis semantics),
+    both pinned to CPU 1 beside wrk, so Envoy keeps CPU 0 to itself as in (a)-(f). One pair
+    serves the whole run; its `--limits` rule is (j)'s descriptor ("tenant", <id>)."""
+
+    def __init__(self, workdir):
+        self.procs = []
+        self.logs = []
+        for _ in range(20):  # redis cannot listen on port 0 and tell: pick one, retry if taken
+            self.redis_port = free_port()
+            log = open(os.path.join(workdir, f"redis-{self.redis_port}.log"), "w")
+            p = subprocess.Popen(["taskset", "-c", "1", "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
+            if self._wait(lambda: self.redis(["PING"]) == "PONG", p, 10):
+                self.redis_proc = p
+                self.procs.append(p)
+                self.logs.append(log)
+                break
+            p.kill()
+            p.wait()
+            log.close()
+        else:
+            raise RuntimeError("could not start redis-server (`make redis` installs it)")
+        limits = os.path.join(workdir, "rls-limits.json")
+        with open(limits, "w") as f:
+            json.dump([{"domain": RLS_DOMAIN, "key": "tenant", "requests_per_unit": RPM_LIMIT, "unit": "MINUTE"}], f)
+        port_file = os.path.join(workdir, "rls.port")
+        log = open(os.path.join(workdir, "rls.log"), "w")
+        self.logs.append(log)
+        self.rls_proc = subprocess.Popen(
+            ["taskset", "-c", "1", RLS_SERVER, "--listen", "127.0.0.1:0", "--redis", f"127.0.0.1:{self.redis_port}",
+             "--domain", RLS_DOMAIN, "--limits", limits, "--port-file", port_file], stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(self.rls_proc)
+
+        def port():
+            try:
+                with open(port_file) as f:
+                    self.port = int(f.read().strip())
+                return True
+            except (OSError, ValueError):
+                return False
+        if not self._wait(port, self.rls_proc, 30):
+            self.stop()
+            raise RuntimeError(f"tq-rls-server did not start; see {log.name}")
+
+    @staticmethod
+    def _wait(ready, proc, seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                return False
+            try:
+                if ready():
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def redis(self, args):
+        """One command over RESP; the reply's first line, decoded (enough for PING and GET)."""
+        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=5) as s:
+            s.sendall(("*%d\r\n" % len(args) + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
+            f = s.makefile("rb")
+            line = f.readline().decode().rstrip()
+            if line.startswith("$"):
+                return None if line == "$-1" else f.read(int(line[1:]) + 2)[:-2].decode()
+            return line[1:]
+
+    def calls(self):
+        """ShouldRateLimit calls the server has answered (its fixture-only counter)."""
+        return int(self.redis(["GET", "tq_rls_calls"]) or 0)
+
+    def cpu_ticks(self):
+        return proc_ticks(self.rls_proc.pid), proc_ticks(self.redis_proc.pid)
+
+    def stop(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        for log in self.logs:
+            log.close()
+        with open(self.logs[-1].name, errors="replace") as f:
+            return [l.rstrip() for l in f if l.strip()]
 
 
 def unit_us(v, unit):
@@ -219,22 +419,44 @@ def wrk(port, seconds, lua, env=None, connections=32):
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "raw": out}
 
 
-def measure(envoy_bin, kind, lua, workdir, seconds, warmup):
-    e = Envoy(envoy_bin, kind, workdir)
+# Envoy stats that show the rate limit service failing (or limiting) in (h), (i), (j).
+RLS_STATS = r"^(wasmcustom\.quota_global_.*|cluster\.backend\.ratelimit\..*)$"
+
+
+def measure(envoy_bin, kind, lua, workdir, seconds, warmup, rls=None):
+    rls = rls if "rls" in opts(kind) else None
+    e = Envoy(envoy_bin, kind, workdir, rls.port if rls else None)
+    per_req = 1e6 / os.sysconf("SC_CLK_TCK")
     try:
         wrk(e.port, warmup, lua)
+        if rls:
+            a0, calls0 = rls.cpu_ticks(), rls.calls()
         t0 = e.cpu_ticks()
         r = wrk(e.port, seconds, lua)
         t1 = e.cpu_ticks()
-        r["cpu_us_per_req"] = (t1 - t0) * 1e6 / os.sysconf("SC_CLK_TCK") / max(r["requests"], 1)
+        n = max(r["requests"], 1)
+        r["cpu_us_per_req"] = (t1 - t0) * per_req / n
+        if rls:
+            a1, calls1 = rls.cpu_ticks(), rls.calls()
+            r["rls_cpu_us_per_req"] = (a1[0] - a0[0]) * per_req / n
+            r["redis_cpu_us_per_req"] = (a1[1] - a0[1]) * per_req / n
+            r["svc_cpu_us_per_req"] = r["rls_cpu_us_per_req"] + r["redis_cpu_us_per_req"]
+            r["total_cpu_us_per_req"] = r["cpu_us_per_req"] + r["svc_cpu_us_per_req"]
+            r["rls_calls_per_req"] = (calls1 - calls0) / n
         r["rss"] = e.rss_bytes()
         # Latency without queueing: 2 connections keep Envoy's core far from saturation, so
         # p50/p99 show the time a request spends in Envoy, not in a queue.
         lat = wrk(e.port, 3, lua, connections=2)
         r["lat_p50_us"], r["lat_p99_us"] = lat["p50_us"], lat["p99_us"]
-        return r
+        r["lat_non2xx"] = lat["non2xx"]
+        if rls:
+            r["rls_stats"] = e.stats(RLS_STATS)
     finally:
-        e.stop()
+        log = e.stop()
+    if log:
+        print(f"  envoy log ({len(log)} warning/error lines): " + " | ".join(log[:3]), flush=True)
+    r["envoy_log_lines"] = len(log)
+    return r
 
 
 def scale(envoy_bin, lua, workdir, seconds, sizes):
@@ -288,38 +510,82 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--scale", default="1000,100000,1000000")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench"))
+    ap.add_argument("--only", default="", help="comma-separated variant/probe keys to run (e.g. e,h,i,j); default all")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, Envoy/RLS logs)")
     a = ap.parse_args()
-    for p in (TQ_WASM, NOOP_WASM):
+    keys = [k for k in a.only.split(",") if k]
+    unknown = set(keys) - {v[0] for v in VARIANTS + PROBES}
+    if unknown:
+        sys.exit(f"unknown --only keys: {sorted(unknown)}")
+    selected = [v for v in VARIANTS + PROBES if not keys or v[0] in keys]
+    need_rls = any("rls" in opts(v[2]) for v in selected)
+    for p in (TQ_WASM, NOOP_WASM) + ((RLS_SERVER,) if need_rls else ()):
         if not os.path.exists(p):
             sys.exit(f"{p} missing: run `make bench`")
+    if need_rls and not shutil.which("redis-server"):
+        sys.exit("redis-server missing: run `make bench` (or `make redis`)")
     started = time.time()
     workdir = tempfile.mkdtemp(prefix="tq-bench-")
     lua = os.path.join(workdir, "tenants.lua")
     with open(lua, "w") as f:
         f.write(LUA_ROTATE)
-    runs = {v[0]: [] for v in VARIANTS + PROBES}
-    for rnd in range(a.rounds):
-        for key, name, kind in VARIANTS + PROBES:
-            r = measure(a.envoy, kind, lua, workdir, a.seconds, a.warmup)
-            runs[key].append(r)
-            print(f"round {rnd + 1} ({key}) {name}: {r['rps']:.0f} req/s, {r['cpu_us_per_req']:.2f} us CPU/req, "
-                  f"p99 {r['p99_us']:.0f} us saturated, {r['lat_p99_us']:.0f} us unloaded, rss {r['rss']/1e6:.1f} MB, "
-                  f"non-2xx {r['non2xx']}", flush=True)
+    runs = {v[0]: [] for v in selected}
+    rls = RateLimitService(workdir) if need_rls else None
+    try:
+        for rnd in range(a.rounds):
+            for key, name, kind in selected:
+                r = measure(a.envoy, kind, lua, workdir, a.seconds, a.warmup, rls)
+                runs[key].append(r)
+                extra = ""
+                if "svc_cpu_us_per_req" in r:
+                    extra = (f", RLS+Redis {r['svc_cpu_us_per_req']:.2f} us CPU/req, {r['rls_calls_per_req']:.3g} RLS calls/req, "
+                             f"stats {r['rls_stats']}")
+                print(f"round {rnd + 1} ({key}) {name}: {r['rps']:.0f} req/s, {r['cpu_us_per_req']:.2f} us CPU/req, "
+                      f"p99 {r['p99_us']:.0f} us saturated, {r['lat_p99_us']:.0f} us unloaded, rss {r['rss']/1e6:.1f} MB, "
+                      f"non-2xx {r['non2xx']}{extra}", flush=True)
+    finally:
+        if rls:
+            errors = [l for l in rls.stop() if "listening on" not in l]
+            if errors:
+                print(f"  tq-rls-server log ({len(errors)} lines): " + " | ".join(errors[:5]), flush=True)
     sizes = [int(x) for x in a.scale.split(",") if x]
     sc = scale(a.envoy, lua, workdir, a.seconds, sizes) if sizes else []
-    shutil.rmtree(workdir, ignore_errors=True)
+    if a.keep:
+        print(f"work directory kept: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     write_results(a, runs, sc, time.time() - started)
 
 
 def write_results(a, runs, sc, elapsed):
     rows = []
     for key, name, _ in VARIANTS + PROBES:
-        rs = runs[key]
-        rows.append({"key": key, "name": name, "rps": med(rs, "rps"), "cpu": med(rs, "cpu_us_per_req"),
-                     "p50": med(rs, "p50_us"), "p99": med(rs, "p99_us"), "rss": med(rs, "rss"),
-                     "lp50": med(rs, "lat_p50_us"), "lp99": med(rs, "lat_p99_us"),
-                     "non2xx": sum(r["non2xx"] for r in rs)})
+        rs = runs.get(key)
+        if not rs:
+            continue
+        row = {"key": key, "name": name, "rps": med(rs, "rps"), "cpu": med(rs, "cpu_us_per_req"),
+               "p50": med(rs, "p50_us"), "p99": med(rs, "p99_us"), "rss": med(rs, "rss"),
+               "lp50": med(rs, "lat_p50_us"), "lp99": med(rs, "lat_p99_us"),
+               "non2xx": sum(r["non2xx"] for r in rs), "lat_non2xx": sum(r.get("lat_non2xx", 0) for r in rs),
+               "envoy_log_lines": sum(r.get("envoy_log_lines", 0) for r in rs)}
+        if all("svc_cpu_us_per_req" in r for r in rs):
+            row.update({"rls_cpu": med(rs, "rls_cpu_us_per_req"), "redis_cpu": med(rs, "redis_cpu_us_per_req"),
+                        "svc_cpu": med(rs, "svc_cpu_us_per_req"), "total_cpu": med(rs, "total_cpu_us_per_req"),
+                        "rls_calls": med(rs, "rls_calls_per_req"),
+                        "rls_errors": sum(v for r in rs for k, v in r["rls_stats"].items() if k.endswith(".error")),
+                        "rls_over_limit": sum(v for r in rs for k, v in r["rls_stats"].items() if k.endswith(".over_limit")),
+                        "degraded": max(r["rls_stats"].get("wasmcustom.quota_global_degraded", 0) for r in rs)})
+        rows.append(row)
     by = {r["key"]: r for r in rows}
+    variants = [r for r in rows if r["key"] in {v[0] for v in VARIANTS}]
+    probes = [r for r in rows if r["key"] in {p[0] for p in PROBES}]
+
+    def ratio(r, base, field, fmt="{:.2f}"):
+        return fmt.format(r[field] / by[base][field]) if base in by else "–"
+
+    def target(x, limit):
+        return f"**{x:.2f}** ({'met' if x <= limit else 'missed'})"
+
     lines = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu_model = ""
@@ -329,9 +595,10 @@ def write_results(a, runs, sc, elapsed):
     except OSError:
         pass
     envoy_version = subprocess.run([a.envoy, "--version"], capture_output=True, text=True).stdout.strip().split("version:")[-1].strip()
+    only = f", only {a.only}" if a.only else ""
     lines += [
         "# Benchmark results", "",
-        f"Measured {now} by `make bench` ({elapsed/60:.1f} min) on {platform.machine()}, {os.cpu_count()} cores "
+        f"Measured {now} by `make bench` ({elapsed/60:.1f} min{only}) on {platform.machine()}, {os.cpu_count()} cores "
         f"({cpu_model}), Linux {platform.release()}; Envoy {envoy_version}, V8.", "",
         f"Envoy `--concurrency 1` pinned to CPU 0, `wrk -t1 -c32 -d{a.seconds}s --latency` pinned to CPU 1, "
         f"direct-response route; {a.rounds} rounds with the variants alternated, medians shown; "
@@ -339,32 +606,81 @@ def write_results(a, runs, sc, elapsed):
         "`x-query-cost: 1`. CPU is Envoy's user+system time (all threads, /proc) per request; RSS after the run. "
         "Latency is measured twice: under saturation (the 32-connection throughput run, where it is mostly queueing: "
         "connections ÷ throughput) and unloaded (a 3 s run with 2 connections, which shows the time a request "
-        "spends in Envoy).", "",
+        "spends in Envoy). (h), (i), (j): see [Global budgets](#global-budgets-the-rate-limit-service).", "",
         "| Variant | req/s | CPU µs/req | p50 µs unloaded | p99 µs unloaded | p50 µs saturated | p99 µs saturated | RSS MB | non-2xx |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows[:len(VARIANTS)]:
+    for r in variants:
         lines.append(f"| ({r['key']}) {r['name']} | {r['rps']:.0f} | {r['cpu']:.2f} | {r['lp50']:.0f} | {r['lp99']:.0f} | "
                      f"{r['p50']:.0f} | {r['p99']:.0f} | {r['rss']/1e6:.1f} | {r['non2xx']} |")
-    lines += ["", "Ratios (medians):", "",
-              "| Variant | req/s ÷ (a) | req/s ÷ (b) | req/s ÷ (c) | CPU − (c) µs | p99 ÷ (b) unloaded | p99 ÷ (b) saturated |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows[:len(VARIANTS)]:
-        lines.append(f"| ({r['key']}) | {r['rps']/by['a']['rps']:.2f} | {r['rps']/by['b']['rps']:.2f} | "
-                     f"{r['rps']/by['c']['rps']:.2f} | {r['cpu']-by['c']['cpu']:+.2f} | {r['lp99']/by['b']['lp99']:.2f} | "
-                     f"{r['p99']/by['b']['p99']:.2f} |")
-    lines += ["", f"Where the time goes: the no-op filter made to repeat one kind of host call {PROBE_REPEAT} times per "
-              "request, same run, medians; the price of one call is (CPU − (c)) ÷ 10:", "",
-              "| Probe | req/s | CPU µs/req | CPU − (c) µs | per call µs |", "|---|---:|---:|---:|---:|"]
-    for r in rows[len(VARIANTS):]:
-        d = r['cpu'] - by['c']['cpu']
-        lines.append(f"| ({r['key']}) {r['name']} | {r['rps']:.0f} | {r['cpu']:.2f} | {d:+.2f} | {d / PROBE_REPEAT:.2f} |")
-    e = by["e"]
-    lines += ["", "Targets: (e) ≥ 0.85 × the req/s of (c): "
-              f"**{e['rps']/by['c']['rps']:.2f}** ({'met' if e['rps']/by['c']['rps'] >= 0.85 else 'missed'}); "
-              f"p99 of (e) ≤ 1.3 × (b): unloaded **{e['lp99']/by['b']['lp99']:.2f}** "
-              f"({'met' if e['lp99']/by['b']['lp99'] <= 1.3 else 'missed'}), saturated **{e['p99']/by['b']['p99']:.2f}** "
-              f"({'met' if e['p99']/by['b']['p99'] <= 1.3 else 'missed'})."]
+    if any(k in by for k in "abc"):
+        lines += ["", "Ratios (medians):", "",
+                  "| Variant | req/s ÷ (a) | req/s ÷ (b) | req/s ÷ (c) | CPU − (c) µs | p99 ÷ (b) unloaded | p99 ÷ (b) saturated |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in variants if any(k in by for k in "abc") else []:
+        d = f"{r['cpu'] - by['c']['cpu']:+.2f}" if "c" in by else "–"
+        lines.append(f"| ({r['key']}) | {ratio(r, 'a', 'rps')} | {ratio(r, 'b', 'rps')} | {ratio(r, 'c', 'rps')} | {d} | "
+                     f"{ratio(r, 'b', 'lp99')} | {ratio(r, 'b', 'p99')} |")
+    if probes and "c" in by:
+        lines += ["", f"Where the time goes: the no-op filter made to repeat one kind of host call {PROBE_REPEAT} times per "
+                  "request, same run, medians; the price of one call is (CPU − (c)) ÷ 10:", "",
+                  "| Probe | req/s | CPU µs/req | CPU − (c) µs | per call µs |", "|---|---:|---:|---:|---:|"]
+        for r in probes:
+            d = r['cpu'] - by['c']['cpu']
+            lines.append(f"| ({r['key']}) {r['name']} | {r['rps']:.0f} | {r['cpu']:.2f} | {d:+.2f} | {d / PROBE_REPEAT:.2f} |")
+    if all(k in by for k in "bce"):
+        e = by["e"]
+        lines += ["", "Targets: (e) ≥ 0.85 × the req/s of (c): "
+                  f"**{e['rps']/by['c']['rps']:.2f}** ({'met' if e['rps']/by['c']['rps'] >= 0.85 else 'missed'}); "
+                  f"p99 of (e) ≤ 1.3 × (b): unloaded **{e['lp99']/by['b']['lp99']:.2f}** "
+                  f"({'met' if e['lp99']/by['b']['lp99'] <= 1.3 else 'missed'}), saturated **{e['p99']/by['b']['p99']:.2f}** "
+                  f"({'met' if e['p99']/by['b']['p99'] <= 1.3 else 'missed'})."]
+    glob = [by[k] for k in ("e",) + GLOBAL_KEYS if k in by]
+    if any(k in by for k in GLOBAL_KEYS):
+        lines += ["", "## Global budgets: the rate limit service", "",
+                  "(h) is (e) with `\"global\": \"sync\"` on requests_per_minute and the plugin's top-level "
+                  f"`\"global\": {json.dumps(GLOBAL)}`; (i) the same with `\"global\": \"exact\"` (each request waits for "
+                  "one `ShouldRateLimit`); (j) Envoy's native `envoy.filters.http.ratelimit` (domain `tenant-quota`, "
+                  "descriptor `(\"tenant\", <x-tenant-id>)` from a route `rate_limits` `request_headers` action, "
+                  "`failure_mode_deny: false`, timeout 100 ms), the peer users would pick today. All three use one "
+                  "`tq-rls-server` (tests/rls_server: a test fixture with envoyproxy/ratelimit's Redis semantics) and one "
+                  "Redis, both pinned to CPU 1 beside wrk, so Envoy has CPU 0 to itself as above (the service competes "
+                  f"with the load generator instead). (j)'s limits file gives key `tenant` {RPM_LIMIT} requests per "
+                  "minute, the limit of (e)'s requests_per_minute: nothing is rejected. The native filter does nothing "
+                  "on a route without a cluster (a direct_response route), so (i) and (j) route to a cluster and an "
+                  "`envoy.filters.http.health_check` filter (no pass-through, every path) answers 200 before the "
+                  "router: no request leaves Envoy, and (i) and (j) differ only in the rate limiting filter; (e) and (h) "
+                  "keep the direct_response route. RLS+Redis CPU is the two processes' user+system time during the "
+                  "32-connection run, per request; total = Envoy + RLS + Redis. RLS calls per request from the "
+                  "server's own call counter; RLS errors are Envoy's counts of failed calls "
+                  "(`quota_global_syncs_total`/`quota_global_checks_total` `result.error`, "
+                  "`cluster.backend.ratelimit.error`), summed over rounds; non-2xx over both wrk runs.", "",
+                  "| Variant | req/s | Envoy CPU µs/req | RLS+Redis CPU µs/req | total CPU µs/req | RLS calls/req | "
+                  "p50 µs unloaded | p99 µs unloaded | p50 µs saturated | p99 µs saturated | RLS errors | non-2xx |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in glob:
+            if "svc_cpu" in r:
+                svc = (f"{r['svc_cpu']:.2f} ({r['rls_cpu']:.2f} + {r['redis_cpu']:.2f}) | {r['total_cpu']:.2f} | "
+                       f"{r['rls_calls']:.3g}")
+                errs = f"{r['rls_errors']}" + (" (degraded)" if r["degraded"] else "")
+            else:
+                svc, errs = f"– | {r['cpu']:.2f} | –", "–"
+            lines.append(f"| ({r['key']}) {r['name']} | {r['rps']:.0f} | {r['cpu']:.2f} | {svc} | {r['lp50']:.0f} | "
+                         f"{r['lp99']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {errs} | {r['non2xx'] + r['lat_non2xx']} |")
+        lines += ["", "RLS+Redis CPU is shown as RLS + Redis. Ratios (medians) and the issue's targets:", "",
+                  "| Ratio | value | target |", "|---|---:|---|"]
+        if "h" in by and "e" in by:
+            h, e = by["h"], by["e"]
+            lines += [f"| (h) ÷ (e), Envoy CPU/req | {target(h['cpu'] / e['cpu'], 1.10)} | ≤ 1.10 |",
+                      f"| (h) ÷ (e), p99 unloaded | {target(h['lp99'] / e['lp99'], 1.10)} | ≤ 1.1 |",
+                      f"| (h) ÷ (e), p99 saturated | {target(h['p99'] / e['p99'], 1.10)} | ≤ 1.1 |",
+                      f"| (h) ÷ (e), total CPU/req (Envoy + RLS + Redis) | {h['total_cpu'] / e['cpu']:.2f} | – |"]
+        if "i" in by and "j" in by:
+            i, j = by["i"], by["j"]
+            lines += [f"| (i) ÷ (j), p99 unloaded | {target(i['lp99'] / j['lp99'], 1.0)} | ≤ 1 (no worse) |",
+                      f"| (i) ÷ (j), p99 saturated | {target(i['p99'] / j['p99'], 1.0)} | ≤ 1 (no worse) |",
+                      f"| (i) ÷ (j), total CPU/req (Envoy + RLS + Redis) | {target(i['total_cpu'] / j['total_cpu'], 1.0)} | ≤ 1 (no worse) |",
+                      f"| (i) ÷ (j), Envoy CPU/req | {i['cpu'] / j['cpu']:.2f} | – |"]
     if sc:
         lines += ["", "## Scale: tracked tenants", "",
                   "One Envoy with tenant-quota (1 budget, `max_tracked` 2000000), grown to each size by sending "
@@ -390,7 +706,7 @@ def write_results(a, runs, sc, elapsed):
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"variants": rows, "scale": sc, "runs": {k: [{kk: vv for kk, vv in r.items() if kk != "raw"} for r in v] for k, v in runs.items()}}, f, indent=1)
-    plot(rows[:len(VARIANTS)], os.path.join(a.out, "results.png"))
+    plot(variants, os.path.join(a.out, "results.png"))
     print("\n".join(lines))
 
 
@@ -403,16 +719,21 @@ def plot(rows, path):
         print("matplotlib missing: no plot", file=sys.stderr)
         return
     labels = [f"({r['key']})\n{SHORT.get(r['key'], r['name'])}" for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8))
     axes[0].bar(labels, [r["rps"] for r in rows], color="#4c72b0")
     axes[0].set_title("Throughput (requests/s, 1 Envoy core)")
-    axes[1].bar(labels, [r["cpu"] for r in rows], color="#dd8452")
-    axes[1].set_title("Envoy CPU per request (µs)")
-    for ax in axes:
+    envoy_cpu = [r["cpu"] for r in rows]
+    svc_cpu = [r.get("svc_cpu", 0) for r in rows]
+    axes[1].bar(labels, envoy_cpu, color="#dd8452", label="Envoy")
+    if any(svc_cpu):
+        axes[1].bar(labels, svc_cpu, bottom=envoy_cpu, color="#8c8c8c", label="RLS + Redis")
+        axes[1].legend(fontsize=7)
+    axes[1].set_title("CPU per request (µs)")
+    heights = [[r["rps"] for r in rows], [c + s for c, s in zip(envoy_cpu, svc_cpu)]]
+    for ax, hs in zip(axes, heights):
         ax.tick_params(axis="x", labelsize=7)
-        for p in ax.patches:
-            ax.annotate(f"{p.get_height():.1f}" if p.get_height() < 100 else f"{p.get_height():.0f}",
-                        (p.get_x() + p.get_width() / 2, p.get_height()), ha="center", va="bottom", fontsize=7)
+        for x, h in enumerate(hs):
+            ax.annotate(f"{h:.1f}" if h < 100 else f"{h:.0f}", (x, h), ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
