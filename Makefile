@@ -20,7 +20,7 @@ ENVOY_RUN := $(VENV)/bin/envoy
 ENVOY_BIN_CMD := echo $(CURDIR)/$(VENV)/bin/envoy
 endif
 
-.PHONY: redis rls-server noop bench bench-profile bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
+.PHONY: run-global redis rls-server noop bench bench-profile bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
 
 all: build
 
@@ -99,7 +99,7 @@ bench-tools: envoy
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
 
-bench: build bench-tools noop
+bench: build bench-tools noop redis rls-server
 	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) $(VENV)/bin/python bench/run.py --rounds 3 --seconds 8
 
 # Instructions per request under callgrind: repeatable where timing on a shared VM is not.
@@ -110,3 +110,8 @@ bench-profile: build envoy noop
 clean:
 	cargo clean
 	rm -rf $(TOOLS)
+
+# Global budgets demo: Redis, the RLS test server (a fixture), the demo backend and 2 Envoys
+# (listeners 10000 and 10002) sharing envoy/envoy-global.yaml's global budgets; Ctrl-C stops all.
+run-global: build envoy redis rls-server
+	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) RLS_SERVER=$(CURDIR)/$(RLS_SERVER) bash envoy/run_global.sh

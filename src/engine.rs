@@ -543,10 +543,17 @@ pub fn exact_finish<S: SharedStore>(
                 let r = exact_rejection(cfg, policy, d, now);
                 return refuse(w, a, reject_reply(cfg, policy, &a.tenant, &r), Some(r));
             }
-            store::transact(store, &mut w.scratch, |st| {
+            // Record the units and read the budgets' standing in the same transaction.
+            let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1, global: core::GlobalView::Remote };
+            let Worker { scratch, usage, .. } = w;
+            store::transact(store, scratch, |st| {
+                usage.clear();
                 for (d, x) in exact.iter().zip(ans) {
                     let l = &policy.limits[d.budget];
                     core::record_exact(st, cfg.budgets[d.budget].id, l.window_ms, now, d.units, *x);
+                    let mut u = core::standing(&pol, st, now, d.budget);
+                    u.used_before = u.used.saturating_sub(d.units);
+                    usage.push(u);
                 }
                 (true, ())
             })?;
@@ -574,17 +581,8 @@ pub fn exact_finish<S: SharedStore>(
             a.global_dirty = true;
         }
     }
-    // The exact budgets' standing, for headers and metrics.
-    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1, global: core::GlobalView::Remote };
-    if let Ok(Some(_)) = store.get(&a.key, &mut w.scratch.buf) {
-        if w.scratch.state.decode_from(&w.scratch.buf).is_ok() {
-            for d in &exact {
-                let mut u = core::standing(&pol, &w.scratch.state, now, d.budget);
-                u.used_before = u.used.saturating_sub(d.units);
-                a.usage.push(u);
-            }
-        }
-    }
+    // The exact budgets' standing (left in `w.usage` by either branch), for headers and metrics.
+    a.usage.extend_from_slice(&w.usage);
     a.headline = core::closest_to_exhaustion(&a.usage).copied().or(a.headline);
     let (_, urgent) = global_marks(cfg, &a.usage);
     a.global_urgent |= urgent;
