@@ -16,3 +16,4 @@ pub mod wire;
 
 #[cfg(target_os = "wasi")]
 mod filter;
+#[cfg(test)] mod prop_tests;

@@ -186,3 +186,12 @@ fn shipped_envoy_config_loads() {
     let json: String = yaml[start + 8..].lines().take_while(|l| !l.trim_start().starts_with("- name:")).collect::<Vec<_>>().join("\n");
     parse(&json).unwrap();
 }
+
+#[test]
+fn more_budgets_than_a_state_can_hold_are_refused() {
+    let many: Vec<String> = (0..65).map(|i| format!(r#""b{i:03}":{{"counts":"requests","window_ms":60000,"limit":1}}"#)).collect();
+    let e = Config::parse(format!(r#"{{"budgets":{{{}}}}}"#, many.join(",")).as_bytes()).unwrap_err();
+    assert_eq!(e.path, "budgets");
+    let ok: Vec<String> = (0..64).map(|i| format!(r#""b{i:03}":{{"counts":"requests","window_ms":60000,"limit":1}}"#)).collect();
+    assert!(Config::parse(format!(r#"{{"budgets":{{{}}}}}"#, ok.join(",")).as_bytes()).is_ok());
+}

@@ -300,3 +300,21 @@ fn keep_factors_by_level_and_priority() {
     assert_eq!(keep(s, CRITICAL, Priority::Low), 0.0);
     assert_eq!(keep(None, CRITICAL, Priority::Low), 1.0);
 }
+
+#[test]
+fn slots_of_removed_budgets_are_dropped_when_they_crowd_the_state() {
+    let mut k = Case::new(RPM);
+    // 300 slots left by budgets of earlier configurations.
+    for id in 0..300u32 {
+        k.st.slot_mut(id.wrapping_mul(7919).wrapping_add(1)).used = 1;
+    }
+    let t = 1_700_000_040_000;
+    k.ask("x", t, &[REQ], 1.0).unwrap();
+    assert_eq!(k.st.slots.len(), 1);
+    for _ in 0..4 {
+        k.ask("x", t, &[REQ], 1.0).unwrap();
+    }
+    assert!(k.ask("x", t, &[REQ], 1.0).is_err(), "the current budget still holds after an encode round trip");
+    let back = TenantState::decode(&k.st.encode()).unwrap();
+    assert_eq!(back, k.st);
+}
