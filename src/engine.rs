@@ -628,16 +628,17 @@ pub fn charge<S: SharedStore>(
     })
 }
 
-/// Give back the in_flight slots of an admitted request. Must not be lost: retried.
-pub fn release<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitted) -> Result<(), StoreError> {
-    if a.in_flight.is_empty() {
+/// Give back the in_flight slots of an admitted request (those of `budgets`, indices into
+/// the config's budgets). Must not be lost: retried.
+pub fn release<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitted, budgets: &[usize]) -> Result<(), StoreError> {
+    if budgets.is_empty() {
         return Ok(());
     }
     w.scratch.key.clone_from(&a.key);
     let mut last = Ok(());
     for _ in 0..4 {
         last = store::transact(store, &mut w.scratch, |st| {
-            for &b in &a.in_flight {
+            for &b in budgets {
                 core::release(st, cfg.budgets[b].id, 1);
             }
             (true, ())

@@ -156,3 +156,57 @@ fn admin_reset_with_in_flight_frees_slots_and_releases_do_not_underflow() {
     assert_eq!(used(), 0, "releases after the reset stop at zero");
     assert_slots_free(&e, &up, "stuck", 3, 300);
 }
+
+/// Slots of a VM that traps come back by themselves: its ledger's heartbeat stops, and
+/// another VM (the reloaded worker's, or the main thread's) gives them back once it is stale.
+#[test]
+fn slots_held_by_a_trapped_vm_come_back_by_themselves() {
+    let up = Upstream::start();
+    let cfg = r#"{"budgets":{"conc":{"counts":"in_flight","limit":3}},
+        "admin":{"path_prefix":"/.quota","token_sha256":"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"},
+        "test_hooks":{"trap_path":"/__trap"}}"#;
+    // One worker: the slow requests and the trap meet in the same VM.
+    let e = Envoy::start(cfg, up.port, EnvoyOpts { concurrency: 1, ..EnvoyOpts::default() });
+    let auth = [("authorization", "Bearer secret")];
+    let used = || {
+        let r = request(e.port, "GET", "/.quota/tenants/held", &auth, None);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        v["budgets"]["conc"]["used"].as_u64()
+    };
+    let mut held: Vec<Conn> = (0..3).map(|_| Conn::open(e.port)).collect();
+    for c in held.iter_mut() {
+        c.send_only("GET", "/slow/60000", &[("x-tenant-id", "held")]);
+    }
+    wait_received(&up, 3);
+    assert_eq!(e.get("/", &[("x-tenant-id", "held")]).status, 429);
+    // Let the ledger reach shared data (next tick), then trap the VM holding the 3 slots.
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = try_request(e.port, "GET", "/__trap", &[], None);
+    let t0 = std::time::Instant::now();
+    // The next request finds the reloaded VM (FAIL_RELOAD); earlier ones may fail.
+    let mut first = None;
+    while first.is_none() && t0.elapsed() < Duration::from_secs(5) {
+        first = used();
+        if first.is_none() {
+            let r = request(e.port, "GET", "/.quota/tenants/held", &auth, None);
+            eprintln!("after the trap: {} {}", r.status, r.body_str());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(first, Some(3), "the slots outlive the VM that held them");
+    let mut back = None;
+    while t0.elapsed() < Duration::from_secs(30) {
+        if used() == Some(0) {
+            back = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = e.log_text();
+    eprintln!("slots back after {back:?}");
+    assert!(back.is_some(), "slots never came back:\n{log}");
+    assert!(log.contains("gave back 3 in_flight slots"), "{log}");
+    assert_eq!(e.stat("wasmcustom.quota_in_flight_reclaimed_total"), Some(3));
+    drop(held);
+    assert_slots_free(&e, &up, "held", 3, 300);
+}

@@ -249,9 +249,13 @@ pub struct Config {
     pub global: Option<Global>,
     /// Test-only: see [`raw::RawTestHooks`].
     pub trap_sync_leader_path: Option<String>,
+    pub trap_path: Option<String>,
 }
 
 pub const MAX_TENANT_ID_LEN: usize = 256;
+/// A tenant's state holds at most 255 slots (one byte counts them), shared by the budgets of
+/// the configurations that ran before; 64 leaves room for budgets renamed over many pushes.
+pub const MAX_BUDGETS: usize = 64;
 pub const DEFAULT_MAX_TRACKED: u64 = 100_000;
 
 /// A tenant id is 1..=256 bytes of visible ASCII (0x21-0x7E).
@@ -559,6 +563,9 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(0) => return err("tenant.max_tracked", "must be at least 1"),
         Some(n) => n,
     };
+    if raw.budgets.len() > MAX_BUDGETS {
+        return err("budgets", format!("at most {MAX_BUDGETS} budgets, got {}", raw.budgets.len()));
+    }
     let mut budgets = Vec::new();
     for (name, b) in &raw.budgets {
         budgets.push(compile_budget(name, b)?);
@@ -600,7 +607,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         on_error: raw.on_error.unwrap_or_default(),
         needs_match,
         global,
-        trap_sync_leader_path: raw.test_hooks.and_then(|t| t.trap_sync_leader_path),
+        trap_sync_leader_path: raw.test_hooks.as_ref().and_then(|t| t.trap_sync_leader_path.clone()),
+        trap_path: raw.test_hooks.as_ref().and_then(|t| t.trap_path.clone()),
     })
 }
 

@@ -36,6 +36,9 @@ pub struct RawTestHooks {
     /// (409 otherwise): how the tests kill the lease holder.
     #[serde(default)]
     pub trap_sync_leader_path: Option<String>,
+    /// A request to this path makes the VM handling it trap (tests of slot reclaim).
+    #[serde(default)]
+    pub trap_path: Option<String>,
 }
 
 /// SPEC 8: the rate limit service that global budgets sync with.

@@ -270,7 +270,12 @@ pub fn decide(
             resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
         });
     }
-    // Commit.
+    // Commit. Slots of budgets no longer configured (removed by a config push) are dropped
+    // once the state holds more slots than there are budgets, so they never crowd out the
+    // current ones (a state keeps at most 255 slots).
+    if state.slots.len() > policy.budgets.len() {
+        state.slots.retain(|s| policy.budgets.iter().any(|b| b.id == s.budget));
+    }
     for d in demands {
         let b = &policy.budgets[d.budget];
         let l = &policy.limits[d.budget];

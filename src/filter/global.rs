@@ -28,7 +28,6 @@ struct Ids {
 pub struct GlobalWorker {
     /// Tenant keys this worker charged since it last published them.
     dirty: HashSet<String>,
-    backlog: Vec<String>,
     urgent: bool,
     lease_id: u64,
     pub leader: bool,
@@ -78,7 +77,6 @@ impl GlobalWorker {
         };
         GlobalWorker {
             dirty: HashSet::new(),
-            backlog: Vec::new(),
             urgent: false,
             lease_id: lease_id | 1,
             leader: false,
@@ -108,14 +106,15 @@ impl GlobalWorker {
     /// watch the lease, and, as the lease holder, send the next call when one is due.
     pub fn tick(&mut self, cfg: &Config, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, now: u64) {
         let Some(g) = cfg.global.as_ref() else { return };
-        if !self.dirty.is_empty() {
-            self.backlog.extend(self.dirty.drain());
-        }
-        if !self.backlog.is_empty() || self.urgent {
-            if let Err(e) = global::publish_dirty(&HostStore, &mut self.backlog, self.urgent, &mut self.buf) {
-                host::log(host::LOG_WARN, &format!("tenant-quota: global: cannot publish changed tenants: {e:?}"));
-            } else {
-                self.urgent = false;
+        if !self.dirty.is_empty() || self.urgent {
+            // Keys that do not fit in the shared list stay in the set (no duplicates, so
+            // memory stays bounded by the tracked tenants) until the leader drains it.
+            let mut keys: Vec<String> = self.dirty.drain().collect();
+            let r = global::publish_dirty(&HostStore, &mut keys, self.urgent, &mut self.buf);
+            self.dirty.extend(keys);
+            match r {
+                Ok(()) => self.urgent = false,
+                Err(e) => host::log(host::LOG_WARN, &format!("tenant-quota: global: cannot publish changed tenants: {e:?}")),
             }
         }
         if let Ok(h) = global::read_health(&HostStore, &mut self.buf) {

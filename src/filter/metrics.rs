@@ -140,6 +140,13 @@ impl Metrics {
         self.gauge[slot] = Some(v);
     }
 
+    /// `quota_in_flight_reclaimed_total`: slots given back from VMs that stopped.
+    pub fn reclaimed(&mut self, n: u64) {
+        if let Some(id) = host::define_metric(COUNTER, "quota_in_flight_reclaimed_total") {
+            host::increment_metric(id, n as i64);
+        }
+    }
+
     /// `quota_admin_auth_failures_total`: admin calls refused (token or source address).
     pub fn admin_auth_failure(&mut self) {
         if self.admin_failures == 0 {

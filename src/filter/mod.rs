@@ -34,6 +34,8 @@ struct Shared {
     metrics: Metrics,
     saturation: SaturationState,
     global: global::GlobalWorker,
+    /// In-flight ledger (configs with `in_flight` budgets): a dead VM's slots come back.
+    ledger: Option<crate::store::ledger::Ledger>,
 }
 
 #[derive(Default)]
@@ -71,7 +73,8 @@ impl RootContext for Root {
         let init = store::init_registry(&HostStore)
             .and_then(|_| admin::init(&HostStore))
             .and_then(|_| saturation::init(&cfg))
-            .and_then(|_| if cfg.global.is_some() { crate::global::init(&HostStore) } else { Ok(()) });
+            .and_then(|_| if cfg.global.is_some() { crate::global::init(&HostStore) } else { Ok(()) })
+            .and_then(|_| if has_in_flight(&cfg) { crate::store::ledger::init(&HostStore) } else { Ok(()) });
         if let Err(e) = init {
             host::log(host::LOG_CRITICAL, &format!("tenant-quota: shared data unavailable at configure: {e:?}"));
             return false;
@@ -88,7 +91,9 @@ impl RootContext for Root {
         let seed = host::now_ms() ^ ((self as *const Root as u64) << 32) ^ 0x5151_7a7a;
         let mut worker = Worker::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let lease_id = worker.token();
+        let ledger = has_in_flight(&cfg).then(|| crate::store::ledger::Ledger::new(worker.token()));
         let shared = Shared {
+            ledger,
             global: global::GlobalWorker::new(lease_id),
             worker,
             overrides: Overrides::default(),
@@ -114,6 +119,30 @@ impl RootContext for Root {
                         global.tick(cfg, &|id| overrides.get(id), now);
                     }
                 }
+                let Shared { ledger, worker, metrics, .. } = &mut *sh;
+                if let Some(l) = ledger {
+                    let scratch = &mut worker.scratch;
+                    let r = l.tick(&HostStore, now, |key, budget, n| {
+                        scratch.key.clear();
+                        scratch.key.push_str(key);
+                        crate::store::transact(&HostStore, scratch, |st| {
+                            crate::core::release(st, budget, u64::from(n));
+                            (true, ())
+                        })
+                    });
+                    match r {
+                        Ok(r) if r.reclaimed_ledgers > 0 => {
+                            metrics.reclaimed(r.reclaimed_slots);
+                            host::log(
+                                host::LOG_WARN,
+                                &format!("tenant-quota: gave back {} in_flight slots held by {} VMs that stopped (trapped)", r.reclaimed_slots, r.reclaimed_ledgers),
+                            );
+                        }
+                        Ok(r) if r.lost_own => host::log(host::LOG_WARN, "tenant-quota: this VM stalled and its in_flight slots were given back by another"),
+                        Ok(_) => {}
+                        Err(e) => host::log(host::LOG_WARN, &format!("tenant-quota: in_flight ledger: {e:?}")),
+                    }
+                }
             }
         }
     }
@@ -137,6 +166,19 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+fn has_in_flight(cfg: &Config) -> bool {
+    cfg.budgets.iter().any(|b| b.counts == crate::config::Counts::InFlight)
+}
+
+/// Put an admitted request's in_flight slots on this VM's ledger.
+fn ledger_acquired(cfg: &Config, sh: &mut Shared, a: &Admitted) {
+    if let Some(l) = &mut sh.ledger {
+        for &b in &a.in_flight {
+            l.acquired(&a.key, cfg.budgets[b].id);
+        }
     }
 }
 
@@ -336,6 +378,7 @@ impl Http {
             sh.global.check_done(answers.map(|_| admitted), sent_at, now);
             match &r {
                 Ok(engine::ExactOutcome::Admit) => {
+                    ledger_acquired(&cfg, sh, &a);
                     for u in a.usage.iter().filter(|u| cfg.budgets[u.budget].global.is_some()) {
                         if a.global_dirty {
                             sh.global.touched(&a.key, false);
@@ -458,7 +501,11 @@ impl Http {
                 }
             }
         }
-        if let Err(e) = engine::release(&self.config, &HostStore, &mut sh.worker, &a) {
+        let budgets: Vec<usize> = match &mut sh.ledger {
+            None => a.in_flight.clone(),
+            Some(l) => a.in_flight.iter().copied().filter(|&b| l.release(&HostStore, &a.key, self.config.budgets[b].id).unwrap_or(true)).collect(),
+        };
+        if let Err(e) = engine::release(&self.config, &HostStore, &mut sh.worker, &a, &budgets) {
             sh.metrics.error();
             host::log(host::LOG_ERROR, &format!("tenant-quota: could not release in_flight slot of `{}`: {e:?}", a.tenant));
         }
@@ -508,6 +555,12 @@ impl HttpContext for Http {
                 return self.admin_headers(&path, end_of_stream);
             }
         }
+        if let Some(trap) = &cfg.trap_path {
+            if host::header(map::REQUEST_HEADERS, ":path").is_some_and(|p| p == trap.as_bytes()) {
+                host::log(host::LOG_WARN, "tenant-quota: test hook: trapping this VM");
+                std::process::abort();
+            }
+        }
         if let Some(trap) = &cfg.trap_sync_leader_path {
             if host::header(map::REQUEST_HEADERS, ":path").is_some_and(|p| p == trap.as_bytes()) {
                 // Test hook: the sync loop may run in a VM no request reaches (Envoy ticks
@@ -539,6 +592,9 @@ impl HttpContext for Http {
             if let Verdict::Admit(a) = &v {
                 if a.global_dirty {
                     sh.global.touched(&a.key, a.global_urgent);
+                }
+                if a.exact.is_empty() {
+                    ledger_acquired(&cfg, sh, a);
                 }
             }
             v

@@ -156,3 +156,117 @@ fn sequential_workers_admit_exactly_the_cap() {
     let n = (0..10).filter(|i| admit_one(&s, &c, "t", 1 + i, if i % 2 == 0 { &mut a } else { &mut b })).count();
     assert_eq!(n, 5);
 }
+
+mod ledgers {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use crate::store::ledger::{self, Ledger, HEARTBEAT_MS, STALE_MS};
+    use crate::store::{MemStore, SharedStore, StoreError};
+    use std::collections::HashMap;
+
+    const T: u64 = 1_800_000_000_000;
+
+    /// The tenant side of the test: slots held per (key, budget).
+    #[derive(Default)]
+    struct Slots(HashMap<(String, u32), u64>);
+
+    impl Slots {
+        fn take(&mut self, l: &mut Ledger, key: &str, b: u32) {
+            *self.0.entry((key.into(), b)).or_default() += 1;
+            l.acquired(key, b);
+        }
+        fn give(&mut self, l: &mut Ledger, s: &MemStore, key: &str, b: u32) {
+            if l.release(s, key, b).unwrap() {
+                let e = self.0.get_mut(&(key.to_string(), b)).unwrap();
+                *e = e.saturating_sub(1);
+            }
+        }
+        fn used(&self, key: &str, b: u32) -> u64 {
+            self.0.get(&(key.to_string(), b)).copied().unwrap_or(0)
+        }
+    }
+
+    fn tick(l: &mut Ledger, s: &MemStore, slots: &mut Slots, now: u64) -> ledger::TickReport {
+        l.tick(s, now, |k, b, n| {
+            let e = slots.0.entry((k.to_string(), b)).or_default();
+            *e = e.saturating_sub(u64::from(n));
+            Ok::<(), StoreError>(())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_dead_vms_slots_come_back_and_a_live_ones_stay() {
+        let s = MemStore::new();
+        ledger::init(&s).unwrap();
+        let mut slots = Slots::default();
+        let (mut a, mut b) = (Ledger::new(10), Ledger::new(20));
+        tick(&mut a, &s, &mut slots, T);
+        tick(&mut b, &s, &mut slots, T);
+        for _ in 0..3 {
+            slots.take(&mut a, "tq1|t|acme", 7);
+        }
+        slots.take(&mut a, "tq1|t|beta", 7);
+        slots.take(&mut b, "tq1|t|acme", 7);
+        // One release before the ledger is written: nothing to write, the slot goes back.
+        slots.give(&mut a, &s, "tq1|t|beta", 7);
+        tick(&mut a, &s, &mut slots, T + 1);
+        tick(&mut b, &s, &mut slots, T + 1);
+        // A release of a ledgered slot rewrites the shard first.
+        slots.give(&mut a, &s, "tq1|t|acme", 7);
+        assert_eq!(slots.used("tq1|t|acme", 7), 3);
+        // `a` dies (no more ticks); `b` keeps beating and reclaims a's 2 slots once stale.
+        let mut now = T + 1;
+        let mut reclaimed = 0;
+        while now < T + STALE_MS + 3 * HEARTBEAT_MS {
+            now += 500;
+            reclaimed += tick(&mut b, &s, &mut slots, now).reclaimed_slots;
+        }
+        assert_eq!(reclaimed, 2);
+        assert_eq!(slots.used("tq1|t|acme", 7), 1, "b's live slot stays");
+        assert_eq!(slots.used("tq1|t|beta", 7), 0);
+        // b's own release still works, and a's place is free for the next VM.
+        slots.give(&mut b, &s, "tq1|t|acme", 7);
+        assert_eq!(slots.used("tq1|t|acme", 7), 0);
+        let mut c = Ledger::new(30);
+        tick(&mut c, &s, &mut slots, now);
+        let mut buf = Vec::new();
+        s.get(ledger::PLACES_KEY, &mut buf).unwrap();
+        assert_eq!(buf.len(), 1 + 16, "two places: b's and the reused one");
+    }
+
+    #[test]
+    fn a_stalled_vm_that_was_reclaimed_never_releases_twice() {
+        let s = MemStore::new();
+        ledger::init(&s).unwrap();
+        let mut slots = Slots::default();
+        let (mut a, mut b) = (Ledger::new(1), Ledger::new(2));
+        tick(&mut a, &s, &mut slots, T);
+        tick(&mut b, &s, &mut slots, T);
+        slots.take(&mut a, "tq1|t|x", 3);
+        slots.take(&mut a, "tq1|t|x", 3);
+        tick(&mut a, &s, &mut slots, T + 1);
+        // a stalls past STALE_MS; b gives its 2 slots back.
+        let now = T + STALE_MS + HEARTBEAT_MS + 1;
+        assert_eq!(tick(&mut b, &s, &mut slots, now).reclaimed_slots, 2);
+        assert_eq!(slots.used("tq1|t|x", 3), 0);
+        // Another request takes one of the freed slots (held by b).
+        slots.take(&mut b, "tq1|t|x", 3);
+        // a wakes up: it learns it was reclaimed, and its requests release nothing.
+        assert!(tick(&mut a, &s, &mut slots, now + 1).lost_own);
+        slots.give(&mut a, &s, "tq1|t|x", 3);
+        slots.give(&mut a, &s, "tq1|t|x", 3);
+        assert_eq!(slots.used("tq1|t|x", 3), 1, "b's request keeps its slot");
+    }
+
+    #[test]
+    fn shard_encoding_round_trips_and_rejects_garbage() {
+        let mut out = Vec::new();
+        ledger::encode_entries([("tq1|t|a", 1u32, 2u32), ("tq1|overflow", 9, 1)].into_iter(), &mut out);
+        assert_eq!(ledger::decode_entries(&out).unwrap(), vec![("tq1|t|a".to_string(), 1, 2), ("tq1|overflow".to_string(), 9, 1)]);
+        assert!(ledger::decode_entries(&out[..out.len() - 1]).is_err());
+        assert!(ledger::decode_entries(&[2]).is_err());
+        assert_eq!(ledger::decode_entries(&[]).unwrap(), vec![]);
+    }
+}
