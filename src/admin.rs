@@ -3,7 +3,7 @@
 //! in one shared key each, so every worker sees them; workers re-read them at most every
 //! [`REFRESH_MS`].
 
-use crate::config::{compile_tenant_on, raw::RawTenant, valid_tenant_id, Admin, Config, Counts, TenantPolicy};
+use crate::config::{compile_subject_on, compile_tenant_on, raw::RawTenant, valid_tenant_id, Admin, Config, Counts, TenantPolicy};
 use crate::core::{self, Millis, Policy, TenantState};
 use crate::store::{self, Scratch, SharedStore, StoreError};
 use serde_json::{json, Map, Value};
@@ -99,6 +99,68 @@ fn update_map<S: SharedStore, R>(store: &S, key: &str, mut f: impl FnMut(&mut Ma
     Err(StoreError::Contended)
 }
 
+/// Whose counts an admin call is about: a tenant, or an id of a scope (SPEC 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    Tenant(&'a str),
+    /// (index into `Config::scopes`, id)
+    Scope(usize, &'a str),
+}
+
+impl<'a> Subject<'a> {
+    /// Runtime overrides of scope ids are kept under `"<scope> <id>"` (ids and scope names
+    /// have no spaces, so this cannot collide with a tenant id).
+    pub fn override_key(&self, cfg: &Config) -> String {
+        match self {
+            Subject::Tenant(id) => id.to_string(),
+            Subject::Scope(s, id) => format!("{} {id}", cfg.scopes[*s].name),
+        }
+    }
+
+    pub fn from_override_key(cfg: &Config, k: &'a str) -> Option<Subject<'a>> {
+        match k.split_once(' ') {
+            None => Some(Subject::Tenant(k)),
+            Some((name, id)) => cfg.scopes.iter().position(|s| s.name == name).map(|s| Subject::Scope(s, id)),
+        }
+    }
+
+    fn key(&self, cfg: &Config, out: &mut String) {
+        match self {
+            Subject::Tenant(id) => store::tenant_key(id, out),
+            Subject::Scope(s, id) => store::Space::Scope(&cfg.scopes[*s].name).key(id, out),
+        }
+    }
+
+    fn scope(&self) -> Option<usize> {
+        match self {
+            Subject::Tenant(_) => None,
+            Subject::Scope(s, _) => Some(*s),
+        }
+    }
+
+    fn configured_policy<'c>(&self, cfg: &'c Config) -> &'c TenantPolicy {
+        match self {
+            Subject::Tenant(id) => cfg.policy(id),
+            Subject::Scope(s, id) => cfg.scopes[*s].policy(id),
+        }
+    }
+
+    /// The reply's identification: `{"tenant": id}` or `{"scope": name, "id": id}`.
+    fn ident(&self, cfg: &Config) -> Map<String, Value> {
+        let mut m = Map::new();
+        match self {
+            Subject::Tenant(id) => {
+                m.insert("tenant".into(), json!(id));
+            }
+            Subject::Scope(s, id) => {
+                m.insert("scope".into(), json!(cfg.scopes[*s].name));
+                m.insert("id".into(), json!(id));
+            }
+        }
+        m
+    }
+}
+
 /// A worker's copy of the runtime overrides.
 #[derive(Debug, Default)]
 pub struct Overrides {
@@ -124,10 +186,16 @@ impl Overrides {
         let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&buf) else { return };
         self.policies = m
             .iter()
-            .filter_map(|(id, v)| {
+            .filter_map(|(k, v)| {
                 let raw: RawTenant = serde_json::from_value(v.clone()).ok()?;
-                let p = compile_tenant_on("", &cfg.budgets, cfg.policy(id), &raw).ok()?;
-                Some((id.clone(), p))
+                let p = match Subject::from_override_key(cfg, k)? {
+                    Subject::Tenant(id) => compile_tenant_on("", &cfg.budgets, cfg.policy(id), &raw).ok()?,
+                    Subject::Scope(s, id) => {
+                        let sc = &cfg.scopes[s];
+                        compile_subject_on("", &cfg.budgets, sc.policy(id), &raw, Some((s, &sc.name))).ok()?
+                    }
+                };
+                Some((k.clone(), p))
             })
             .collect();
         self.raw = m;
@@ -181,22 +249,31 @@ pub fn handle<S: SharedStore>(
     extra: impl FnOnce() -> StatusExtra,
 ) -> Response {
     let parts: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    // `?in_flight=true` on a reset also zeroes in_flight slots: the remedy for slots a trapped
+    // VM can no longer release (live requests then release into zero, never below).
+    let in_flight = req.query.split('&').any(|kv| kv == "in_flight=true");
+    let scope = |name: &str| cfg.scopes.iter().position(|s| s.name == name);
     match (req.method, parts.as_slice()) {
         ("GET", ["status"]) => status(cfg, store, extra()),
-        ("GET", ["tenants", id]) => with_id(id, |id| usage(cfg, store, overrides, id, now)),
-        ("PUT", ["tenants", id, "overrides"]) => with_id(id, |id| put_override(cfg, store, id, req.body)),
-        ("DELETE", ["tenants", id, "overrides"]) => with_id(id, |id| delete_override(store, id)),
-        ("POST", ["tenants", id, "reset"]) => {
-            // `?in_flight=true` also zeroes in_flight slots: the remedy for slots a trapped VM
-            // can no longer release (live requests then release into zero, never below).
-            let in_flight = req.query.split('&').any(|kv| kv == "in_flight=true");
-            with_id(id, |id| reset(cfg, store, id, in_flight))
-        }
+        ("GET", ["tenants", id]) => with_id(id, |id| usage(cfg, store, overrides, Subject::Tenant(id), now)),
+        ("PUT", ["tenants", id, "overrides"]) => with_id(id, |id| put_override(cfg, store, Subject::Tenant(id), req.body)),
+        ("DELETE", ["tenants", id, "overrides"]) => with_id(id, |id| delete_override(cfg, store, Subject::Tenant(id))),
+        ("POST", ["tenants", id, "reset"]) => with_id(id, |id| reset(cfg, store, Subject::Tenant(id), in_flight)),
+        (_, ["scopes", name, ..]) if scope(name).is_none() => error(404, format!("no scope `{name}` in the configuration")),
+        ("GET", ["scopes", name, id]) => with_id(id, |id| usage(cfg, store, overrides, Subject::Scope(scope(name).unwrap_or(0), id), now)),
+        ("PUT", ["scopes", name, id, "overrides"]) => with_id(id, |id| put_override(cfg, store, Subject::Scope(scope(name).unwrap_or(0), id), req.body)),
+        ("DELETE", ["scopes", name, id, "overrides"]) => with_id(id, |id| delete_override(cfg, store, Subject::Scope(scope(name).unwrap_or(0), id))),
+        ("POST", ["scopes", name, id, "reset"]) => with_id(id, |id| reset(cfg, store, Subject::Scope(scope(name).unwrap_or(0), id), in_flight)),
         ("PUT", ["saturation"]) => put_saturation(store, req.body, now),
-        (_, ["status"]) | (_, ["tenants", _]) | (_, ["tenants", _, "overrides"]) | (_, ["tenants", _, "reset"]) | (_, ["saturation"]) => {
-            error(405, format!("method {} not allowed here", req.method))
-        }
-        _ => error(404, "no such admin endpoint; see GET {prefix}/status, {prefix}/tenants/{id}"),
+        (_, ["status"])
+        | (_, ["tenants", _])
+        | (_, ["tenants", _, "overrides"])
+        | (_, ["tenants", _, "reset"])
+        | (_, ["scopes", _, _])
+        | (_, ["scopes", _, _, "overrides"])
+        | (_, ["scopes", _, _, "reset"])
+        | (_, ["saturation"]) => error(405, format!("method {} not allowed here", req.method)),
+        _ => error(404, "no such admin endpoint; see GET {prefix}/status, {prefix}/tenants/{id}, {prefix}/scopes/{scope}/{id}"),
     }
 }
 
@@ -211,9 +288,9 @@ fn store_error(e: StoreError) -> Response {
     error(503, format!("shared data unavailable: {e:?}"))
 }
 
-fn read_state<S: SharedStore>(store: &S, id: &str) -> Result<Option<TenantState>, StoreError> {
+fn read_state<S: SharedStore>(cfg: &Config, store: &S, who: Subject) -> Result<Option<TenantState>, StoreError> {
     let mut key = String::new();
-    store::tenant_key(id, &mut key);
+    who.key(cfg, &mut key);
     let mut buf = Vec::new();
     match store.get(&key, &mut buf)? {
         None => Ok(None),
@@ -221,18 +298,20 @@ fn read_state<S: SharedStore>(store: &S, id: &str) -> Result<Option<TenantState>
     }
 }
 
-fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, id: &str, now: Millis) -> Response {
-    let state = match read_state(store, id) {
+fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Subject, now: Millis) -> Response {
+    let state = match read_state(cfg, store, who) {
         Ok(s) => s,
         Err(e) => return store_error(e),
     };
-    let runtime = overrides.get(id);
-    let policy = runtime.as_ref().unwrap_or_else(|| cfg.policy(id));
+    let okey = who.override_key(cfg);
+    let runtime = overrides.policies.get(&okey).cloned();
+    let policy = runtime.as_ref().unwrap_or_else(|| who.configured_policy(cfg));
     let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: 1.0, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
     let empty = TenantState::default();
     let st = state.as_ref().unwrap_or(&empty);
     let mut budgets = Map::new();
-    for (i, b) in cfg.budgets.iter().enumerate() {
+    // A tenant's report has the budgets counted per tenant; a scope id's, its scope's.
+    for (i, b) in cfg.budgets.iter().enumerate().filter(|(_, b)| b.scope == who.scope()) {
         let l = &policy.limits[i];
         let u = core::standing(&pol, st, now, i);
         let mut e = json!({
@@ -253,17 +332,19 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, id: &st
         }
         budgets.insert(b.name.clone(), e);
     }
-    reply(
-        200,
-        json!({
-            "tenant": id,
-            "tracked": state.is_some(),
-            "configured": cfg.tenants.contains_key(id),
-            "priority": format!("{:?}", policy.priority).to_lowercase(),
-            "override": overrides.raw.get(id).cloned().unwrap_or(Value::Null),
-            "budgets": budgets,
-        }),
-    )
+    let mut out = who.ident(cfg);
+    out.insert("tracked".into(), json!(state.is_some()));
+    let configured = match who {
+        Subject::Tenant(id) => cfg.tenants.contains_key(id),
+        Subject::Scope(s, id) => cfg.scopes[s].ids.contains_key(id),
+    };
+    out.insert("configured".into(), json!(configured));
+    if let Subject::Tenant(_) = who {
+        out.insert("priority".into(), json!(format!("{:?}", policy.priority).to_lowercase()));
+    }
+    out.insert("override".into(), overrides.raw.get(&okey).cloned().unwrap_or(Value::Null));
+    out.insert("budgets".into(), Value::Object(budgets));
+    reply(200, Value::Object(out))
 }
 
 fn counts_name(c: &Counts) -> Value {
@@ -276,44 +357,63 @@ fn counts_name(c: &Counts) -> Value {
     }
 }
 
-fn put_override<S: SharedStore>(cfg: &Config, store: &S, id: &str, body: &[u8]) -> Response {
+fn put_override<S: SharedStore>(cfg: &Config, store: &S, who: Subject, body: &[u8]) -> Response {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let raw: RawTenant = match serde_path_to_error::deserialize(de) {
         Ok(r) => r,
         Err(e) => return error(400, format!("invalid override at `{}`: {}", e.path(), e.inner())),
     };
-    if let Err(e) = compile_tenant_on("", &cfg.budgets, cfg.policy(id), &raw) {
+    let compiled = match who {
+        Subject::Tenant(id) => compile_tenant_on("", &cfg.budgets, cfg.policy(id), &raw),
+        Subject::Scope(s, id) => {
+            if raw.priority.is_some() {
+                return error(400, "invalid override at `priority`: priority is a tenant's, not a scope id's");
+            }
+            compile_subject_on("", &cfg.budgets, cfg.scopes[s].policy(id), &raw, Some((s, &cfg.scopes[s].name)))
+        }
+    };
+    if let Err(e) = compiled {
         return error(400, format!("invalid override at `{}`: {}", e.path.trim_start_matches('.'), e.message));
     }
     let Ok(value) = serde_json::from_slice::<Value>(body) else { return error(400, "invalid JSON") };
+    let key = who.override_key(cfg);
     let r = update_map(store, OVERRIDES_KEY, |m| {
-        if !m.contains_key(id) && m.len() >= MAX_OVERRIDES {
+        if !m.contains_key(&key) && m.len() >= MAX_OVERRIDES {
             return false;
         }
-        m.insert(id.to_string(), value.clone());
+        m.insert(key.clone(), value.clone());
         true
     });
+    let mut out = who.ident(cfg);
     match r {
-        Ok(true) => reply(200, json!({ "tenant": id, "override": value })),
+        Ok(true) => {
+            out.insert("override".into(), value);
+            reply(200, Value::Object(out))
+        }
         Ok(false) => error(409, format!("at most {MAX_OVERRIDES} runtime overrides")),
         Err(e) => store_error(e),
     }
 }
 
-fn delete_override<S: SharedStore>(store: &S, id: &str) -> Response {
-    match update_map(store, OVERRIDES_KEY, |m| m.remove(id).is_some()) {
-        Ok(true) => reply(200, json!({ "tenant": id, "override": null })),
-        Ok(false) => error(404, "no runtime override for this tenant"),
+fn delete_override<S: SharedStore>(cfg: &Config, store: &S, who: Subject) -> Response {
+    let key = who.override_key(cfg);
+    let mut out = who.ident(cfg);
+    match update_map(store, OVERRIDES_KEY, |m| m.remove(&key).is_some()) {
+        Ok(true) => {
+            out.insert("override".into(), Value::Null);
+            reply(200, Value::Object(out))
+        }
+        Ok(false) => error(404, "no runtime override for this subject"),
         Err(e) => store_error(e),
     }
 }
 
-fn reset<S: SharedStore>(cfg: &Config, store: &S, id: &str, in_flight: bool) -> Response {
+fn reset<S: SharedStore>(cfg: &Config, store: &S, who: Subject, in_flight: bool) -> Response {
     let mut sc = Scratch::default();
-    store::tenant_key(id, &mut sc.key);
+    who.key(cfg, &mut sc.key);
     let run = |sc: &mut Scratch| {
         store::transact(store, sc, |st| {
-            for b in cfg.budgets.iter().filter(|b| in_flight || b.counts != Counts::InFlight) {
+            for b in cfg.budgets.iter().filter(|b| b.scope == who.scope() && (in_flight || b.counts != Counts::InFlight)) {
                 core::reset(st, b.id);
             }
             (true, ())
@@ -323,16 +423,26 @@ fn reset<S: SharedStore>(cfg: &Config, store: &S, id: &str, in_flight: bool) -> 
     let mut r = run(&mut sc);
     if r == Err(StoreError::Corrupt) {
         // An undecodable state (written by something else in this vm_id) is replaced by an
-        // empty one, under CAS, so the operator can repair a tenant stuck on `on_error`.
+        // empty one, under CAS, so the operator can repair a subject stuck on `on_error`.
         r = repair(store, &mut sc).and_then(|()| run(&mut sc));
         repaired = r.is_ok();
     }
+    let mut out = who.ident(cfg);
     match r {
-        Ok(()) if repaired => reply(200, json!({ "tenant": id, "reset": true, "in_flight_reset": in_flight, "repaired": true })),
-        Ok(()) => reply(200, json!({ "tenant": id, "reset": true, "in_flight_reset": in_flight })),
-        Err(StoreError::Missing) => reply(200, json!({ "tenant": id, "reset": false, "note": "tenant has no state yet" })),
-        Err(e) => store_error(e),
+        Ok(()) => {
+            out.insert("reset".into(), json!(true));
+            out.insert("in_flight_reset".into(), json!(in_flight));
+            if repaired {
+                out.insert("repaired".into(), json!(true));
+            }
+        }
+        Err(StoreError::Missing) => {
+            out.insert("reset".into(), json!(false));
+            out.insert("note".into(), json!(format!("{} has no state yet", if who.scope().is_some() { "this scope id" } else { "tenant" })));
+        }
+        Err(e) => return store_error(e),
     }
+    reply(200, Value::Object(out))
 }
 
 /// Replace an undecodable tenant state by an empty one (no-op if it decodes by now).

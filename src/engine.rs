@@ -57,6 +57,37 @@ pub struct Admitted {
     pub global_dirty: bool,
     /// A global budget is near its cap: sync sooner.
     pub global_urgent: bool,
+    /// What the request reserved in each scope (SPEC 7), in scope order.
+    pub scopes: Vec<ScopeCharge>,
+}
+
+/// A scope id's part of an admitted request.
+#[derive(Debug, Clone)]
+pub struct ScopeCharge {
+    /// Index into `Config::scopes`.
+    pub scope: usize,
+    /// The id as reported (`overflow` for ids past `max_tracked`).
+    pub id: String,
+    /// The store key the reservation was committed under.
+    pub key: String,
+    pub policy: TenantPolicy,
+    pub reserved: Vec<Demand>,
+}
+
+impl Admitted {
+    /// The store key and policy a budget's units belong to: its scope id's, or the tenant's.
+    pub fn subject_of<'a>(&'a self, cfg: &Config, budget: usize, tenant_policy: &'a TenantPolicy) -> Option<(&'a str, &'a TenantPolicy)> {
+        match cfg.budgets.get(budget)?.scope {
+            None => Some((self.key.as_str(), tenant_policy)),
+            Some(s) => self.scopes.iter().find(|c| c.scope == s).map(|c| (c.key.as_str(), &c.policy)),
+        }
+    }
+
+    /// The scope id a budget was counted under (None: a tenant budget).
+    pub fn scope_id_of(&self, cfg: &Config, budget: usize) -> Option<(usize, &str)> {
+        let s = cfg.budgets.get(budget)?.scope?;
+        self.scopes.iter().find(|c| c.scope == s).map(|c| (s, c.id.as_str()))
+    }
 }
 
 #[derive(Debug)]
@@ -64,7 +95,14 @@ pub enum Verdict {
     /// Nothing to do (mode off, or the filter could not decide and `on_error` is allow).
     Pass { error: Option<StoreError> },
     Admit(Box<Admitted>),
-    Reject { reply: Reply, tenant: Option<String>, rejection: Option<Rejection>, error: Option<StoreError> },
+    Reject {
+        reply: Reply,
+        tenant: Option<String>,
+        rejection: Option<Rejection>,
+        error: Option<StoreError>,
+        /// The scope and id whose budget refused (SPEC 7), if a scoped one did.
+        scope: Option<(usize, String)>,
+    },
 }
 
 /// Per-worker state the engine reuses between requests.
@@ -179,6 +217,11 @@ pub fn ratelimit_header(cfg: &Config, budget: usize, remaining: u64, reset_s: u6
 
 /// The 429 for a rejection.
 pub fn reject_reply(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejection) -> Reply {
+    reject_reply_in(cfg, policy, tenant, r, None)
+}
+
+/// The 429 for a rejection; `scope` (name, id) when a scoped budget refused (SPEC 7).
+pub fn reject_reply_in(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejection, scope: Option<(&str, &str)>) -> Reply {
     let b = &cfg.budgets[r.budget];
     let reason = r.reason.header_value(&b.name);
     let window_ms = policy.limits[r.budget].window_ms;
@@ -187,17 +230,19 @@ pub fn reject_reply(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejec
         Reason::SaturationThrottle => "Tenant throttled while the service is saturated",
         _ => "Tenant quota exceeded",
     };
+    let scope_json = scope.map_or(String::new(), |(sn, id)| format!(",\"scope\":\"{}\",\"scope_id\":\"{}\"", json_escape(sn), json_escape(id)));
     let body = format!(
-        "{{\"type\":\"urn:tenant-quota:{}\",\"title\":\"{}\",\"status\":429,\"violated-policies\":[\"{}\"],\"error\":\"quota_exceeded\",\"reason\":\"{}\",\"budget\":\"{}\",\"tenant\":\"{}\",\"retry_after_s\":{}}}",
+        "{{\"type\":\"urn:tenant-quota:{}\",\"title\":\"{}\",\"status\":429,\"violated-policies\":[\"{}\"],\"error\":\"quota_exceeded\",\"reason\":\"{}\",\"budget\":\"{}\",\"tenant\":\"{}\",\"retry_after_s\":{}{}}}",
         reason,
         title,
         b.name,
         reason,
         b.name,
         json_escape(tenant),
-        r.retry_after_s
+        r.retry_after_s,
+        scope_json
     );
-    Reply {
+    let mut reply = Reply {
         status: 429,
         reason: reason.clone(),
         headers: vec![
@@ -211,7 +256,12 @@ pub fn reject_reply(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejec
             ("content-type".into(), "application/problem+json".into()),
         ],
         body,
+    };
+    if let Some((sn, id)) = scope {
+        reply.headers.push(("x-tenant-quota-scope".into(), sn.to_string()));
+        reply.headers.push(("x-tenant-quota-scope-id".into(), id.to_string()));
     }
+    reply
 }
 
 /// Headers for an admitted response (enforce and shadow): the three SPEC headers for the
@@ -242,6 +292,8 @@ pub struct RequestInput<'h, H: RequestHeaders> {
     pub now: Millis,
     /// The rate limit service has not answered for long enough (SPEC 8).
     pub global_degraded: bool,
+    /// Each scope's id as read (by scope index; None: absent). Empty without scopes.
+    pub scope_ids: Vec<Option<Vec<u8>>>,
 }
 
 fn store_error_verdict(cfg: &Config, e: StoreError, tenant: Option<String>) -> Verdict {
@@ -252,6 +304,7 @@ fn store_error_verdict(cfg: &Config, e: StoreError, tenant: Option<String>) -> V
             tenant,
             rejection: None,
             error: Some(e),
+            scope: None,
         },
     }
 }
@@ -265,7 +318,7 @@ fn shadow_or_reject(cfg: &Config, reply: Reply, tenant: Option<String>) -> Verdi
             ..Admitted::default()
         }))
     } else {
-        Verdict::Reject { reply, tenant, rejection: None, error: None }
+        Verdict::Reject { reply, tenant, rejection: None, error: None, scope: None }
     }
 }
 
@@ -312,6 +365,26 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     }
     let keep = saturation::keep(cfg.saturation.as_ref(), input.level, priority);
     let sat_retry = cfg.saturation.as_ref().map_or(5, |s| s.retry_after_s);
+    // 2b. Scope ids (SPEC 7): an absent id leaves the scope's budgets out; an invalid one is
+    // refused like an invalid tenant id.
+    let mut scope_ids: Vec<Option<(String, TenantKind, TenantPolicy)>> = Vec::new();
+    for (i, sc) in cfg.scopes.iter().enumerate() {
+        let raw = input.scope_ids.get(i).cloned().flatten().filter(|v| !v.is_empty());
+        let Some(raw) = raw else {
+            scope_ids.push(None);
+            continue;
+        };
+        if !crate::config::valid_tenant_id(&raw) {
+            let mut reply = plain_reply(400, "invalid_scope", "Invalid scope id", Some(&tenant));
+            reply.headers.push(("x-tenant-quota-scope".into(), sc.name.clone()));
+            return shadow_or_reject(cfg, reply, Some(tenant));
+        }
+        let id = String::from_utf8(raw).unwrap_or_default();
+        let kind = if sc.ids.contains_key(&id) { TenantKind::Named } else { TenantKind::Dynamic };
+        let p = overrides(&format!("{} {}", sc.name, id)).unwrap_or_else(|| sc.policy(&id).clone());
+        scope_ids.push(Some((id, kind, p)));
+    }
+    let mut scope_demands: Vec<Vec<Demand>> = vec![Vec::new(); cfg.scopes.len()];
     // 3. Demands.
     // Read :method and :path only if some budget's match needs them.
     let method = if cfg.budgets.iter().any(|b| !b.matcher.methods.is_empty()) {
@@ -341,7 +414,14 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         if !b.matcher.is_any() && !b.matcher.matches(&method, &path) {
             continue;
         }
-        if policy.limits[i].unlimited {
+        let limits = match b.scope {
+            None => &policy.limits,
+            Some(sc) => match &scope_ids[sc] {
+                None => continue,
+                Some((_, _, p)) => &p.limits,
+            },
+        };
+        if limits[i].unlimited {
             continue;
         }
         let d = match &b.counts {
@@ -364,7 +444,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                             shadow_cost = Some(reply.reason);
                             Demand { budget: i, units: 0, admit: Admit::Reserve }
                         } else {
-                            return Verdict::Reject { reply, tenant: Some(tenant), rejection: None, error: None };
+                            return Verdict::Reject { reply, tenant: Some(tenant), rejection: None, error: None, scope: None };
                         }
                     }
                 },
@@ -386,11 +466,14 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
             exact.push(d);
             continue;
         }
-        w.demands.push(d);
+        match b.scope {
+            Some(sc) => scope_demands[sc].push(d),
+            None => w.demands.push(d),
+        }
     }
     // 4. Saturation may refuse this priority outright.
     if keep <= 0.0 {
-        let budget = w.demands.first().map(|d| d.budget);
+        let budget = w.demands.first().or_else(|| scope_demands.iter().flatten().next()).map(|d| d.budget);
         let r = match budget {
             Some(b) => Rejection {
                 budget: b,
@@ -407,50 +490,126 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         };
         return finish_rejection(cfg, policy, tenant, r, keep, priority);
     }
-    if w.demands.is_empty() && exact.is_empty() {
+    let scoped = scope_demands.iter().any(|d| !d.is_empty());
+    if w.demands.is_empty() && exact.is_empty() && !scoped {
         return Verdict::Admit(Box::new(Admitted { tenant, keep, priority: Some(priority), shadow: shadow_cost, ..Admitted::default() }));
     }
-    // 5. Decide and commit under CAS.
+    // 5. Decide and commit under CAS: the tenant's budgets first, then each scope's in name
+    // order (SPEC 7). Each is one exact CAS on its own key; a refusal undoes, by CAS, what the
+    // earlier ones reserved, so a refused request consumes nothing anywhere. While it is being
+    // undone a concurrent request may see those units and be refused too, never admitted
+    // beyond a limit: every admission is checked against counts that include them.
     let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep, saturation_retry_after_s: sat_retry, global: view };
     let token = w.token();
-    let Worker { scratch, demands, usage, .. } = w;
-    store::tenant_key(&tenant, &mut scratch.key);
-    let mut run = |scratch: &mut Scratch| {
-        store::transact(store, scratch, |st: &mut TenantState| match core::decide(&pol, st, input.now, demands, usage) {
-            Ok(()) => (true, Ok(())),
-            Err(r) => (false, Err(r)),
-        })
-    };
-    let mut result = run(scratch);
-    if result == Err(StoreError::Missing) {
-        if let Err(e) = store::resolve(store, &tenant, kind, cfg.max_tracked, input.now, token, scratch) {
-            return store_error_verdict(cfg, e, Some(tenant));
+    let mut reported = tenant.clone();
+    let mut tenant_key = String::new();
+    let mut all_usage: Vec<Usage> = Vec::new();
+    let tenant_reserved: Vec<Demand> = if scoped || !exact.is_empty() { w.demands.clone() } else { Vec::new() };
+    if !w.demands.is_empty() || !exact.is_empty() {
+        let Worker { scratch, demands, usage, .. } = &mut *w;
+        store::tenant_key(&tenant, &mut scratch.key);
+        let mut run = |scratch: &mut Scratch| {
+            store::transact(store, scratch, |st: &mut TenantState| match core::decide(&pol, st, input.now, demands, usage) {
+                Ok(()) => (true, Ok(())),
+                Err(r) => (false, Err(r)),
+            })
+        };
+        let mut result = run(scratch);
+        if result == Err(StoreError::Missing) {
+            if let Err(e) = store::resolve(store, &tenant, kind, cfg.max_tracked, input.now, token, scratch) {
+                return store_error_verdict(cfg, e, Some(tenant));
+            }
+            result = run(scratch);
         }
-        result = run(scratch);
+        if scratch.key.ends_with("|overflow") {
+            reported = store::OVERFLOW_TENANT.to_string();
+        }
+        match result {
+            Err(e) => return store_error_verdict(cfg, e, Some(reported)),
+            Ok(Err(r)) => return finish_rejection(cfg, policy, reported, r, keep, priority),
+            Ok(Ok(())) => {}
+        }
+        tenant_key.clone_from(&scratch.key);
+        all_usage.extend_from_slice(usage);
     }
-    let reported = if scratch.key.ends_with("|overflow") { store::OVERFLOW_TENANT.to_string() } else { tenant };
-    match result {
-        Err(e) => store_error_verdict(cfg, e, Some(reported)),
-        Ok(Err(r)) => finish_rejection(cfg, policy, reported, r, keep, priority),
-        Ok(Ok(())) => {
-            let (global_dirty, global_urgent) = global_marks(cfg, usage);
-            Verdict::Admit(Box::new(Admitted {
-                headline: core::closest_to_exhaustion(usage).copied(),
-                usage: usage.clone(),
-                tenant: reported,
-                key: scratch.key.clone(),
-                priority: Some(priority),
-                keep,
-                shadow: shadow_cost,
-                in_flight,
-                after,
-                reserved: if exact.is_empty() { Vec::new() } else { demands.clone() },
-                exact,
-                at: input.now,
-                global_dirty,
-                global_urgent,
-            }))
+    let mut charged: Vec<ScopeCharge> = Vec::new();
+    for (sc, ds) in scope_demands.into_iter().enumerate() {
+        if ds.is_empty() {
+            continue;
         }
+        let Some((id, skind, spolicy)) = scope_ids[sc].take() else { continue };
+        let space = store::Space::Scope(&cfg.scopes[sc].name);
+        let spol = Policy { budgets: &cfg.budgets, limits: &spolicy.limits, keep, saturation_retry_after_s: sat_retry, global: view };
+        let Worker { scratch, usage, .. } = &mut *w;
+        space.key(&id, &mut scratch.key);
+        let mut run = |scratch: &mut Scratch| {
+            store::transact(store, scratch, |st: &mut TenantState| match core::decide(&spol, st, input.now, &ds, usage) {
+                Ok(()) => (true, Ok(())),
+                Err(r) => (false, Err(r)),
+            })
+        };
+        let mut result = run(scratch);
+        if result == Err(StoreError::Missing) {
+            // The same lock token as the tenant's: each space has its own registry lock.
+            match store::resolve_in(store, space, &id, skind, cfg.scopes[sc].max_tracked, input.now, token, scratch) {
+                Ok(()) => result = run(scratch),
+                Err(e) => result = Err(e),
+            }
+        }
+        let sid = if scratch.key.starts_with("tq1|so|") { store::OVERFLOW_TENANT.to_string() } else { id };
+        match result {
+            Ok(Ok(())) => {
+                all_usage.extend_from_slice(usage);
+                charged.push(ScopeCharge { scope: sc, id: sid, key: scratch.key.clone(), policy: spolicy, reserved: ds });
+            }
+            Ok(Err(r)) => {
+                undo(cfg, store, w, &tenant_key, policy, &tenant_reserved, input.now, &charged);
+                return finish_rejection_in(cfg, &spolicy, reported, r, keep, priority, Some((sc, sid)));
+            }
+            Err(e) => {
+                undo(cfg, store, w, &tenant_key, policy, &tenant_reserved, input.now, &charged);
+                return store_error_verdict(cfg, e, Some(reported));
+            }
+        }
+    }
+    let (global_dirty, global_urgent) = global_marks(cfg, &all_usage);
+    Verdict::Admit(Box::new(Admitted {
+        headline: core::closest_to_exhaustion(&all_usage).copied(),
+        usage: all_usage,
+        tenant: reported,
+        key: tenant_key,
+        priority: Some(priority),
+        keep,
+        shadow: shadow_cost,
+        in_flight,
+        after,
+        reserved: if exact.is_empty() { Vec::new() } else { tenant_reserved },
+        exact,
+        at: input.now,
+        global_dirty,
+        global_urgent,
+        scopes: charged,
+    }))
+}
+
+/// Undo reservations: the tenant's (`tenant_reserved` under `tenant_key`) and each scope
+/// id's. Best effort: a failure leaves units counted (the safe side) and is not retried.
+#[allow(clippy::too_many_arguments)]
+fn undo<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, tenant_key: &str, policy: &TenantPolicy, tenant_reserved: &[Demand], at: Millis, scopes: &[ScopeCharge]) {
+    if !tenant_key.is_empty() && !tenant_reserved.is_empty() {
+        w.scratch.key.clear();
+        w.scratch.key.push_str(tenant_key);
+        let _ = store::transact(store, &mut w.scratch, |st| {
+            core::unreserve(st, &cfg.budgets, &policy.limits, at, tenant_reserved);
+            (true, ())
+        });
+    }
+    for c in scopes {
+        w.scratch.key.clone_from(&c.key);
+        let _ = store::transact(store, &mut w.scratch, |st| {
+            core::unreserve(st, &cfg.budgets, &c.policy.limits, at, &c.reserved);
+            (true, ())
+        });
     }
 }
 
@@ -486,14 +645,8 @@ pub fn exact_request(cfg: &Config, policy: &TenantPolicy, a: &Admitted) -> Vec<u
 
 /// Undo the local reservations of an admitted request the service then refused.
 pub fn rollback<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitted, policy: &TenantPolicy) -> Result<(), StoreError> {
-    if a.reserved.is_empty() || a.key.is_empty() {
-        return Ok(());
-    }
-    w.scratch.key.clone_from(&a.key);
-    store::transact(store, &mut w.scratch, |st| {
-        core::unreserve(st, &cfg.budgets, &policy.limits, a.at, &a.reserved);
-        (true, ())
-    })
+    undo(cfg, store, w, &a.key, policy, &a.reserved, a.at, &a.scopes);
+    Ok(())
 }
 
 /// The outcome of an `exact` request once the service answered or could not.
@@ -590,19 +743,28 @@ pub fn exact_finish<S: SharedStore>(
 }
 
 fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Rejection, keep: f64, priority: Priority) -> Verdict {
-    let reply = reject_reply(cfg, policy, &tenant, &r);
+    finish_rejection_in(cfg, policy, tenant, r, keep, priority, None)
+}
+
+fn finish_rejection_in(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Rejection, keep: f64, priority: Priority, scope: Option<(usize, String)>) -> Verdict {
+    let reply = reject_reply_in(cfg, policy, &tenant, &r, scope.as_ref().map(|(s, id)| (cfg.scopes[*s].name.as_str(), id.as_str())));
     if cfg.mode == Mode::Shadow {
         let headline = Usage { budget: r.budget, limit: r.limit, burst_credits: 0, used: r.limit, burst_taken: 0, used_before: r.limit, resets_in_ms: r.reset_s * 1000 };
+        // The refusing scope id, so the shadow rejection is counted under its label.
+        let scopes = scope
+            .map(|(sc, id)| vec![ScopeCharge { scope: sc, id, key: String::new(), policy: policy.clone(), reserved: Vec::new() }])
+            .unwrap_or_default();
         return Verdict::Admit(Box::new(Admitted {
             tenant,
             keep,
             priority: Some(priority),
             headline: Some(headline),
             shadow: Some(reply.reason),
+            scopes,
             ..Admitted::default()
         }));
     }
-    Verdict::Reject { reply, tenant: Some(tenant), rejection: Some(r), error: None }
+    Verdict::Reject { reply, tenant: Some(tenant), rejection: Some(r), error: None, scope }
 }
 
 /// Charge units after the fact to an admitted request's tenant.
@@ -620,8 +782,10 @@ pub fn charge<S: SharedStore>(
     if units == 0 {
         return Ok(None);
     }
+    let Some((key, policy)) = a.subject_of(cfg, budget, policy) else { return Ok(None) };
     let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
-    w.scratch.key.clone_from(&a.key);
+    w.scratch.key.clear();
+    w.scratch.key.push_str(key);
     store::transact(store, &mut w.scratch, |st| {
         let u = core::charge(&pol, st, now, budget, units);
         (true, u)
@@ -634,20 +798,38 @@ pub fn release<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admi
     if budgets.is_empty() {
         return Ok(());
     }
-    w.scratch.key.clone_from(&a.key);
-    let mut last = Ok(());
-    for _ in 0..4 {
-        last = store::transact(store, &mut w.scratch, |st| {
-            for &b in budgets {
-                core::release(st, cfg.budgets[b].id, 1);
+    // Slots of tenant budgets live under the tenant's key, those of scoped budgets under the
+    // scope id's: one transaction per key.
+    let mut result = Ok(());
+    let keys = std::iter::once(None).chain(a.scopes.iter().map(|c| Some(c.scope)));
+    for scope in keys {
+        let mine: Vec<usize> = budgets.iter().copied().filter(|&b| cfg.budgets[b].scope == scope).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let key = match scope {
+            None => a.key.as_str(),
+            Some(sc) => a.scopes.iter().find(|c| c.scope == sc).map_or("", |c| c.key.as_str()),
+        };
+        w.scratch.key.clear();
+        w.scratch.key.push_str(key);
+        let mut last = Ok(());
+        for _ in 0..4 {
+            last = store::transact(store, &mut w.scratch, |st| {
+                for &b in &mine {
+                    core::release(st, cfg.budgets[b].id, 1);
+                }
+                (true, ())
+            });
+            if last.is_ok() {
+                break;
             }
-            (true, ())
-        });
-        if last.is_ok() {
-            break;
+        }
+        if last.is_err() {
+            result = last;
         }
     }
-    last
+    result
 }
 
 #[cfg(test)]

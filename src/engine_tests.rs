@@ -18,7 +18,7 @@ const NOW: u64 = 1_700_000_000_000;
 
 fn run(cfg: &Config, s: &MemStore, w: &mut Worker, tenant: Option<&str>, h: &[(&'static str, &'static str)]) -> Verdict {
     let mut headers = Map(h.iter().copied().collect());
-    let input = RequestInput { headers: &mut headers, tenant: tenant.map(|t| t.as_bytes().to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW };
+    let input = RequestInput { headers: &mut headers, tenant: tenant.map(|t| t.as_bytes().to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: Vec::new() };
     evaluate(cfg, s, w, input, &|_| None)
 }
 
@@ -122,4 +122,151 @@ fn admitted_headers_are_the_three_spec_numbers_and_the_shadow_reason() {
     with_shadow.push(("x-tenant-quota-shadow", "burst_exhausted".into()));
     assert_eq!(collect(&a), with_shadow);
     assert!(collect(&Admitted::default()).is_empty());
+}
+
+mod scopes {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    const TEAM: &str = r#"{"scopes":{"team":{"header":"x-team-id","max_tracked":2,"ids":{"gold":{"budgets":{"team_rpm":{"limit":1}}}}}},
+        "budgets":{"rpm":{"counts":"requests","window_ms":60000,"limit":10},
+                   "team_rpm":{"counts":"requests","window_ms":60000,"limit":5,"scope":"team"}}}"#;
+
+    fn setup() -> (Config, MemStore, Worker) {
+        let c = Config::parse(TEAM.as_bytes()).unwrap();
+        let s = MemStore::new();
+        init_registry(&s).unwrap();
+        store::init_registry_in(&s, store::Space::Scope("team")).unwrap();
+        (c, s, Worker::new(3))
+    }
+
+    fn ask(c: &Config, s: &MemStore, w: &mut Worker, tenant: &str, team: Option<&str>) -> Verdict {
+        let mut headers = Map(HashMap::new());
+        let input = RequestInput {
+            headers: &mut headers,
+            tenant: Some(tenant.as_bytes().to_vec()),
+            end_of_stream: true,
+            level: 0,
+            global_degraded: false,
+            now: NOW,
+            scope_ids: vec![team.map(|t| t.as_bytes().to_vec())],
+        };
+        evaluate(c, s, w, input, &|_| None)
+    }
+
+    fn used(c: &Config, s: &MemStore, key: &str, budget: &str) -> u64 {
+        let mut b = Vec::new();
+        if s.get(key, &mut b).unwrap().is_none() {
+            return 0;
+        }
+        let st = TenantState::decode(&b).unwrap();
+        st.slot(c.budgets[c.budget_index(budget).unwrap()].id).map_or(0, |x| x.used)
+    }
+
+    #[test]
+    fn two_tenants_of_one_team_share_its_budget_and_the_refusal_names_the_scope() {
+        let (c, s, mut w) = setup();
+        let mut admitted = 0;
+        let mut refusal = None;
+        for t in ["a", "a", "a", "b", "b", "b"] {
+            match ask(&c, &s, &mut w, t, Some("blue")) {
+                Verdict::Admit(_) => admitted += 1,
+                Verdict::Reject { reply, scope, .. } => refusal = Some((reply, scope)),
+                v => panic!("{v:?}"),
+            }
+        }
+        assert_eq!(admitted, 5);
+        let (reply, scope) = refusal.unwrap();
+        assert_eq!(reply.status, 429);
+        assert_eq!(scope, Some((0, "blue".to_string())));
+        let h = |n: &str| reply.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(h("x-tenant-quota-scope").as_deref(), Some("team"));
+        assert_eq!(h("x-tenant-quota-scope-id").as_deref(), Some("blue"));
+        assert_eq!(h("x-tenant-quota-budget").as_deref(), Some("team_rpm"));
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!((body["scope"].as_str(), body["scope_id"].as_str(), body["tenant"].as_str()), (Some("team"), Some("blue"), Some("b")));
+        // The refused request consumed nothing: b's tenant count has its 2 admitted only.
+        assert_eq!(used(&c, &s, "tq1|t|b", "rpm"), 2);
+        assert_eq!(used(&c, &s, "tq1|s|team|blue", "team_rpm"), 5);
+        // Another team is unaffected; a configured id has its own limit.
+        assert!(matches!(ask(&c, &s, &mut w, "b", Some("red")), Verdict::Admit(_)));
+        assert!(matches!(ask(&c, &s, &mut w, "c", Some("gold")), Verdict::Admit(_)));
+        assert!(matches!(ask(&c, &s, &mut w, "c", Some("gold")), Verdict::Reject { .. }));
+    }
+
+    #[test]
+    fn missing_ids_are_not_counted_invalid_ones_refused_and_ids_past_max_tracked_share_overflow() {
+        let (c, s, mut w) = setup();
+        for _ in 0..7 {
+            assert!(matches!(ask(&c, &s, &mut w, "solo", None), Verdict::Admit(_)));
+        }
+        assert_eq!(used(&c, &s, "tq1|t|solo", "rpm"), 7);
+        match ask(&c, &s, &mut w, "solo", Some("bad id")) {
+            Verdict::Reject { reply, .. } => assert_eq!((reply.status, reply.reason.as_str()), (400, "invalid_scope")),
+            v => panic!("{v:?}"),
+        }
+        // max_tracked 2: the third new id shares `overflow` (configured ids do not count).
+        for (i, id) in ["t1", "t2", "t3", "t4", "gold"].iter().enumerate() {
+            let Verdict::Admit(a) = ask(&c, &s, &mut w, &format!("u{i}"), Some(id)) else { panic!() };
+            let expect = if i >= 2 && *id != "gold" { "overflow" } else { id };
+            assert_eq!(a.scopes[0].id, expect, "{id}");
+        }
+        assert_eq!(used(&c, &s, "tq1|so|team", "team_rpm"), 2);
+    }
+
+    #[test]
+    fn tenant_refusal_comes_first_and_scope_charges_are_undone() {
+        let (c, s, mut w) = setup();
+        // `t` exhausts its own limit in team red (limit 5 per team: use two teams).
+        for i in 0..10 {
+            let team = if i < 5 { "red" } else { "green" };
+            assert!(matches!(ask(&c, &s, &mut w, "t", Some(team)), Verdict::Admit(_)), "{i}");
+        }
+        match ask(&c, &s, &mut w, "t", Some("blue")) {
+            Verdict::Reject { reply, scope, .. } => {
+                assert_eq!(scope, None, "the tenant budget refuses first");
+                assert!(reply.headers.iter().all(|(k, _)| k != "x-tenant-quota-scope"));
+            }
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(used(&c, &s, "tq1|s|team|blue", "team_rpm"), 0);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn concurrent_tenants_of_one_team_never_over_admit_and_counts_add_up() {
+        let json = r#"{"scopes":{"team":{"header":"x-team-id"}},
+            "budgets":{"rpm":{"counts":"requests","window_ms":60000,"limit":10},
+                       "team_rpm":{"counts":"requests","window_ms":60000,"limit":50,"scope":"team"}}}"#;
+        let c = std::sync::Arc::new(Config::parse(json.as_bytes()).unwrap());
+        let s = std::sync::Arc::new(MemStore::new());
+        init_registry(&*s).unwrap();
+        store::init_registry_in(&*s, store::Space::Scope("team")).unwrap();
+        s.yield_in_get.store(true, Ordering::Relaxed);
+        let handles: Vec<_> = (0..64)
+            .map(|k| {
+                let (c, s) = (c.clone(), s.clone());
+                std::thread::spawn(move || {
+                    let mut w = Worker::new(k as u64 + 1);
+                    let mut ok = 0;
+                    for _ in 0..4 {
+                        let tenant = format!("t{}", k % 8);
+                        if let Verdict::Admit(_) = ask(&c, &s, &mut w, &tenant, Some("blue")) {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let admitted: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let team = used(&c, &s, "tq1|s|team|blue", "team_rpm");
+        let tenants: Vec<u64> = (0..8).map(|i| used(&c, &s, &format!("tq1|t|t{i}"), "rpm")).collect();
+        assert!(admitted <= 50, "{admitted}");
+        assert!(tenants.iter().all(|&u| u <= 10), "{tenants:?}");
+        assert_eq!(tenants.iter().sum::<u64>(), team, "nothing charged for refusals: {tenants:?} vs team {team}");
+        assert_eq!(team, admitted);
+    }
 }

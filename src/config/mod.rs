@@ -8,7 +8,8 @@
 pub mod raw;
 
 pub use raw::{Algorithm, GlobalMode, Level, Mode, OnError, Priority};
-use raw::{RawBudget, RawConfig, RawOverride, RawTenant};
+pub use raw::RawTenant;
+use raw::{RawBudget, RawConfig, RawOverride};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,6 +100,25 @@ pub struct Budget {
     pub matcher: Match,
     /// `Some` for a global budget (SPEC 8).
     pub global: Option<GlobalMode>,
+    /// `Some(i)`: counted per id of `Config::scopes[i]` (SPEC 7); `None`: per tenant.
+    pub scope: Option<usize>,
+}
+
+/// A further identity requests carry (SPEC 7), with its own counts per id.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub name: String,
+    pub source: TenantSource,
+    pub max_tracked: u64,
+    /// Configured ids' limits (every budget's entry; only this scope's budgets are used).
+    pub ids: BTreeMap<String, TenantPolicy>,
+    pub default_policy: TenantPolicy,
+}
+
+impl Scope {
+    pub fn policy(&self, id: &str) -> &TenantPolicy {
+        self.ids.get(id).unwrap_or(&self.default_policy)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +267,8 @@ pub struct Config {
     /// Whether any budget needs `:path`/`:method`.
     pub needs_match: bool,
     pub global: Option<Global>,
+    /// Scopes in name order (SPEC 7); budgets refer to them by index.
+    pub scopes: Vec<Scope>,
     /// Test-only: see [`raw::RawTestHooks`].
     pub trap_sync_leader_path: Option<String>,
     pub trap_path: Option<String>,
@@ -374,7 +396,7 @@ fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
         }
         check_global_limits(&p, &limits)?;
     }
-    Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global })
+    Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None })
 }
 
 /// A global budget's window must be a unit of the rate limit service, and its cap fit the
@@ -400,6 +422,26 @@ pub fn compile_tenant(path: &str, budgets: &[Budget], raw: &RawTenant) -> Result
 
 /// Apply a tenant entry on top of `base` (a runtime override on top of the configured entry).
 pub fn compile_tenant_on(path: &str, budgets: &[Budget], base: &TenantPolicy, raw: &RawTenant) -> Result<TenantPolicy, ConfigError> {
+    compile_subject_on(path, budgets, base, raw, None)
+}
+
+/// Apply an entry for a tenant (`scope` None) or an id of `scopes[scope]`: it may only
+/// override the budgets counted per that subject.
+pub fn compile_subject_on(path: &str, budgets: &[Budget], base: &TenantPolicy, raw: &RawTenant, scope: Option<(usize, &str)>) -> Result<TenantPolicy, ConfigError> {
+    for bname in raw.budgets.keys() {
+        let Some(b) = budgets.iter().find(|b| &b.name == bname) else { continue };
+        if b.scope != scope.map(|s| s.0) {
+            let bp = format!("{path}.budgets.{bname}");
+            return match scope {
+                None => err(bp, format!("budget `{bname}` is counted per scope id; override it under `scopes.<scope>.ids`")),
+                Some((_, sname)) => err(bp, format!("budget `{bname}` is not counted per `{sname}` id")),
+            };
+        }
+    }
+    compile_tenant_unchecked(path, budgets, base, raw)
+}
+
+fn compile_tenant_unchecked(path: &str, budgets: &[Budget], base: &TenantPolicy, raw: &RawTenant) -> Result<TenantPolicy, ConfigError> {
     let mut limits = base.limits.clone();
     if let Some(u) = raw.unlimited {
         for l in limits.iter_mut() {
@@ -576,6 +618,22 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             return err(format!("budgets.{}", a.name), "budget name collides with another budget's id; rename it");
         }
     }
+    let scope_names: Vec<&String> = raw.scopes.keys().collect();
+    for (b, (name, rb)) in budgets.iter_mut().zip(raw.budgets.iter()) {
+        let Some(sname) = &rb.scope else { continue };
+        let p = format!("budgets.{name}.scope");
+        let Some(i) = scope_names.iter().position(|n| *n == sname) else {
+            return err(p, format!("unknown scope `{sname}` (not in `scopes`)"));
+        };
+        if b.global.is_some() {
+            return err(format!("budgets.{name}.global"), "a scoped budget cannot be global (global budgets count per tenant)");
+        }
+        b.scope = Some(i);
+    }
+    let mut scopes = Vec::new();
+    for (i, (name, rs)) in raw.scopes.iter().enumerate() {
+        scopes.push(compile_scope(i, name, rs, &budgets)?);
+    }
     let mut tenants = BTreeMap::new();
     for (id, t) in &raw.tenants {
         let p = format!("tenants.{id}");
@@ -607,9 +665,51 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         on_error: raw.on_error.unwrap_or_default(),
         needs_match,
         global,
+        scopes,
         trap_sync_leader_path: raw.test_hooks.as_ref().and_then(|t| t.trap_sync_leader_path.clone()),
         trap_path: raw.test_hooks.as_ref().and_then(|t| t.trap_path.clone()),
     })
+}
+
+fn compile_scope(index: usize, name: &str, rs: &raw::RawScope, budgets: &[Budget]) -> Result<Scope, ConfigError> {
+    let p = format!("scopes.{name}");
+    if !valid_name(name) {
+        return err(&p, "scope names are 1-64 characters of [A-Za-z0-9_-]");
+    }
+    let source = match (&rs.header, &rs.metadata) {
+        (Some(_), Some(_)) => return err(&p, "set either `header` or `metadata`, not both"),
+        (None, None) => return err(&p, "set `header` or `metadata`: where the scope's id comes from"),
+        (_, Some(path)) => {
+            if path.is_empty() || path.iter().any(|s| s.is_empty()) {
+                return err(format!("{p}.metadata"), "expected a non-empty list of non-empty path segments");
+            }
+            TenantSource::Metadata(path.clone())
+        }
+        (Some(h), None) => {
+            if !valid_header_name(h) {
+                return err(format!("{p}.header"), format!("`{h}` is not a valid header name"));
+            }
+            TenantSource::Header(h.to_ascii_lowercase())
+        }
+    };
+    let max_tracked = match rs.max_tracked {
+        None => DEFAULT_MAX_TRACKED,
+        Some(0) => return err(format!("{p}.max_tracked"), "must be at least 1"),
+        Some(n) => n,
+    };
+    let default_policy = TenantPolicy { priority: Priority::default(), limits: budgets.iter().map(|b| b.limits).collect() };
+    let mut ids = BTreeMap::new();
+    for (id, r) in &rs.ids {
+        let ip = format!("{p}.ids.{id}");
+        if !valid_tenant_id(id.as_bytes()) {
+            return err(ip, "scope ids are 1-256 bytes of visible ASCII");
+        }
+        if id == crate::store::OVERFLOW_TENANT {
+            return err(ip, "`overflow` is the id shared by ids past max_tracked; it cannot be configured");
+        }
+        ids.insert(id.clone(), compile_subject_on(&ip, budgets, &default_policy, &RawTenant::from(r), Some((index, name)))?);
+    }
+    Ok(Scope { name: name.to_string(), source, max_tracked, ids, default_policy })
 }
 
 fn compile_global(raw: &raw::RawGlobal) -> Result<Global, ConfigError> {

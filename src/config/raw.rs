@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub on_error: Option<OnError>,
     #[serde(default)]
     pub global: Option<RawGlobal>,
+    #[serde(default)]
+    pub scopes: BTreeMap<String, RawScope>,
     /// Test-only hooks (tests/e2e_global.rs); never set in production.
     #[serde(default)]
     pub test_hooks: Option<RawTestHooks>,
@@ -39,6 +41,36 @@ pub struct RawTestHooks {
     /// A request to this path makes the VM handling it trap (tests of slot reclaim).
     #[serde(default)]
     pub trap_path: Option<String>,
+}
+
+/// SPEC 7: a further identity requests carry (team, project, ...).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScope {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Vec<String>>,
+    #[serde(default)]
+    pub max_tracked: Option<u64>,
+    #[serde(default)]
+    pub ids: BTreeMap<String, RawScopeId>,
+}
+
+/// A scope id's overrides: a `tenants` entry without `priority`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawScopeId {
+    #[serde(default)]
+    pub unlimited: Option<bool>,
+    #[serde(default)]
+    pub budgets: BTreeMap<String, RawOverride>,
+}
+
+impl From<&RawScopeId> for RawTenant {
+    fn from(r: &RawScopeId) -> RawTenant {
+        RawTenant { priority: None, unlimited: r.unlimited, budgets: r.budgets.clone() }
+    }
 }
 
 /// SPEC 8: the rate limit service that global budgets sync with.
@@ -119,6 +151,9 @@ pub struct RawBudget {
     pub match_: Option<RawMatch>,
     #[serde(default)]
     pub global: Option<GlobalMode>,
+    /// SPEC 7: count per id of this scope instead of per tenant.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

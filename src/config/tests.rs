@@ -195,3 +195,33 @@ fn more_budgets_than_a_state_can_hold_are_refused() {
     let ok: Vec<String> = (0..64).map(|i| format!(r#""b{i:03}":{{"counts":"requests","window_ms":60000,"limit":1}}"#)).collect();
     assert!(Config::parse(format!(r#"{{"budgets":{{{}}}}}"#, ok.join(",")).as_bytes()).is_ok());
 }
+
+#[test]
+fn scopes_are_checked_with_the_key_named() {
+    let b = r#""team_rpm":{"counts":"requests","window_ms":60000,"limit":5,"scope":"team"},"rpm":{"counts":"requests","window_ms":60000,"limit":5}"#;
+    for (json, path) in [
+        (format!(r#"{{"budgets":{{{b}}}}}"#), "budgets.team_rpm.scope"),
+        (format!(r#"{{"scopes":{{"team":{{}}}},"budgets":{{{b}}}}}"#), "scopes.team"),
+        (format!(r#"{{"scopes":{{"team":{{"header":"x-team","metadata":["a"]}}}},"budgets":{{{b}}}}}"#), "scopes.team"),
+        (format!(r#"{{"scopes":{{"team":{{"header":"x team"}}}},"budgets":{{{b}}}}}"#), "scopes.team.header"),
+        (format!(r#"{{"scopes":{{"team":{{"header":"x-team","max_tracked":0}}}},"budgets":{{{b}}}}}"#), "scopes.team.max_tracked"),
+        (format!(r#"{{"scopes":{{"team":{{"header":"x-team","ids":{{"overflow":{{}}}}}}}}}},"budgets":{{{b}}}}}"#), "scopes.team.ids.overflow"),
+        (format!(r#"{{"scopes":{{"team":{{"header":"x-team","ids":{{"blue":{{"budgets":{{"rpm":{{"limit":1}}}}}}}}}}}},"budgets":{{{b}}}}}"#), "scopes.team.ids.blue.budgets.rpm"),
+        (format!(r#"{{"scopes":{{"team":{{"header":"x-team","ids":{{"blue":{{"priority":"vip"}}}}}}}},"budgets":{{{b}}}}}"#), "scopes.team.ids.blue"),
+        (format!(r#"{{"scopes":{{"team":{{"header":"x-team"}}}},"tenants":{{"a":{{"budgets":{{"team_rpm":{{"limit":1}}}}}}}},"budgets":{{{b}}}}}"#), "tenants.a.budgets.team_rpm"),
+        (format!(r#"{{"scopes":{{"team":{{"header":"x-team","oops":1}}}},"budgets":{{{b}}}}}"#), "scopes.team"),
+    ] {
+        let e = Config::parse(json.as_bytes()).unwrap_err();
+        assert!(e.path == path || e.path.starts_with(path), "{json}: got `{}`: {}", e.path, e.message);
+    }
+    let ok = Config::parse(
+        format!(r#"{{"scopes":{{"team":{{"header":"X-Team","ids":{{"blue":{{"budgets":{{"team_rpm":{{"limit":9}}}}}}}}}},"project":{{"metadata":["m","p"]}}}},"budgets":{{{b}}}}}"#).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(ok.scopes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["project", "team"]);
+    let i = ok.budget_index("team_rpm").unwrap();
+    assert_eq!(ok.budgets[i].scope, Some(1));
+    assert_eq!(ok.scopes[1].policy("blue").limits[i].limit, 9);
+    assert_eq!(ok.scopes[1].policy("red").limits[i].limit, 5);
+    assert_eq!(ok.scopes[1].source, TenantSource::Header("x-team".into()));
+}

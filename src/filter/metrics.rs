@@ -36,6 +36,8 @@ pub const FLUSH_MS: u64 = 1;
 
 pub struct Metrics {
     tenants: HashMap<String, usize>,
+    /// Per scope: named ids' label indices, and the index of its `other`.
+    scopes: Vec<(HashMap<String, usize>, usize)>,
     labels: Vec<String>,
     budgets: usize,
     ids: Vec<u32>,
@@ -57,17 +59,31 @@ fn label(id: &str) -> String {
 
 impl Metrics {
     pub fn new(cfg: &Config) -> Metrics {
+        // A label set per named tenant and `other`; then, per scope (SPEC 7), per named id
+        // and `other`, as `scope.<scope>.scope_id.<id>` in place of `tenant_id.<id>`, so a
+        // scope's series can never be read as a tenant's.
         let mut tenants = HashMap::new();
         let mut labels = Vec::new();
         for (i, id) in cfg.tenants.keys().enumerate() {
             tenants.insert(id.clone(), i);
-            labels.push(label(id));
+            labels.push(format!("tenant_id.{}", label(id)));
         }
-        labels.push("other".into());
+        labels.push("tenant_id.other".into());
+        let mut scopes = Vec::new();
+        for sc in &cfg.scopes {
+            let mut ids = HashMap::new();
+            for id in sc.ids.keys() {
+                ids.insert(id.clone(), labels.len());
+                labels.push(format!("scope.{}.scope_id.{}", sc.name, label(id)));
+            }
+            scopes.push((ids, labels.len()));
+            labels.push(format!("scope.{}.scope_id.other", sc.name));
+        }
         let n = labels.len() * cfg.budgets.len() * KINDS;
         let errors = host::define_metric(COUNTER, "quota_errors_total").unwrap_or(0);
         Metrics {
             tenants,
+            scopes,
             labels,
             budgets: cfg.budgets.len(),
             ids: vec![0; n],
@@ -83,7 +99,15 @@ impl Metrics {
     }
 
     pub fn tenant_index(&self, id: &str) -> usize {
-        self.tenants.get(id).copied().unwrap_or(self.labels.len() - 1)
+        self.tenants.get(id).copied().unwrap_or(self.tenants.len())
+    }
+
+    /// The label set of a tenant (`scope` None) or of a scope id.
+    pub fn label_index(&self, scope: Option<usize>, id: &str) -> usize {
+        match scope.and_then(|s| self.scopes.get(s)) {
+            None => self.tenant_index(id),
+            Some((ids, other)) => ids.get(id).copied().unwrap_or(*other),
+        }
     }
 
     fn id(&mut self, cfg: &Config, tenant: usize, budget: usize, kind: Kind) -> Option<u32> {
@@ -95,17 +119,17 @@ impl Metrics {
         let t = &self.labels[tenant];
         let b = &cfg.budgets[budget].name;
         let (ty, name) = match kind {
-            Kind::Allowed => (COUNTER, format!("quota_checks_total.tenant_id.{t}.resource.{b}.result.allowed")),
-            Kind::Rejected => (COUNTER, format!("quota_checks_total.tenant_id.{t}.resource.{b}.result.rejected")),
-            Kind::ShadowRejected => (COUNTER, format!("quota_checks_total.tenant_id.{t}.resource.{b}.result.shadow_rejected")),
-            Kind::ThrottleExceeded => (COUNTER, format!("quota_throttles_total.tenant_id.{t}.resource.{b}.reason.{b}_exceeded")),
-            Kind::ThrottleBurst => (COUNTER, format!("quota_throttles_total.tenant_id.{t}.resource.{b}.reason.burst_exhausted")),
-            Kind::ThrottleSaturation => (COUNTER, format!("quota_throttles_total.tenant_id.{t}.resource.{b}.reason.saturation_throttle")),
-            Kind::BurstUsed => (COUNTER, format!("burst_credits_used_total.tenant_id.{t}.resource.{b}")),
-            Kind::Remaining => (GAUGE, format!("quota_remaining.tenant_id.{t}.resource.{b}")),
-            Kind::Cross80 => (COUNTER, format!("quota_threshold_crossings_total.tenant_id.{t}.resource.{b}.threshold.80")),
-            Kind::Cross90 => (COUNTER, format!("quota_threshold_crossings_total.tenant_id.{t}.resource.{b}.threshold.90")),
-            Kind::Cross95 => (COUNTER, format!("quota_threshold_crossings_total.tenant_id.{t}.resource.{b}.threshold.95")),
+            Kind::Allowed => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.allowed")),
+            Kind::Rejected => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.rejected")),
+            Kind::ShadowRejected => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.shadow_rejected")),
+            Kind::ThrottleExceeded => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.{b}_exceeded")),
+            Kind::ThrottleBurst => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.burst_exhausted")),
+            Kind::ThrottleSaturation => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.saturation_throttle")),
+            Kind::BurstUsed => (COUNTER, format!("burst_credits_used_total.{t}.resource.{b}")),
+            Kind::Remaining => (GAUGE, format!("quota_remaining.{t}.resource.{b}")),
+            Kind::Cross80 => (COUNTER, format!("quota_threshold_crossings_total.{t}.resource.{b}.threshold.80")),
+            Kind::Cross90 => (COUNTER, format!("quota_threshold_crossings_total.{t}.resource.{b}.threshold.90")),
+            Kind::Cross95 => (COUNTER, format!("quota_threshold_crossings_total.{t}.resource.{b}.threshold.95")),
         };
         let id = host::define_metric(ty, &name)?;
         self.ids[slot] = id;
@@ -204,7 +228,16 @@ impl Metrics {
     /// Standing after an admission or a charge: allowed checks, burst use, remaining,
     /// threshold crossings (logged once each per window).
     pub fn usage(&mut self, cfg: &Config, tenant_id: &str, u: &Usage, count_check: bool) {
-        let t = self.tenant_index(tenant_id);
+        self.usage_of(cfg, None, tenant_id, u, count_check);
+    }
+
+    /// [`Metrics::usage`] of a tenant (`scope` None) or of a scope id.
+    pub fn usage_of(&mut self, cfg: &Config, scope: Option<usize>, tenant_id: &str, u: &Usage, count_check: bool) {
+        let t = self.label_index(scope, tenant_id);
+        let who = match scope.and_then(|s| cfg.scopes.get(s)) {
+            None => "tenant",
+            Some(sc) => sc.name.as_str(),
+        };
         if count_check {
             self.inc(cfg, t, u.budget, Kind::Allowed, 1);
         }
@@ -216,7 +249,7 @@ impl Metrics {
             host::log(
                 host::LOG_WARN,
                 &format!(
-                    "tenant-quota: tenant `{tenant_id}` crossed {}% of budget `{}`: used {} of limit {}",
+                    "tenant-quota: {who} `{tenant_id}` crossed {}% of budget `{}`: used {} of limit {}",
                     core::THRESHOLDS[i],
                     cfg.budgets[u.budget].name,
                     u.used,
@@ -227,7 +260,12 @@ impl Metrics {
     }
 
     pub fn rejected(&mut self, cfg: &Config, tenant_id: &str, budget: usize, reason: Reason, shadow: bool) {
-        let t = self.tenant_index(tenant_id);
+        self.rejected_of(cfg, None, tenant_id, budget, reason, shadow);
+    }
+
+    /// [`Metrics::rejected`] of a tenant (`scope` None) or of a scope id.
+    pub fn rejected_of(&mut self, cfg: &Config, scope: Option<usize>, tenant_id: &str, budget: usize, reason: Reason, shadow: bool) {
+        let t = self.label_index(scope, tenant_id);
         if shadow {
             self.inc(cfg, t, budget, Kind::ShadowRejected, 1);
             return;

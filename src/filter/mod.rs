@@ -74,7 +74,8 @@ impl RootContext for Root {
             .and_then(|_| admin::init(&HostStore))
             .and_then(|_| saturation::init(&cfg))
             .and_then(|_| if cfg.global.is_some() { crate::global::init(&HostStore) } else { Ok(()) })
-            .and_then(|_| if has_in_flight(&cfg) { crate::store::ledger::init(&HostStore) } else { Ok(()) });
+            .and_then(|_| if has_in_flight(&cfg) { crate::store::ledger::init(&HostStore) } else { Ok(()) })
+            .and_then(|_| cfg.scopes.iter().try_for_each(|sc| store::init_registry_in(&HostStore, store::Space::Scope(&sc.name))));
         if let Err(e) = init {
             host::log(host::LOG_CRITICAL, &format!("tenant-quota: shared data unavailable at configure: {e:?}"));
             return false;
@@ -177,8 +178,16 @@ fn has_in_flight(cfg: &Config) -> bool {
 fn ledger_acquired(cfg: &Config, sh: &mut Shared, a: &Admitted) {
     if let Some(l) = &mut sh.ledger {
         for &b in &a.in_flight {
-            l.acquired(&a.key, cfg.budgets[b].id);
+            l.acquired(key_of(cfg, a, b), cfg.budgets[b].id);
         }
+    }
+}
+
+/// The store key a budget's units of an admitted request live under.
+fn key_of<'a>(cfg: &Config, a: &'a Admitted, budget: usize) -> &'a str {
+    match cfg.budgets[budget].scope {
+        None => &a.key,
+        Some(sc) => a.scopes.iter().find(|c| c.scope == sc).map_or("", |c| c.key.as_str()),
     }
 }
 
@@ -242,6 +251,7 @@ fn header_reads(cfg: &Config) -> usize {
     if cfg.budgets.iter().any(|b| b.counts == Counts::RequestBytes) {
         n += 1;
     }
+    n += cfg.scopes.iter().filter(|s| matches!(s.source, TenantSource::Header(_))).count();
     n + cfg.budgets.iter().filter(|b| matches!(b.counts, Counts::RequestHeader(_))).count()
 }
 
@@ -433,20 +443,25 @@ impl Http {
                     if a.usage.is_empty() {
                         // A would-be rejection in shadow mode.
                         let reason = if h.burst_credits > 0 { crate::core::Reason::BurstExhausted } else { crate::core::Reason::Exceeded };
-                        sh.metrics.rejected(cfg, &a.tenant, h.budget, reason, true);
+                        let (scope, who) = a.scope_id_of(cfg, h.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                        sh.metrics.rejected_of(cfg, scope, who, h.budget, reason, true);
                         return;
                     }
                 }
                 for u in &a.usage {
-                    sh.metrics.usage(cfg, &a.tenant, u, true);
+                    let (scope, who) = a.scope_id_of(cfg, u.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                    sh.metrics.usage_of(cfg, scope, who, u, true);
                 }
             }
-            Verdict::Reject { tenant, rejection, error, .. } => {
+            Verdict::Reject { tenant, rejection, error, scope, .. } => {
                 if error.is_some() {
                     sh.metrics.error();
                 }
                 if let (Some(t), Some(r)) = (tenant, rejection) {
-                    sh.metrics.rejected(cfg, t, r.budget, r.reason, false);
+                    match scope {
+                        Some((s, id)) => sh.metrics.rejected_of(cfg, Some(*s), id, r.budget, r.reason, false),
+                        None => sh.metrics.rejected(cfg, t, r.budget, r.reason, false),
+                    }
                 }
             }
         }
@@ -491,7 +506,8 @@ impl Http {
                         if self.config.budgets[b].global.is_some() {
                             sh.global.touched(&a.key, false);
                         }
-                        sh.metrics.usage(&self.config, &a.tenant, &u, false)
+                        let (scope, who) = a.scope_id_of(&self.config, b).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                        sh.metrics.usage_of(&self.config, scope, who, &u, false)
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -503,7 +519,7 @@ impl Http {
         }
         let budgets: Vec<usize> = match &mut sh.ledger {
             None => a.in_flight.clone(),
-            Some(l) => a.in_flight.iter().copied().filter(|&b| l.release(&HostStore, &a.key, self.config.budgets[b].id).unwrap_or(true)).collect(),
+            Some(l) => a.in_flight.iter().copied().filter(|&b| l.release(&HostStore, key_of(&self.config, &a, b), self.config.budgets[b].id).unwrap_or(true)).collect(),
         };
         if let Err(e) = engine::release(&self.config, &HostStore, &mut sh.worker, &a, &budgets) {
             sh.metrics.error();
@@ -575,6 +591,14 @@ impl HttpContext for Http {
             TenantSource::Header(h) => headers.get(h),
             TenantSource::Metadata(path) => host::property(path),
         };
+        let scope_ids: Vec<Option<Vec<u8>>> = cfg
+            .scopes
+            .iter()
+            .map(|sc| match &sc.source {
+                TenantSource::Header(h) => headers.get(h),
+                TenantSource::Metadata(path) => host::property(path),
+            })
+            .collect();
         let verdict = {
             let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
             let sh = &mut *sh;
@@ -585,7 +609,7 @@ impl HttpContext for Http {
             self.started_ms = now;
             let level = sh.saturation.level(&cfg, now, &mut sh.metrics);
             let global_degraded = cfg.global.is_some() && sh.global.degraded(&cfg, now);
-            let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now, global_degraded };
+            let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now, global_degraded, scope_ids };
             let overrides = &sh.overrides;
             let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
             self.record(sh, &v);
@@ -677,7 +701,8 @@ impl HttpContext for Http {
                             if cfg.budgets[b].global.is_some() {
                                 sh.global.touched(&a.key, false);
                             }
-                            sh.metrics.usage(&cfg, &a.tenant, &u, false);
+                            let (scope, who) = a.scope_id_of(&cfg, b).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                            sh.metrics.usage_of(&cfg, scope, who, &u, false);
                             if let Some(slot) = a.usage.iter_mut().find(|x| x.budget == b) {
                                 *slot = u;
                             }

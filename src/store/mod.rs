@@ -61,6 +61,42 @@ pub fn tenant_key(id: &str, out: &mut String) {
     }
 }
 
+/// Where a subject's counts live: the tenants, or the ids of one scope (SPEC 7). Each space
+/// has its own registry (tracked count, creation lock) and its own `overflow` id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space<'a> {
+    Tenants,
+    Scope(&'a str),
+}
+
+impl Space<'_> {
+    pub fn registry_key(&self) -> String {
+        match self {
+            Space::Tenants => REGISTRY_KEY.to_string(),
+            Space::Scope(s) => format!("tq1|sreg|{s}"),
+        }
+    }
+
+    /// The key of an id's state; `overflow` gets a key no id can produce.
+    pub fn key(&self, id: &str, out: &mut String) {
+        match self {
+            Space::Tenants => tenant_key(id, out),
+            Space::Scope(s) => {
+                out.clear();
+                if id == OVERFLOW_TENANT {
+                    out.push_str("tq1|so|");
+                    out.push_str(s);
+                } else {
+                    out.push_str("tq1|s|");
+                    out.push_str(s);
+                    out.push('|');
+                    out.push_str(id);
+                }
+            }
+        }
+    }
+}
+
 /// The registry: how many dynamic tenants have keys, and the creation lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Registry {
@@ -99,10 +135,16 @@ impl Registry {
 
 /// Create the registry if it is missing. Idempotent; run at configure, before traffic.
 pub fn init_registry<S: SharedStore>(store: &S) -> Result<(), StoreError> {
+    init_registry_in(store, Space::Tenants)
+}
+
+/// Create a space's registry if it is missing (idempotent; at configure).
+pub fn init_registry_in<S: SharedStore>(store: &S, space: Space) -> Result<(), StoreError> {
+    let key = space.registry_key();
     let mut buf = Vec::new();
-    match store.get(REGISTRY_KEY, &mut buf)? {
+    match store.get(&key, &mut buf)? {
         Some(_) => Registry::decode(&buf).map(|_| ()),
-        None => store.set(REGISTRY_KEY, &Registry::default().encode(), 0),
+        None => store.set(&key, &Registry::default().encode(), 0),
     }
 }
 
@@ -145,17 +187,33 @@ pub fn resolve<S: SharedStore>(
     token: u64,
     scratch: &mut Scratch,
 ) -> Result<(), StoreError> {
-    tenant_key(id, &mut scratch.key);
+    resolve_in(store, Space::Tenants, id, kind, max_tracked, now, token, scratch)
+}
+
+/// [`resolve`] in any space (a scope's ids have their own registry and `overflow`).
+#[allow(clippy::too_many_arguments)]
+pub fn resolve_in<S: SharedStore>(
+    store: &S,
+    space: Space,
+    id: &str,
+    kind: TenantKind,
+    max_tracked: u64,
+    now: Millis,
+    token: u64,
+    scratch: &mut Scratch,
+) -> Result<(), StoreError> {
+    space.key(id, &mut scratch.key);
     if store.get(&scratch.key, &mut scratch.buf)?.is_some() {
         return Ok(());
     }
+    let registry = space.registry_key();
     let mut spins = 0;
     loop {
         spins += 1;
         if spins > LOCK_SPINS {
             return Err(StoreError::Contended);
         }
-        let Some(rcas) = store.get(REGISTRY_KEY, &mut scratch.buf)? else {
+        let Some(rcas) = store.get(&registry, &mut scratch.buf)? else {
             return Err(StoreError::Unavailable);
         };
         let reg = Registry::decode(&scratch.buf)?;
@@ -163,13 +221,13 @@ pub fn resolve<S: SharedStore>(
             return Ok(());
         }
         if kind == TenantKind::Dynamic && reg.tracked >= max_tracked {
-            return resolve(store, OVERFLOW_TENANT, TenantKind::Named, max_tracked, now, token, scratch);
+            return resolve_in(store, space, OVERFLOW_TENANT, TenantKind::Named, max_tracked, now, token, scratch);
         }
         if reg.locked(now) {
             continue;
         }
         let mine = Registry { owner: token, deadline: now.saturating_add(LOCK_MS), ..reg };
-        match store.set(REGISTRY_KEY, &mine.encode(), rcas) {
+        match store.set(&registry, &mine.encode(), rcas) {
             Ok(()) => {}
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
@@ -183,14 +241,14 @@ pub fn resolve<S: SharedStore>(
             false
         };
         let delta = u64::from(created && kind == TenantKind::Dynamic);
-        unlock(store, token, delta, &mut scratch.buf)?;
+        unlock(store, &registry, token, delta, &mut scratch.buf)?;
         return Ok(());
     }
 }
 
-fn unlock<S: SharedStore>(store: &S, token: u64, delta: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+fn unlock<S: SharedStore>(store: &S, registry: &str, token: u64, delta: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
     for _ in 0..MAX_CAS_RETRIES {
-        let Some(cas) = store.get(REGISTRY_KEY, buf)? else {
+        let Some(cas) = store.get(registry, buf)? else {
             return Err(StoreError::Unavailable);
         };
         let mut reg = Registry::decode(buf)?;
@@ -199,7 +257,7 @@ fn unlock<S: SharedStore>(store: &S, token: u64, delta: u64, buf: &mut Vec<u8>) 
             reg.owner = 0;
             reg.deadline = 0;
         }
-        match store.set(REGISTRY_KEY, &reg.encode(), cas) {
+        match store.set(registry, &reg.encode(), cas) {
             Ok(()) => return Ok(()),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
