@@ -102,6 +102,16 @@ PROBES = [
     ("c2", "no-op + 10 shared-data get + CAS set pairs", ("wasm", NOOP_WASM, '{"shared_pair": true}')),
     ("c3", "no-op + 10 response headers added", ("wasm", NOOP_WASM, '{"add_headers": 1}')),
 ]
+# The floor of any wasm filter that waits for one RLS call (bench/noop's `grpc_call` probe,
+# answer read and ignored), set up exactly like (i): same route, health_check responder, RLS
+# and Redis, so (i0), (i1), (i) and (j) differ only in the filter. (i1) adds tenant-quota's
+# host work around the call without its logic: one read of all request headers and a
+# shared-data get + CAS set on the tenant's key before the call and again on its answer.
+GRPC_CALL = {"cluster": "ratelimit", "domain": RLS_DOMAIN, "limit": RPM_LIMIT + 20}  # (i)'s limit + burst
+GRPC_FLOOR = [
+    ("i0", "no-op wasm + 1 ShouldRateLimit per request", ("wasm", NOOP_WASM, json.dumps({"grpc_call": GRPC_CALL}), ("rls", "cluster_route"))),
+    ("i1", "(i0) + header read + 2 shared-data get/CAS set", ("wasm", NOOP_WASM, json.dumps({"grpc_call": GRPC_CALL, "grpc_state": True}), ("rls", "cluster_route"))),
+]
 SHORT = {"a": "bare", "b": "native\nlocal_ratelimit", "c": "no-op\nwasm", "d": "tenant-quota\n1 budget",
          "e": "tenant-quota\n4 budgets", "f": "(e) +\nsaturation", "h": "(e) global\nsync",
          "i": "(e) global\nexact", "j": "native\nratelimit + RLS"}
@@ -514,10 +524,10 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, Envoy/RLS logs)")
     a = ap.parse_args()
     keys = [k for k in a.only.split(",") if k]
-    unknown = set(keys) - {v[0] for v in VARIANTS + PROBES}
+    unknown = set(keys) - {v[0] for v in VARIANTS + PROBES + GRPC_FLOOR}
     if unknown:
         sys.exit(f"unknown --only keys: {sorted(unknown)}")
-    selected = [v for v in VARIANTS + PROBES if not keys or v[0] in keys]
+    selected = [v for v in VARIANTS + GRPC_FLOOR + PROBES if not keys or v[0] in keys]
     need_rls = any("rls" in opts(v[2]) for v in selected)
     for p in (TQ_WASM, NOOP_WASM) + ((RLS_SERVER,) if need_rls else ()):
         if not os.path.exists(p):
@@ -559,7 +569,7 @@ def main():
 
 def write_results(a, runs, sc, elapsed):
     rows = []
-    for key, name, _ in VARIANTS + PROBES:
+    for key, name, _ in VARIANTS + PROBES + GRPC_FLOOR:
         rs = runs.get(key)
         if not rs:
             continue
@@ -681,6 +691,43 @@ def write_results(a, runs, sc, elapsed):
                       f"| (i) ÷ (j), p99 saturated | {target(i['p99'] / j['p99'], 1.0)} | ≤ 1 (no worse) |",
                       f"| (i) ÷ (j), total CPU/req (Envoy + RLS + Redis) | {target(i['total_cpu'] / j['total_cpu'], 1.0)} | ≤ 1 (no worse) |",
                       f"| (i) ÷ (j), Envoy CPU/req | {i['cpu'] / j['cpu']:.2f} | – |"]
+    if "i" in by and any(k in by for k in ("i0", "i1")):
+        base = by.get("i0")
+        lines += ["", "### (i) against the wasm gRPC floor", "",
+                  "(i0) is the no-op wasm filter (bench/noop) pausing every request for one `ShouldRateLimit` "
+                  "(`proxy_grpc_call` on the `ratelimit` cluster, timeout 100 ms, one descriptor like (i)'s, body built "
+                  "once at configure) and resuming it on the answer (`proxy_continue_stream`) after reading it: the floor "
+                  "of any wasm filter that waits for the service. (i1) is (i0) plus one read of all request headers and a "
+                  "shared-data get + CAS set on the tenant's key before the call and again on its answer (tenant-quota's "
+                  "two transactions, without their logic). Both are set up exactly like (i) and (j) (route to a cluster, "
+                  "health_check responder, same RLS and Redis), so these four differ only in the filter; (c) keeps the "
+                  "direct_response route, so (i0) − (c) also holds that difference.", "",
+                  "| Variant | Envoy CPU µs/req | − (c) | − (i0) | p50 µs unloaded | − (i0) | p99 µs unloaded | − (i0) | "
+                  "p99 µs saturated | − (i0) | RLS calls/req | non-2xx |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+        def diff(r, b, field):
+            return f"{r[field] - b[field]:+.2f}" if b else "–"
+
+        def diff0(r, b, field):
+            return f"{r[field] - b[field]:+.0f}" if b else "–"
+        for k in ("c", "i0", "i1", "i", "j"):
+            if k not in by:
+                continue
+            r = by[k]
+            calls = f"{r['rls_calls']:.3g}" if "rls_calls" in r else "–"
+            lines.append(f"| ({k}) {r['name']} | {r['cpu']:.2f} | {diff(r, by.get('c'), 'cpu')} | {diff(r, base, 'cpu')} | "
+                         f"{r['lp50']:.0f} | {diff0(r, base, 'lp50')} | {r['lp99']:.0f} | {diff0(r, base, 'lp99')} | {r['p99']:.0f} | {diff0(r, base, 'p99')} | {calls} | "
+                         f"{r['non2xx'] + r['lat_non2xx']} |")
+        if base:
+            i = by["i"]
+            lines += ["", f"(i) − (i0), tenant-quota's own work on top of the floor: **{i['cpu'] - base['cpu']:+.2f}** µs "
+                      f"Envoy CPU/req ({(i['cpu'] - base['cpu']) / i['cpu']:.0%} of (i)), p50 unloaded "
+                      f"{i['lp50'] - base['lp50']:+.0f} µs, p99 {i['lp99'] - base['lp99']:+.0f} µs unloaded, "
+                      f"{i['p99'] - base['p99']:+.0f} µs saturated (p99 of short runs on this shared 2-core VM is mostly noise)."
+                      + (f" (i1) − (i0), its host calls alone: {by['i1']['cpu'] - base['cpu']:+.2f} µs." if "i1" in by else "")
+                      + (f" (i0) − (j), the wasm gRPC path against the native filter's: {base['cpu'] - by['j']['cpu']:+.2f} µs."
+                         if "j" in by else "")]
     if sc:
         lines += ["", "## Scale: tracked tenants", "",
                   "One Envoy with tenant-quota (1 budget, `max_tracked` 2000000), grown to each size by sending "
