@@ -65,6 +65,11 @@ SATURATION = {
     "retry_after_s": 5,
 }
 
+# (k): (e) plus one budget counted per team (SPEC 7); requests carry `x-team-id` (100 teams).
+TEAM_BUDGETS = copy.deepcopy(FOUR_BUDGETS)
+TEAM_BUDGETS["scopes"] = {"team": {"header": "x-team-id", "max_tracked": 100000}}
+TEAM_BUDGETS["budgets"]["team_requests_per_minute"] = {"counts": "requests", "window_ms": 60000, "limit": HUGE, "scope": "team"}
+
 GLOBAL = {"cluster": "ratelimit", "domain": RLS_DOMAIN, "sync_period_ms": 200, "timeout_ms": 100, "on_unavailable": "local"}
 
 
@@ -90,6 +95,7 @@ VARIANTS = [
     ("d", "tenant-quota, 1 budget", ("wasm", TQ_WASM, json.dumps(ONE_BUDGET))),
     ("e", "tenant-quota, SPEC's 4 budgets", ("wasm", TQ_WASM, json.dumps(FOUR_BUDGETS))),
     ("f", "(e) + saturation signals", ("wasm", TQ_WASM, json.dumps(dict(FOUR_BUDGETS, saturation=SATURATION)))),
+    ("k", "(e) + a team budget (scope)", ("wasm", TQ_WASM, json.dumps(TEAM_BUDGETS))),
     ("h", "(e), requests_per_minute global sync", ("wasm", TQ_WASM, json.dumps(global_budgets("sync")), ("rls",))),
     ("i", "(e), requests_per_minute global exact", ("wasm", TQ_WASM, json.dumps(global_budgets("exact")), ("rls", "cluster_route"))),
     ("j", "native ratelimit filter + RLS", ("native_rls", ("rls", "cluster_route"))),
@@ -131,7 +137,7 @@ request = function()
     id = i % n
   end
   i = i + 1
-  return wrk.format("GET", "/", {["x-tenant-id"] = "tenant-" .. id, ["x-query-cost"] = "1"})
+  return wrk.format("GET", "/", {["x-tenant-id"] = "tenant-" .. id, ["x-query-cost"] = "1", ["x-team-id"] = "team-" .. (id % 100)})
 end
 """
 
@@ -645,6 +651,19 @@ def write_results(a, runs, sc, elapsed):
                   f"p99 of (e) ≤ 1.3 × (b): unloaded **{e['lp99']/by['b']['lp99']:.2f}** "
                   f"({'met' if e['lp99']/by['b']['lp99'] <= 1.3 else 'missed'}), saturated **{e['p99']/by['b']['p99']:.2f}** "
                   f"({'met' if e['p99']/by['b']['p99'] <= 1.3 else 'missed'})."]
+    if "k" in by and "e" in by:
+        k, e = by["k"], by["e"]
+        pair = ""
+        if "c2" in by and "c" in by:
+            price = (by["c2"]["cpu"] - by["c"]["cpu"]) / PROBE_REPEAT
+            pair = (f"; the price of one shared-data get + CAS set in the same run ((c2)): **{price:.2f} µs**, so the team "
+                    f"budget costs **{(k['cpu'] - e['cpu']) / price:.1f}** such pairs" if price > 0 else "")
+        lines += ["", "## Scopes: a team budget", "",
+                  "(k) is (e) plus `team_requests_per_minute` counted per `x-team-id` (100 teams; SPEC 7): one more "
+                  "shared-data value per request, decided after the tenant's. Every variant's requests carry the header.", "",
+                  f"(k) − (e), Envoy CPU per request: **{k['cpu'] - e['cpu']:+.2f} µs** ({k['cpu']:.2f} vs {e['cpu']:.2f}){pair}. "
+                  f"Goal: at most the price of one more shared-data get and CAS set. p99 unloaded {ratio(k, 'e', 'lp99')} × (e), "
+                  f"saturated {ratio(k, 'e', 'p99')} × (e)."]
     glob = [by[k] for k in ("e",) + GLOBAL_KEYS if k in by]
     if any(k in by for k in GLOBAL_KEYS):
         lines += ["", "## Global budgets: the rate limit service", "",

@@ -70,16 +70,26 @@ pub struct ScopeCharge {
     pub id: String,
     /// The store key the reservation was committed under.
     pub key: String,
-    pub policy: TenantPolicy,
+    /// A runtime override's policy; `None`: the configured one ([`ScopeCharge::policy`]).
+    pub runtime: Option<TenantPolicy>,
     pub reserved: Vec<Demand>,
+}
+
+impl ScopeCharge {
+    pub fn policy<'a>(&'a self, cfg: &'a Config) -> &'a TenantPolicy {
+        match &self.runtime {
+            Some(p) => p,
+            None => cfg.scopes[self.scope].policy(&self.id),
+        }
+    }
 }
 
 impl Admitted {
     /// The store key and policy a budget's units belong to: its scope id's, or the tenant's.
-    pub fn subject_of<'a>(&'a self, cfg: &Config, budget: usize, tenant_policy: &'a TenantPolicy) -> Option<(&'a str, &'a TenantPolicy)> {
+    pub fn subject_of<'a>(&'a self, cfg: &'a Config, budget: usize, tenant_policy: &'a TenantPolicy) -> Option<(&'a str, &'a TenantPolicy)> {
         match cfg.budgets.get(budget)?.scope {
             None => Some((self.key.as_str(), tenant_policy)),
-            Some(s) => self.scopes.iter().find(|c| c.scope == s).map(|c| (c.key.as_str(), &c.policy)),
+            Some(s) => self.scopes.iter().find(|c| c.scope == s).map(|c| (c.key.as_str(), c.policy(cfg))),
         }
     }
 
@@ -113,6 +123,8 @@ pub struct Worker {
     pub usage: Vec<Usage>,
     /// Seed for lock tokens; non-zero.
     pub seed: u64,
+    /// Runtime overrides exist (the host sets it): scope ids are looked up only then.
+    pub has_overrides: bool,
     pub calls: u64,
 }
 
@@ -367,7 +379,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     let sat_retry = cfg.saturation.as_ref().map_or(5, |s| s.retry_after_s);
     // 2b. Scope ids (SPEC 7): an absent id leaves the scope's budgets out; an invalid one is
     // refused like an invalid tenant id.
-    let mut scope_ids: Vec<Option<(String, TenantKind, TenantPolicy)>> = Vec::new();
+    let mut scope_ids: Vec<Option<(String, TenantKind, Option<TenantPolicy>)>> = Vec::new();
     for (i, sc) in cfg.scopes.iter().enumerate() {
         let raw = input.scope_ids.get(i).cloned().flatten().filter(|v| !v.is_empty());
         let Some(raw) = raw else {
@@ -381,8 +393,9 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         }
         let id = String::from_utf8(raw).unwrap_or_default();
         let kind = if sc.ids.contains_key(&id) { TenantKind::Named } else { TenantKind::Dynamic };
-        let p = overrides(&format!("{} {}", sc.name, id)).unwrap_or_else(|| sc.policy(&id).clone());
-        scope_ids.push(Some((id, kind, p)));
+        // Runtime overrides of scope ids are kept under "<scope> <id>" (admin.rs).
+        let runtime = if w.has_overrides { overrides(&format!("{} {}", sc.name, id)) } else { None };
+        scope_ids.push(Some((id, kind, runtime)));
     }
     let mut scope_demands: Vec<Vec<Demand>> = vec![Vec::new(); cfg.scopes.len()];
     // 3. Demands.
@@ -418,7 +431,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
             None => &policy.limits,
             Some(sc) => match &scope_ids[sc] {
                 None => continue,
-                Some((_, _, p)) => &p.limits,
+                Some((id, _, runtime)) => &runtime.as_ref().unwrap_or_else(|| cfg.scopes[sc].policy(id)).limits,
             },
         };
         if limits[i].unlimited {
@@ -537,8 +550,9 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         if ds.is_empty() {
             continue;
         }
-        let Some((id, skind, spolicy)) = scope_ids[sc].take() else { continue };
+        let Some((id, skind, runtime)) = scope_ids[sc].take() else { continue };
         let space = store::Space::Scope(&cfg.scopes[sc].name);
+        let spolicy = runtime.as_ref().unwrap_or_else(|| cfg.scopes[sc].policy(&id));
         let spol = Policy { budgets: &cfg.budgets, limits: &spolicy.limits, keep, saturation_retry_after_s: sat_retry, global: view };
         let Worker { scratch, usage, .. } = &mut *w;
         space.key(&id, &mut scratch.key);
@@ -560,11 +574,12 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         match result {
             Ok(Ok(())) => {
                 all_usage.extend_from_slice(usage);
-                charged.push(ScopeCharge { scope: sc, id: sid, key: scratch.key.clone(), policy: spolicy, reserved: ds });
+                let key = scratch.key.clone();
+                charged.push(ScopeCharge { scope: sc, id: sid, key, runtime, reserved: ds });
             }
             Ok(Err(r)) => {
                 undo(cfg, store, w, &tenant_key, policy, &tenant_reserved, input.now, &charged);
-                return finish_rejection_in(cfg, &spolicy, reported, r, keep, priority, Some((sc, sid)));
+                return finish_rejection_in(cfg, spolicy, reported, r, keep, priority, Some((sc, sid)));
             }
             Err(e) => {
                 undo(cfg, store, w, &tenant_key, policy, &tenant_reserved, input.now, &charged);
@@ -607,7 +622,7 @@ fn undo<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, tenant_key: &st
     for c in scopes {
         w.scratch.key.clone_from(&c.key);
         let _ = store::transact(store, &mut w.scratch, |st| {
-            core::unreserve(st, &cfg.budgets, &c.policy.limits, at, &c.reserved);
+            core::unreserve(st, &cfg.budgets, &c.policy(cfg).limits, at, &c.reserved);
             (true, ())
         });
     }
@@ -752,7 +767,7 @@ fn finish_rejection_in(cfg: &Config, policy: &TenantPolicy, tenant: String, r: R
         let headline = Usage { budget: r.budget, limit: r.limit, burst_credits: 0, used: r.limit, burst_taken: 0, used_before: r.limit, resets_in_ms: r.reset_s * 1000 };
         // The refusing scope id, so the shadow rejection is counted under its label.
         let scopes = scope
-            .map(|(sc, id)| vec![ScopeCharge { scope: sc, id, key: String::new(), policy: policy.clone(), reserved: Vec::new() }])
+            .map(|(sc, id)| vec![ScopeCharge { scope: sc, id, key: String::new(), runtime: None, reserved: Vec::new() }])
             .unwrap_or_default();
         return Verdict::Admit(Box::new(Admitted {
             tenant,

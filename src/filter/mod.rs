@@ -611,6 +611,7 @@ impl HttpContext for Http {
             let global_degraded = cfg.global.is_some() && sh.global.degraded(&cfg, now);
             let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now, global_degraded, scope_ids };
             let overrides = &sh.overrides;
+            sh.worker.has_overrides = !overrides.policies.is_empty();
             let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
             self.record(sh, &v);
             if let Verdict::Admit(a) = &v {
