@@ -59,6 +59,11 @@ pub struct Admitted {
     pub global_urgent: bool,
     /// What the request reserved in each scope (SPEC 7), in scope order.
     pub scopes: Vec<ScopeCharge>,
+    /// `x-tenant-quota-warning` reasons of `warn` budgets admitted past their cap, in budget
+    /// name order (SPEC 6).
+    pub warnings: Vec<String>,
+    /// How long the request waited in a queue before admission (SPEC 6).
+    pub queued_ms: Option<u64>,
 }
 
 /// A scope id's part of an admitted request.
@@ -113,6 +118,21 @@ pub enum Verdict {
         /// The scope and id whose budget refused (SPEC 7), if a scoped one did.
         scope: Option<(usize, String)>,
     },
+    /// Only `on_exceed: queue` budgets refused (SPEC 6): the request may wait for room.
+    /// Nothing is charged. `reply` is its rejection should it time out or find the queue full.
+    Wait(Box<Waiting>),
+}
+
+/// A request that may wait for room.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    pub reply: Reply,
+    pub rejection: Rejection,
+    pub tenant: String,
+    pub scope: Option<(usize, String)>,
+    /// The store key of the subject (tenant or scope id) whose budget refused: requests wait
+    /// per subject and budget.
+    pub key: String,
 }
 
 /// Per-worker state the engine reuses between requests.
@@ -289,6 +309,13 @@ pub fn admitted_headers(a: &Admitted, mut add: impl FnMut(&'static str, &str)) {
     }
     if let Some(s) = &a.shadow {
         add("x-tenant-quota-shadow", s);
+    }
+    if !a.warnings.is_empty() {
+        add("x-tenant-quota-warning", &a.warnings.join(","));
+    }
+    if let Some(ms) = a.queued_ms {
+        let mut buf = [0u8; 20];
+        add("x-tenant-quota-queued-ms", crate::wire::fmt_u64(ms, &mut buf));
     }
 }
 
@@ -494,6 +521,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                 retry_after_s: sat_retry,
                 limit: 0,
                 reset_s: sat_retry,
+                queue: false,
             },
             None => {
                 let mut reply = plain_reply(429, "saturation_throttle", "Tenant throttled while the service is saturated", Some(&tenant));
@@ -539,6 +567,10 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         }
         match result {
             Err(e) => return store_error_verdict(cfg, e, Some(reported)),
+            Ok(Err(r)) if r.queue && cfg.mode == Mode::Enforce => {
+                let reply = reject_reply(cfg, policy, &reported, &r);
+                return Verdict::Wait(Box::new(Waiting { reply, rejection: r, tenant: reported, scope: None, key: scratch.key.clone() }));
+            }
             Ok(Err(r)) => return finish_rejection(cfg, policy, reported, r, keep, priority),
             Ok(Ok(())) => {}
         }
@@ -578,7 +610,12 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                 charged.push(ScopeCharge { scope: sc, id: sid, key, runtime, reserved: ds });
             }
             Ok(Err(r)) => {
+                let key = scratch.key.clone();
                 undo(cfg, store, w, &tenant_key, policy, &tenant_reserved, input.now, &charged);
+                if r.queue && cfg.mode == Mode::Enforce {
+                    let reply = reject_reply_in(cfg, spolicy, &reported, &r, Some((cfg.scopes[sc].name.as_str(), sid.as_str())));
+                    return Verdict::Wait(Box::new(Waiting { reply, rejection: r, tenant: reported, scope: Some((sc, sid)), key }));
+                }
                 return finish_rejection_in(cfg, spolicy, reported, r, keep, priority, Some((sc, sid)));
             }
             Err(e) => {
@@ -588,7 +625,12 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         }
     }
     let (global_dirty, global_urgent) = global_marks(cfg, &all_usage);
+    let mut warned: Vec<(usize, String)> =
+        all_usage.iter().filter_map(|u| u.warned.map(|r| (u.budget, r.header_value(&cfg.budgets[u.budget].name)))).collect();
+    warned.sort();
     Verdict::Admit(Box::new(Admitted {
+        warnings: warned.into_iter().map(|(_, r)| r).collect(),
+        queued_ms: None,
         headline: core::closest_to_exhaustion(&all_usage).copied(),
         usage: all_usage,
         tenant: reported,
@@ -677,7 +719,7 @@ fn exact_rejection(cfg: &Config, policy: &TenantPolicy, d: &Demand, now: Millis)
     let reset_s = reset_ms.div_ceil(1000).max(1);
     let reason = if l.burst_credits > 0 { Reason::BurstExhausted } else { Reason::Exceeded };
     let _ = cfg;
-    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s }
+    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false }
 }
 
 /// Finish an `exact` request. `answers`: the service's answer per `a.exact` demand, or
@@ -764,7 +806,7 @@ fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Reje
 fn finish_rejection_in(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Rejection, keep: f64, priority: Priority, scope: Option<(usize, String)>) -> Verdict {
     let reply = reject_reply_in(cfg, policy, &tenant, &r, scope.as_ref().map(|(s, id)| (cfg.scopes[*s].name.as_str(), id.as_str())));
     if cfg.mode == Mode::Shadow {
-        let headline = Usage { budget: r.budget, limit: r.limit, burst_credits: 0, used: r.limit, burst_taken: 0, used_before: r.limit, resets_in_ms: r.reset_s * 1000 };
+        let headline = Usage { budget: r.budget, limit: r.limit, burst_credits: 0, used: r.limit, burst_taken: 0, used_before: r.limit, resets_in_ms: r.reset_s * 1000, warned: None };
         // The refusing scope id, so the shadow rejection is counted under its label.
         let scopes = scope
             .map(|(sc, id)| vec![ScopeCharge { scope: sc, id, key: String::new(), runtime: None, reserved: Vec::new() }])

@@ -747,6 +747,7 @@ fn drive(c: &Config, reqs: &[Request]) -> Result<(), TestCaseError> {
                 engine::admitted_headers(&a, |_, _| n += 1);
             }
             Verdict::Reject { reply, .. } => prop_assert!(reply.status >= 400),
+            Verdict::Wait(w) => prop_assert_eq!(w.reply.status, 429),
             Verdict::Pass { .. } => {}
         }
     }

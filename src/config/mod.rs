@@ -7,7 +7,7 @@
 
 pub mod raw;
 
-pub use raw::{Algorithm, GlobalMode, Level, Mode, OnError, Priority};
+pub use raw::{Algorithm, GlobalMode, Level, Mode, OnError, OnExceed, Priority};
 pub use raw::RawTenant;
 use raw::{RawBudget, RawConfig, RawOverride};
 use serde_json::Value;
@@ -102,6 +102,23 @@ pub struct Budget {
     pub global: Option<GlobalMode>,
     /// `Some(i)`: counted per id of `Config::scopes[i]` (SPEC 7); `None`: per tenant.
     pub scope: Option<usize>,
+    /// SPEC 6.
+    pub on_exceed: OnExceed,
+    /// For `on_exceed: queue`: how long a request may wait, and how many may wait per tenant
+    /// (or scope id) and budget in one Envoy.
+    pub queue: Queue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queue {
+    pub timeout_ms: u64,
+    pub max_waiting: u64,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue { timeout_ms: 1000, max_waiting: 100 }
+    }
 }
 
 /// A further identity requests carry (SPEC 7), with its own counts per id.
@@ -318,6 +335,26 @@ impl Config {
         self.tenants.get(tenant).unwrap_or(&self.default_policy)
     }
 
+    /// Legal but doubtful settings, for the log at configure (SPEC 6).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in self.budgets.iter().filter(|b| b.on_exceed == OnExceed::Queue) {
+            let t = b.queue.timeout_ms;
+            if t == 0 {
+                out.push(format!("budgets.{}.queue.timeout_ms is 0: requests never wait (the budget rejects)", b.name));
+            } else if t > 15_000 {
+                out.push(format!("budgets.{}.queue.timeout_ms is {t} ms, longer than Envoy's default route timeout (15 s): check the route's timeout", b.name));
+            }
+            if b.limits.window_ms > 0 && t > 0 && b.limits.window_ms / t > 100 {
+                out.push(format!(
+                    "budgets.{}: a window of {} ms is far longer than the queue timeout ({t} ms): few waiting requests will ever see it roll over",
+                    b.name, b.limits.window_ms
+                ));
+            }
+        }
+        out
+    }
+
     pub fn budget_index(&self, name: &str) -> Option<usize> {
         self.budgets.iter().position(|b| b.name == name)
     }
@@ -396,7 +433,29 @@ fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
         }
         check_global_limits(&p, &limits)?;
     }
-    Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None })
+    let on_exceed = raw.on_exceed.unwrap_or_default();
+    let mut queue = Queue::default();
+    if let Some(q) = &raw.queue {
+        if on_exceed != OnExceed::Queue {
+            return err(format!("{p}.queue"), "`queue` settings need `\"on_exceed\": \"queue\"`");
+        }
+        if let Some(t) = q.timeout_ms {
+            if !(0..=300_000).contains(&t) {
+                return err(format!("{p}.queue.timeout_ms"), format!("must be between 0 and 300000 ms, got {t}"));
+            }
+            queue.timeout_ms = t as u64;
+        }
+        if let Some(m) = q.max_waiting {
+            if m == 0 || m > 100_000 {
+                return err(format!("{p}.queue.max_waiting"), format!("must be between 1 and 100000, got {m}"));
+            }
+            queue.max_waiting = m;
+        }
+    }
+    if on_exceed == OnExceed::Queue && raw.global == Some(GlobalMode::Exact) {
+        return err(format!("{p}.on_exceed"), "an `exact` global budget cannot queue (its answer comes from the rate limit service)");
+    }
+    Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None, on_exceed, queue })
 }
 
 /// A global budget's window must be a unit of the rate limit service, and its cap fit the
@@ -647,6 +706,15 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let admin = raw.admin.as_ref().map(compile_admin).transpose()?;
     let needs_match = budgets.iter().any(|b| !b.matcher.is_any());
     let global = raw.global.as_ref().map(compile_global).transpose()?;
+    if let (Some(q), Some(x)) = (
+        budgets.iter().find(|b| b.on_exceed == OnExceed::Queue),
+        budgets.iter().find(|b| b.global == Some(GlobalMode::Exact)),
+    ) {
+        return err(
+            format!("budgets.{}.on_exceed", q.name),
+            format!("`queue` cannot be combined with the `exact` global budget `{}` in one configuration (a queued request is decided again without a network call)", x.name),
+        );
+    }
     if global.is_none() {
         if let Some(b) = budgets.iter().find(|b| b.global.is_some()) {
             return err(format!("budgets.{}.global", b.name), "a global budget needs the top-level `global` block (the rate limit service's cluster)");

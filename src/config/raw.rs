@@ -154,6 +154,32 @@ pub struct RawBudget {
     /// SPEC 7: count per id of this scope instead of per tenant.
     #[serde(default)]
     pub scope: Option<String>,
+    /// SPEC 6: what a request that does not fit gets.
+    #[serde(default)]
+    pub on_exceed: Option<OnExceed>,
+    #[serde(default)]
+    pub queue: Option<RawQueue>,
+}
+
+/// SPEC 6 violation actions.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExceed {
+    #[default]
+    Reject,
+    /// Admit and charge anyway, marking the response (soft limits).
+    Warn,
+    /// Hold the request in the filter until the budget has room, up to a timeout.
+    Queue,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub max_waiting: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

@@ -225,3 +225,23 @@ fn scopes_are_checked_with_the_key_named() {
     assert_eq!(ok.scopes[1].policy("red").limits[i].limit, 5);
     assert_eq!(ok.scopes[1].source, TenantSource::Header("x-team".into()));
 }
+
+#[test]
+fn violation_actions_are_checked() {
+    let e = refused(r#"{"budgets":{"r":{"counts":"requests","window_ms":1000,"limit":1,"queue":{"timeout_ms":10}}}}"#);
+    assert_eq!(e.path, "budgets.r.queue");
+    let e = refused(r#"{"budgets":{"r":{"counts":"requests","window_ms":1000,"limit":1,"on_exceed":"queue","queue":{"max_waiting":0}}}}"#);
+    assert_eq!(e.path, "budgets.r.queue.max_waiting");
+    let e = refused(r#"{"budgets":{"r":{"counts":"requests","window_ms":1000,"limit":1,"on_exceed":"drop"}}}"#);
+    assert_eq!(e.path, "budgets.r.on_exceed");
+    let c = parse(
+        r#"{"budgets":{"q0":{"counts":"in_flight","limit":1,"on_exceed":"queue","queue":{"timeout_ms":0}},
+                       "q1":{"counts":"requests","window_ms":86400000,"limit":1,"on_exceed":"queue"},
+                       "w":{"counts":"requests","window_ms":1000,"limit":1,"on_exceed":"warn"}}}"#,
+    )
+    .unwrap();
+    let w = c.warnings();
+    assert!(w.iter().any(|m| m.contains("q0.queue.timeout_ms is 0")), "{w:?}");
+    assert!(w.iter().any(|m| m.contains("q1") && m.contains("far longer")), "{w:?}");
+    assert_eq!(c.budgets[c.budget_index("q1").unwrap()].queue, Queue { timeout_ms: 1000, max_waiting: 100 });
+}

@@ -7,7 +7,7 @@
 pub mod saturation;
 pub mod state;
 
-use crate::config::{Budget, Counts, Limits};
+use crate::config::{Budget, Counts, Limits, OnExceed};
 pub use global_slot::{apply_answer, record_exact, unsent, unreserve, Answer};
 
 mod global_slot;
@@ -93,6 +93,8 @@ pub struct Rejection {
     pub limit: u64,
     /// Seconds until the window resets (0 for in_flight).
     pub reset_s: u64,
+    /// Only `on_exceed: queue` budgets refused: the request may wait for room (SPEC 6).
+    pub queue: bool,
 }
 
 /// One budget's standing after a decision, for response headers and metrics.
@@ -110,6 +112,8 @@ pub struct Usage {
     /// Units used before this request (for threshold crossings).
     pub used_before: u64,
     pub resets_in_ms: u64,
+    /// An `on_exceed: warn` budget admitted the request past its cap, for this reason.
+    pub warned: Option<Reason>,
 }
 
 impl Usage {
@@ -229,7 +233,9 @@ pub fn decide(
     usage: &mut Vec<Usage>,
 ) -> Result<(), Rejection> {
     usage.clear();
-    // Check.
+    // Check. A `warn` budget that does not fit admits anyway (marked); a `queue` one refuses
+    // with `queue: true` unless a `reject` budget refuses too, which wins (SPEC 6).
+    let mut queued: Option<Rejection> = None;
     for d in demands {
         let b = &policy.budgets[d.budget];
         if policy.limits[d.budget].unlimited {
@@ -245,6 +251,7 @@ pub fn decide(
             Admit::Probe => used < cap,
         };
         let (limit, burst) = scaled(l, policy.keep);
+        let mut warned = None;
         if !fits(limit.saturating_add(burst)) {
             let full_fits = fits(l.limit.saturating_add(l.burst_credits));
             let reset_ms = resets_in_ms(&cur, now, l.window_ms);
@@ -256,7 +263,15 @@ pub fn decide(
                 (Reason::Exceeded, if b.counts == Counts::InFlight { 1 } else { ceil_s(reset_ms) })
             };
             let reset_s = if l.window_ms == 0 { 0 } else { ceil_s(reset_ms) };
-            return Err(Rejection { budget: d.budget, reason, retry_after_s: retry, limit, reset_s });
+            let r = Rejection { budget: d.budget, reason, retry_after_s: retry, limit, reset_s, queue: false };
+            match b.on_exceed {
+                OnExceed::Reject => return Err(r),
+                OnExceed::Queue => {
+                    queued.get_or_insert(Rejection { queue: true, ..r });
+                    continue;
+                }
+                OnExceed::Warn => warned = Some(reason),
+            }
         }
         let taken = if d.admit == Admit::Reserve { d.units } else { 0 };
         let after = used.saturating_add(taken);
@@ -268,7 +283,12 @@ pub fn decide(
             burst_taken: after.saturating_sub(limit).saturating_sub(used.saturating_sub(limit)),
             used_before: used,
             resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+            warned,
         });
+    }
+    if let Some(q) = queued {
+        usage.clear();
+        return Err(q);
     }
     // Commit. Slots of budgets no longer configured (removed by a config push) are dropped
     // once the state holds more slots than there are budgets, so they never crowd out the
@@ -317,6 +337,7 @@ pub fn charge(policy: &Policy, state: &mut TenantState, now: Millis, budget: usi
         burst_taken: after.saturating_sub(limit).saturating_sub(before.saturating_sub(limit)),
         used_before: before,
         resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+        warned: None,
     })
 }
 
@@ -329,7 +350,7 @@ pub fn standing(policy: &Policy, state: &TenantState, now: Millis, budget: usize
     let (gl, remote) = global_terms(b, l, policy.global, cur.remote);
     let used = cur.used.saturating_add(carried).saturating_add(remote);
     let (limit, burst) = scaled(&gl, policy.keep);
-    Usage { budget, limit, burst_credits: burst, used, burst_taken: 0, used_before: used, resets_in_ms: resets_in_ms(&cur, now, l.window_ms) }
+    Usage { budget, limit, burst_credits: burst, used, burst_taken: 0, used_before: used, resets_in_ms: resets_in_ms(&cur, now, l.window_ms), warned: None }
 }
 
 /// Clear a budget's window counts (not in_flight slots).

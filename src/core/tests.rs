@@ -229,7 +229,7 @@ fn one_budget_state_fits_inline_in_envoy_and_version_1_still_decodes() {
 
 #[test]
 fn closest_to_exhaustion_picks_smallest_share_left() {
-    let u = |budget, limit, used| Usage { budget, limit, burst_credits: 0, used, burst_taken: 0, used_before: 0, resets_in_ms: 1 };
+    let u = |budget, limit, used| Usage { budget, limit, burst_credits: 0, used, burst_taken: 0, used_before: 0, resets_in_ms: 1, warned: None };
     let all = [u(0, 100, 50), u(1, 10, 8), u(2, 1000, 100)];
     assert_eq!(closest_to_exhaustion(&all).unwrap().budget, 1);
 }
@@ -252,7 +252,7 @@ fn saturation_levels_staleness_and_hysteresis() {
 
 #[test]
 fn thresholds_are_crossed_once() {
-    let u = |before, used| Usage { budget: 0, limit: 100, burst_credits: 0, used, burst_taken: 0, used_before: before, resets_in_ms: 1 };
+    let u = |before, used| Usage { budget: 0, limit: 100, burst_credits: 0, used, burst_taken: 0, used_before: before, resets_in_ms: 1, warned: None };
     assert_eq!(crossed(&u(79, 80)).collect::<Vec<_>>(), vec![0]);
     assert_eq!(crossed(&u(80, 81)).count(), 0);
     assert_eq!(crossed(&u(10, 96)).collect::<Vec<_>>(), vec![0, 1, 2]);
@@ -317,4 +317,30 @@ fn slots_of_removed_budgets_are_dropped_when_they_crowd_the_state() {
     assert!(k.ask("x", t, &[REQ], 1.0).is_err(), "the current budget still holds after an encode round trip");
     let back = TenantState::decode(&k.st.encode()).unwrap();
     assert_eq!(back, k.st);
+}
+
+#[test]
+fn warn_admits_past_the_cap_and_queue_refuses_only_when_no_reject_budget_does() {
+    let mut k = Case::new(
+        r#"{"budgets":{"soft":{"counts":"requests","window_ms":60000,"limit":2,"on_exceed":"warn"},
+                       "wait":{"counts":"requests","window_ms":60000,"limit":3,"on_exceed":"queue"},
+                       "hard":{"counts":"requests","window_ms":60000,"limit":4}}}"#,
+    );
+    let (hard, soft, wait) = (k.c.budget_index("hard").unwrap(), k.c.budget_index("soft").unwrap(), k.c.budget_index("wait").unwrap());
+    let all = [hard, soft, wait].map(|budget| Demand { budget, units: 1, admit: Admit::Reserve });
+    let t = 1_700_000_040_000;
+    for i in 0..3 {
+        k.ask("x", t, &all, 1.0).unwrap();
+        let s = k.usage.iter().find(|u| u.budget == soft).unwrap();
+        assert_eq!(s.warned.is_some(), i >= 2, "request {i}");
+    }
+    // The 4th: `wait` (limit 3) refuses; only a queue budget refuses, so it may wait.
+    let r = k.ask("x", t, &all, 1.0).unwrap_err();
+    assert_eq!((r.budget, r.queue), (wait, true));
+    // Without `wait`, `soft` warns and `hard` admits its 4th, then refuses the 5th.
+    let two = [all[0], all[1]];
+    k.ask("x", t, &two, 1.0).unwrap();
+    assert_eq!(k.st.slot(k.c.budgets[soft].id).unwrap().used, 4, "warned units are charged");
+    let r = k.ask("x", t, &all, 1.0).unwrap_err();
+    assert_eq!((r.budget, r.queue), (hard, false), "a reject budget wins over a queue one");
 }

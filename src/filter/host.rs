@@ -67,6 +67,7 @@ extern "C" {
         return_buffer_size: *mut usize,
     ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -208,6 +209,12 @@ pub fn buffer(buffer_type: u32, start: usize, max: usize) -> Option<Vec<u8>> {
         NOT_FOUND => Some(Vec::new()),
         _ => None,
     }
+}
+
+/// Make later host calls act on context `id` (a paused request, from the root's tick).
+pub fn set_effective_context(id: u32) -> bool {
+    // SAFETY: a plain value.
+    unsafe { proxy_set_effective_context(id) == OK }
 }
 
 /// Resume a request paused in its header phase (e.g. after a gRPC answer).

@@ -25,8 +25,14 @@ pub enum Kind {
     Cross80 = 8,
     Cross90 = 9,
     Cross95 = 10,
+    Warned = 11,
+    QueueWaiting = 12,
+    QueuedAdmitted = 13,
+    QueuedTimeout = 14,
+    QueuedFull = 15,
+    QueuedCancelled = 16,
 }
-const KINDS: usize = 11;
+const KINDS: usize = 17;
 
 /// Counters and gauges are batched per worker and written to the host at most every
 /// [`FLUSH_MS`] (at the end of a request, and on a 5 ms tick for the last ones): each metric
@@ -130,6 +136,12 @@ impl Metrics {
             Kind::Cross80 => (COUNTER, format!("quota_threshold_crossings_total.{t}.resource.{b}.threshold.80")),
             Kind::Cross90 => (COUNTER, format!("quota_threshold_crossings_total.{t}.resource.{b}.threshold.90")),
             Kind::Cross95 => (COUNTER, format!("quota_threshold_crossings_total.{t}.resource.{b}.threshold.95")),
+            Kind::Warned => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.warned")),
+            Kind::QueueWaiting => (GAUGE, format!("quota_queue_waiting.{t}.resource.{b}")),
+            Kind::QueuedAdmitted => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.admitted")),
+            Kind::QueuedTimeout => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.timeout")),
+            Kind::QueuedFull => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.full")),
+            Kind::QueuedCancelled => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.cancelled")),
         };
         let id = host::define_metric(ty, &name)?;
         self.ids[slot] = id;
@@ -162,6 +174,20 @@ impl Metrics {
         let slot = self.slot(tenant, budget, kind);
         self.mark(slot);
         self.gauge[slot] = Some(v);
+    }
+
+    /// A queue event (SPEC 6) of a tenant (`scope` None) or scope id: `waiting` moves the
+    /// `quota_queue_waiting` gauge (+1 entering, -1 leaving), `result` counts an outcome.
+    pub fn queued(&mut self, cfg: &Config, scope: Option<usize>, who: &str, budget: usize, waiting: i64, result: Option<Kind>) {
+        let t = self.label_index(scope, who);
+        if waiting != 0 {
+            if let Some(id) = self.id(cfg, t, budget, Kind::QueueWaiting) {
+                host::increment_metric(id, waiting);
+            }
+        }
+        if let Some(k) = result {
+            self.inc(cfg, t, budget, k, 1);
+        }
     }
 
     /// `quota_in_flight_reclaimed_total`: slots given back from VMs that stopped.
@@ -240,6 +266,9 @@ impl Metrics {
         };
         if count_check {
             self.inc(cfg, t, u.budget, Kind::Allowed, 1);
+            if u.warned.is_some() {
+                self.inc(cfg, t, u.budget, Kind::Warned, 1);
+            }
         }
         self.inc(cfg, t, u.budget, Kind::BurstUsed, u.burst_taken);
         self.set(cfg, t, u.budget, Kind::Remaining, u.remaining());

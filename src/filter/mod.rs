@@ -5,6 +5,7 @@
 mod global;
 mod host;
 mod metrics;
+mod queue;
 mod saturation;
 
 use crate::admin::{self, Overrides};
@@ -17,6 +18,7 @@ use host::{map, HostStore};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -24,7 +26,7 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         host::log(host::LOG_CRITICAL, &format!("tenant-quota: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id, ..Root::default() }) });
 }}
 
 /// Per-worker mutable state shared by the root and HTTP contexts of one VM.
@@ -36,10 +38,13 @@ struct Shared {
     global: global::GlobalWorker,
     /// In-flight ledger (configs with `in_flight` budgets): a dead VM's slots come back.
     ledger: Option<crate::store::ledger::Ledger>,
+    /// Requests waiting for room (SPEC 6).
+    queues: queue::Queues,
 }
 
 #[derive(Default)]
 struct Root {
+    id: u32,
     config: Option<Rc<Config>>,
     shared: Option<Rc<RefCell<Shared>>>,
 }
@@ -93,8 +98,12 @@ impl RootContext for Root {
         let mut worker = Worker::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let lease_id = worker.token();
         let ledger = has_in_flight(&cfg).then(|| crate::store::ledger::Ledger::new(worker.token()));
+        for w in cfg.warnings() {
+            host::log(host::LOG_WARN, &format!("tenant-quota: {w}"));
+        }
         let shared = Shared {
             ledger,
+            queues: queue::Queues::default(),
             global: global::GlobalWorker::new(lease_id),
             worker,
             overrides: Overrides::default(),
@@ -118,6 +127,13 @@ impl RootContext for Root {
                     metrics.flush(cfg, overrides, now, true);
                     if cfg.global.is_some() {
                         global.tick(cfg, &|id| overrides.get(id), now);
+                    }
+                }
+                if let Some(cfg) = &self.config {
+                    if !sh.queues.is_empty() {
+                        pass(cfg, &mut sh, now);
+                        // The pass acted on paused requests' contexts; act as the root again.
+                        host::set_effective_context(self.id);
                     }
                 }
                 let Shared { ledger, worker, metrics, .. } = &mut *sh;
@@ -148,7 +164,7 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
         let shared = self.shared.clone()?;
         Some(Box::new(Http {
@@ -162,6 +178,8 @@ impl RootContext for Root {
             started_ms: 0,
             counted_in_flight: false,
             exact_call: None,
+            ctx: context_id,
+            waiting: false,
         }))
     }
 
@@ -191,6 +209,129 @@ fn key_of<'a>(cfg: &Config, a: &'a Admitted, budget: usize) -> &'a str {
     }
 }
 
+/// Metrics of a verdict.
+fn record(cfg: &Config, sh: &mut Shared, verdict: &Verdict) {
+    match verdict {
+        Verdict::Pass { error: Some(_) } => sh.metrics.error(),
+        Verdict::Pass { error: None } => {}
+        Verdict::Admit(a) => {
+            if let (Some(_), Some(h)) = (&a.shadow, &a.headline) {
+                if a.usage.is_empty() {
+                    // A would-be rejection in shadow mode.
+                    let reason = if h.burst_credits > 0 { crate::core::Reason::BurstExhausted } else { crate::core::Reason::Exceeded };
+                    let (scope, who) = a.scope_id_of(cfg, h.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                    sh.metrics.rejected_of(cfg, scope, who, h.budget, reason, true);
+                    return;
+                }
+            }
+            for u in &a.usage {
+                let (scope, who) = a.scope_id_of(cfg, u.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                sh.metrics.usage_of(cfg, scope, who, u, true);
+            }
+        }
+        Verdict::Wait(_) => {}
+        Verdict::Reject { tenant, rejection, error, scope, .. } => {
+            if error.is_some() {
+                sh.metrics.error();
+            }
+            if let (Some(t), Some(r)) = (tenant, rejection) {
+                match scope {
+                    Some((s, id)) => sh.metrics.rejected_of(cfg, Some(*s), id, r.budget, r.reason, false),
+                    None => sh.metrics.rejected(cfg, t, r.budget, r.reason, false),
+                }
+            }
+        }
+    }
+}
+
+
+/// Retry the requests waiting in this worker's queues (from the tick): each decided again by
+/// the same CAS as any request, oldest first per (subject, budget); a pass over one queue
+/// stops at the first request that still does not fit.
+fn pass(cfg: &Config, sh: &mut Shared, now: u64) {
+    let keys: Vec<(String, usize)> = sh.queues.queues.keys().cloned().collect();
+    let level = sh.saturation.level(cfg, now, &mut sh.metrics);
+    let degraded = cfg.global.is_some() && sh.global.degraded(cfg, now);
+    for k in keys {
+        loop {
+            let Some(mut e) = sh.queues.queues.get_mut(&k).and_then(VecDeque::pop_front) else {
+                sh.queues.queues.remove(&k);
+                break;
+            };
+            let (scope, who) = e.waiting.scope.clone().map_or((None, e.waiting.tenant.clone()), |(s, id)| (Some(s), id));
+            if now >= e.deadline {
+                sh.queues.leave_place(&e.count_key, now);
+                sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(metrics::Kind::QueuedTimeout));
+                sh.metrics.rejected_of(cfg, scope, &who, e.waiting.rejection.budget, e.waiting.rejection.reason, false);
+                queue::answer(e.ctx, &e.waiting.reply);
+                continue;
+            }
+            let mut headers = HostHeaders::All(std::mem::take(&mut e.headers));
+            let input = engine::RequestInput {
+                headers: &mut headers,
+                tenant: e.tenant.clone(),
+                end_of_stream: e.end_of_stream,
+                level,
+                now,
+                global_degraded: degraded,
+                scope_ids: e.scope_ids.clone(),
+            };
+            let overrides = &sh.overrides;
+            sh.worker.has_overrides = !overrides.policies.is_empty();
+            let v = engine::evaluate(cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
+            if let HostHeaders::All(h) = headers {
+                e.headers = h;
+            }
+            match v {
+                Verdict::Wait(w) => {
+                    e.waiting = w;
+                    sh.queues.queues.entry(k.clone()).or_default().push_front(e);
+                    // Those behind it keep their turn, but not past their own timeout.
+                    for x in sh.queues.expired(&k, now) {
+                        let (scope, who) = x.waiting.scope.clone().map_or((None, x.waiting.tenant.clone()), |(s, id)| (Some(s), id));
+                        sh.queues.leave_place(&x.count_key, now);
+                        sh.metrics.queued(cfg, scope, &who, x.budget, -1, Some(metrics::Kind::QueuedTimeout));
+                        sh.metrics.rejected_of(cfg, scope, &who, x.waiting.rejection.budget, x.waiting.rejection.reason, false);
+                        queue::answer(x.ctx, &x.waiting.reply);
+                    }
+                    break;
+                }
+                Verdict::Admit(mut a) => {
+                    sh.queues.leave_place(&e.count_key, now);
+                    sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(metrics::Kind::QueuedAdmitted));
+                    a.queued_ms = Some(now.saturating_sub(e.since));
+                    let v = Verdict::Admit(a);
+                    record(cfg, sh, &v);
+                    let Verdict::Admit(a) = v else { continue };
+                    if a.global_dirty {
+                        sh.global.touched(&a.key, a.global_urgent);
+                    }
+                    ledger_acquired(cfg, sh, &a);
+                    sh.queues.delivered.insert(e.ctx, a);
+                    if !queue::resume(e.ctx) {
+                        // The request is gone (its client left as it was admitted): undo.
+                        if let Some(a) = sh.queues.delivered.remove(&e.ctx) {
+                            let p = sh.overrides.get(&a.tenant).unwrap_or_else(|| cfg.policy(&a.tenant).clone());
+                            let _ = engine::rollback(cfg, &HostStore, &mut sh.worker, &a, &p);
+                        }
+                    }
+                }
+                Verdict::Reject { ref reply, .. } => {
+                    sh.queues.leave_place(&e.count_key, now);
+                    sh.metrics.queued(cfg, scope, &who, e.budget, -1, None);
+                    record(cfg, sh, &v);
+                    queue::answer(e.ctx, reply);
+                }
+                Verdict::Pass { .. } => {
+                    sh.queues.leave_place(&e.count_key, now);
+                    sh.metrics.queued(cfg, scope, &who, e.budget, -1, None);
+                    queue::resume(e.ctx);
+                }
+            }
+        }
+    }
+}
+
 /// An admin request waiting for its body.
 struct PendingAdmin {
     method: String,
@@ -214,6 +355,9 @@ struct Http {
     /// An `exact` global check in flight: (token, sent at). `admitted` holds the request's
     /// local reservations meanwhile.
     exact_call: Option<(u32, u64)>,
+    ctx: u32,
+    /// Paused in a queue (SPEC 6); its admission, once decided, waits in `Queues::delivered`.
+    waiting: bool,
 }
 
 /// Request headers for the engine. Each host call costs about as much as reading every
@@ -434,37 +578,68 @@ impl Http {
     }
 
     fn record(&self, sh: &mut Shared, verdict: &Verdict) {
-        let cfg = &self.config;
-        match verdict {
-            Verdict::Pass { error: Some(_) } => sh.metrics.error(),
-            Verdict::Pass { error: None } => {}
-            Verdict::Admit(a) => {
-                if let (Some(_), Some(h)) = (&a.shadow, &a.headline) {
-                    if a.usage.is_empty() {
-                        // A would-be rejection in shadow mode.
-                        let reason = if h.burst_credits > 0 { crate::core::Reason::BurstExhausted } else { crate::core::Reason::Exceeded };
-                        let (scope, who) = a.scope_id_of(cfg, h.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
-                        sh.metrics.rejected_of(cfg, scope, who, h.budget, reason, true);
-                        return;
-                    }
-                }
-                for u in &a.usage {
-                    let (scope, who) = a.scope_id_of(cfg, u.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
-                    sh.metrics.usage_of(cfg, scope, who, u, true);
-                }
-            }
-            Verdict::Reject { tenant, rejection, error, scope, .. } => {
-                if error.is_some() {
-                    sh.metrics.error();
-                }
-                if let (Some(t), Some(r)) = (tenant, rejection) {
-                    match scope {
-                        Some((s, id)) => sh.metrics.rejected_of(cfg, Some(*s), id, r.budget, r.reason, false),
-                        None => sh.metrics.rejected(cfg, t, r.budget, r.reason, false),
-                    }
-                }
+        record(&self.config, sh, verdict);
+    }
+
+    /// Pick up an admission decided while the request waited in a queue.
+    fn adopt(&mut self) {
+        if !self.waiting {
+            return;
+        }
+        if let Ok(mut sh) = self.shared.try_borrow_mut() {
+            if let Some(a) = sh.queues.delivered.remove(&self.ctx) {
+                self.admitted = Some(a);
+                self.waiting = false;
             }
         }
+    }
+
+    /// A request only `queue` budgets refused: wait for room, or get the rejection now when
+    /// the queue is full (or the timeout is 0).
+    fn wait(&mut self, w: Box<engine::Waiting>, headers: HostHeaders, tenant: Option<Vec<u8>>, scope_ids: Vec<Option<Vec<u8>>>, end_of_stream: bool) -> Action {
+        let cfg = self.config.clone();
+        let budget = w.rejection.budget;
+        let b = &cfg.budgets[budget];
+        let now = host::now_ms();
+        let count_key = queue::count_key(&w.key, b.id);
+        let stale_ms = b.queue.timeout_ms.saturating_add(10_000);
+        let placed = {
+            let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
+            let sh = &mut *sh;
+            let (scope, who) = w.scope.as_ref().map_or((None, w.tenant.as_str()), |(s, id)| (Some(*s), id.as_str()));
+            let placed = b.queue.timeout_ms > 0 && sh.queues.take_place(&count_key, b.queue.max_waiting, now, stale_ms).unwrap_or(false);
+            if placed {
+                sh.metrics.queued(&cfg, scope, who, budget, 1, None);
+            } else {
+                sh.metrics.queued(&cfg, scope, who, budget, 0, Some(metrics::Kind::QueuedFull));
+                sh.metrics.rejected_of(&cfg, scope, who, budget, w.rejection.reason, false);
+            }
+            placed
+        };
+        if !placed {
+            return self.send(w.reply.status, &w.reply.reason, &w.reply.body, &w.reply.headers);
+        }
+        let headers = match headers {
+            HostHeaders::All(v) => v,
+            HostHeaders::OneByOne => host::headers_raw(map::REQUEST_HEADERS).unwrap_or_default(),
+        };
+        let e = queue::Entry {
+            ctx: self.ctx,
+            since: now,
+            deadline: now.saturating_add(b.queue.timeout_ms),
+            headers,
+            tenant,
+            scope_ids,
+            end_of_stream,
+            waiting: w,
+            budget,
+            count_key,
+        };
+        if let Ok(mut sh) = self.shared.try_borrow_mut() {
+            sh.queues.push(e);
+        }
+        self.waiting = true;
+        Action::Pause
     }
 
     /// Release in_flight slots and charge streamed bytes: once, however the stream ended.
@@ -473,6 +648,18 @@ impl Http {
             return;
         }
         self.finished = true;
+        self.adopt();
+        if self.waiting {
+            // The client left while waiting: nothing was charged; free its place.
+            self.waiting = false;
+            if let Ok(mut sh) = self.shared.try_borrow_mut() {
+                let sh = &mut *sh;
+                if let Some(e) = sh.queues.cancel(self.ctx, host::now_ms()) {
+                    let (scope, who) = e.waiting.scope.clone().map_or((None, e.waiting.tenant.clone()), |(s, id)| (Some(s), id));
+                    sh.metrics.queued(&self.config, scope, &who, e.budget, -1, Some(metrics::Kind::QueuedCancelled));
+                }
+            }
+        }
         if self.counted_in_flight {
             self.counted_in_flight = false;
             if let Ok(mut sh) = self.shared.try_borrow_mut() {
@@ -609,6 +796,8 @@ impl HttpContext for Http {
             self.started_ms = now;
             let level = sh.saturation.level(&cfg, now, &mut sh.metrics);
             let global_degraded = cfg.global.is_some() && sh.global.degraded(&cfg, now);
+            let waits = cfg.budgets.iter().any(|b| b.on_exceed == crate::config::OnExceed::Queue);
+            let (tenant_copy, scope_copy) = if waits { (tenant.clone(), scope_ids.clone()) } else { (None, Vec::new()) };
             let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now, global_degraded, scope_ids };
             let overrides = &sh.overrides;
             sh.worker.has_overrides = !overrides.policies.is_empty();
@@ -622,8 +811,10 @@ impl HttpContext for Http {
                     ledger_acquired(&cfg, sh, a);
                 }
             }
-            v
+            (v, tenant_copy, scope_copy)
         };
+        let (verdict, tenant_copy, scope_copy) = verdict;
+        let replay = (headers, tenant_copy, scope_copy);
         match verdict {
             Verdict::Pass { error } => {
                 self.count_in_flight();
@@ -647,10 +838,12 @@ impl HttpContext for Http {
                 }
                 self.send(reply.status, &reply.reason, &reply.body, &reply.headers)
             }
+            Verdict::Wait(w) => self.wait(w, replay.0, replay.1, replay.2, end_of_stream),
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.adopt();
         if self.admin.is_some() {
             if !end_of_stream {
                 // Buffer until the whole body is here.
@@ -673,6 +866,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        self.adopt();
         if self.local_reply {
             return Action::Continue;
         }

@@ -1,0 +1,149 @@
+//! Requests paused while they wait for room (SPEC 6, `on_exceed: queue`), resumed from the
+//! worker's tick: the root context re-runs the request's decision (the same CAS as any
+//! other, so queueing never breaks exactness) and, on admission, resumes the request after
+//! `set_effective_context` (Envoy 1.40 resumes a paused request that way); on timeout it
+//! answers the rejection of section 2 the same way.
+//!
+//! Order: within a worker, the requests waiting on one (tenant or scope id, budget) are
+//! retried in arrival order, and a pass stops at the first that still does not fit, so a later
+//! one never overtakes it. Bounds: at most `max_waiting` per (subject, budget) in the Envoy,
+//! counted in shared data (`tq1|qw|...`, with a timestamp so that counts left by a VM that
+//! trapped expire after the longest wait), so the filter's memory for waiting requests is
+//! bounded by that.
+
+use super::host::{self, HostStore};
+use crate::engine::{Admitted, Waiting};
+use crate::store::{SharedStore, StoreError, MAX_CAS_RETRIES};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// What is needed to decide the request again.
+pub struct Entry {
+    pub ctx: u32,
+    pub since: u64,
+    pub deadline: u64,
+    /// Every request header, in the host's serialized form.
+    pub headers: Vec<u8>,
+    pub tenant: Option<Vec<u8>>,
+    pub scope_ids: Vec<Option<Vec<u8>>>,
+    pub end_of_stream: bool,
+    /// The latest refusal: its reply is sent on timeout; its subject labels the metrics.
+    pub waiting: Box<Waiting>,
+    /// The budget the request waits on (index into the config's budgets).
+    pub budget: usize,
+    pub count_key: String,
+}
+
+#[derive(Default)]
+pub struct Queues {
+    /// (subject key, budget) -> waiting requests, oldest first.
+    pub queues: BTreeMap<(String, usize), VecDeque<Entry>>,
+    /// Requests admitted from a queue, until their context picks the admission up.
+    pub delivered: HashMap<u32, Box<Admitted>>,
+    buf: Vec<u8>,
+}
+
+/// The shared count of requests waiting on a (subject, budget) in this Envoy.
+pub fn count_key(subject_key: &str, budget_id: u32) -> String {
+    format!("tq1|qw|{budget_id:08x}|{subject_key}")
+}
+
+/// `[count u64][updated ms u64]`
+fn decode(b: &[u8]) -> (u64, u64) {
+    if b.len() != 16 {
+        return (0, 0);
+    }
+    let mut c = [0u8; 8];
+    let mut t = [0u8; 8];
+    c.copy_from_slice(&b[..8]);
+    t.copy_from_slice(&b[8..]);
+    (u64::from_le_bytes(c), u64::from_le_bytes(t))
+}
+
+fn encode(count: u64, at: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&count.to_le_bytes());
+    b[8..].copy_from_slice(&at.to_le_bytes());
+    b
+}
+
+impl Queues {
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Take a place among the Envoy's waiting requests of this (subject, budget): false when
+    /// `max` already wait. The first write to a new key is blind (host rule), which can only
+    /// lose a place count between two workers meeting a new key at once: a bounded error on a
+    /// bound, never on a quota.
+    pub fn take_place(&mut self, key: &str, max: u64, now: u64, stale_ms: u64) -> Result<bool, StoreError> {
+        for _ in 0..MAX_CAS_RETRIES {
+            let cas = HostStore.get(key, &mut self.buf)?;
+            let (mut count, at) = decode(&self.buf);
+            if cas.is_none() || now.saturating_sub(at) > stale_ms {
+                count = 0;
+            }
+            if count >= max {
+                return Ok(false);
+            }
+            match HostStore.set(key, &encode(count + 1, now), cas.unwrap_or(0)) {
+                Ok(()) => return Ok(true),
+                Err(StoreError::CasMismatch) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Contended)
+    }
+
+    /// Give a place back.
+    pub fn leave_place(&mut self, key: &str, now: u64) {
+        for _ in 0..MAX_CAS_RETRIES {
+            let Ok(Some(cas)) = HostStore.get(key, &mut self.buf) else { return };
+            let (count, _) = decode(&self.buf);
+            match HostStore.set(key, &encode(count.saturating_sub(1), now), cas) {
+                Err(StoreError::CasMismatch) => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// Take out the entries of a queue whose timeout has passed (behind a head that waits).
+    pub fn expired(&mut self, k: &(String, usize), now: u64) -> Vec<Entry> {
+        let Some(q) = self.queues.get_mut(k) else { return Vec::new() };
+        let (gone, keep): (VecDeque<Entry>, VecDeque<Entry>) = std::mem::take(q).into_iter().partition(|e| now >= e.deadline);
+        *q = keep;
+        gone.into_iter().collect()
+    }
+
+    pub fn push(&mut self, e: Entry) {
+        self.queues.entry((e.waiting.key.clone(), e.budget)).or_default().push_back(e);
+    }
+
+    /// The client left while waiting: remove its entry (and give its place back).
+    pub fn cancel(&mut self, ctx: u32, now: u64) -> Option<Entry> {
+        let mut found = None;
+        for (k, q) in self.queues.iter_mut() {
+            if let Some(i) = q.iter().position(|e| e.ctx == ctx) {
+                found = Some((k.clone(), i));
+                break;
+            }
+        }
+        let (k, i) = found?;
+        let q = self.queues.get_mut(&k)?;
+        let e = q.remove(i)?;
+        if q.is_empty() {
+            self.queues.remove(&k);
+        }
+        self.leave_place(&e.count_key, now);
+        Some(e)
+    }
+}
+
+/// Resume a paused request from the root context.
+pub fn resume(ctx: u32) -> bool {
+    host::set_effective_context(ctx) && host::resume_request()
+}
+
+/// Answer a paused request from the root context.
+pub fn answer(ctx: u32, reply: &crate::engine::Reply) -> bool {
+    host::set_effective_context(ctx) && host::send_local_response(reply.status, &reply.reason, &reply.body, &reply.headers)
+}
