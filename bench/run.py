@@ -70,6 +70,16 @@ TEAM_BUDGETS = copy.deepcopy(FOUR_BUDGETS)
 TEAM_BUDGETS["scopes"] = {"team": {"header": "x-team-id", "max_tracked": 100000}}
 TEAM_BUDGETS["budgets"]["team_requests_per_minute"] = {"counts": "requests", "window_ms": 60000, "limit": HUGE, "scope": "team"}
 
+# (l): (e) with `on_exceed: queue` on requests_per_minute, which never fills: the cost of the
+# action itself. (m): (e) plus an in_flight budget of 8 slots on every path with `queue`: with
+# 32 connections most requests wait for a slot (freed at the end of a request, taken on the
+# next 5 ms tick), so its CPU per request is that of requests that waited and were admitted.
+QUEUE_NEVER_FILLS = copy.deepcopy(FOUR_BUDGETS)
+QUEUE_NEVER_FILLS["budgets"]["requests_per_minute"]["on_exceed"] = "queue"
+QUEUE_ALWAYS_WAITS = copy.deepcopy(FOUR_BUDGETS)
+QUEUE_ALWAYS_WAITS["budgets"]["slots"] = {"counts": "in_flight", "limit": 8, "on_exceed": "queue",
+                                          "queue": {"timeout_ms": 5000, "max_waiting": 1000}}
+
 GLOBAL = {"cluster": "ratelimit", "domain": RLS_DOMAIN, "sync_period_ms": 200, "timeout_ms": 100, "on_unavailable": "local"}
 
 
@@ -96,6 +106,8 @@ VARIANTS = [
     ("e", "tenant-quota, SPEC's 4 budgets", ("wasm", TQ_WASM, json.dumps(FOUR_BUDGETS))),
     ("f", "(e) + saturation signals", ("wasm", TQ_WASM, json.dumps(dict(FOUR_BUDGETS, saturation=SATURATION)))),
     ("k", "(e) + a team budget (scope)", ("wasm", TQ_WASM, json.dumps(TEAM_BUDGETS))),
+    ("l", "(e), requests_per_minute on_exceed queue (never fills)", ("wasm", TQ_WASM, json.dumps(QUEUE_NEVER_FILLS))),
+    ("m", "(e) + 8 slots with queue: every request waits", ("wasm", TQ_WASM, json.dumps(QUEUE_ALWAYS_WAITS))),
     ("h", "(e), requests_per_minute global sync", ("wasm", TQ_WASM, json.dumps(global_budgets("sync")), ("rls",))),
     ("i", "(e), requests_per_minute global exact", ("wasm", TQ_WASM, json.dumps(global_budgets("exact")), ("rls", "cluster_route"))),
     ("j", "native ratelimit filter + RLS", ("native_rls", ("rls", "cluster_route"))),
@@ -664,6 +676,18 @@ def write_results(a, runs, sc, elapsed):
                   f"(k) − (e), Envoy CPU per request: **{k['cpu'] - e['cpu']:+.2f} µs** ({k['cpu']:.2f} vs {e['cpu']:.2f}){pair}. "
                   f"Goal: at most the price of one more shared-data get and CAS set. p99 unloaded {ratio(k, 'e', 'lp99')} × (e), "
                   f"saturated {ratio(k, 'e', 'p99')} × (e)."]
+    if "e" in by and ("l" in by or "m" in by):
+        e = by["e"]
+        lines += ["", "## Violation actions: queue", ""]
+        if "l" in by:
+            l = by["l"]
+            lines += [f"(l) − (e), Envoy CPU per request, a `queue` budget that never fills against the same budget with `reject`: "
+                      f"**{l['cpu'] - e['cpu']:+.2f} µs** ({l['cpu']:.2f} vs {e['cpu']:.2f}; goal: within noise, about ±1.5 µs here)."]
+        if "m" in by:
+            m = by["m"]
+            lines += ["", f"(m), where most requests wait for one of 8 slots and are then admitted: **{m['cpu']:.2f} µs** of Envoy CPU "
+                      f"per request ({m['cpu'] - e['cpu']:+.2f} over (e)), {m['rps']:.0f} req/s (slots freed at the end of a request are "
+                      f"taken on the next 5 ms tick), non-2xx {m['non2xx']}."]
     glob = [by[k] for k in ("e",) + GLOBAL_KEYS if k in by]
     if any(k in by for k in GLOBAL_KEYS):
         lines += ["", "## Global budgets: the rate limit service", "",

@@ -9,6 +9,7 @@ carry `x-tokens-used: 1200` (a response-cost budget). Tell it to act saturated:
     curl -X POST 'localhost:10001/control?cpu=0.1&db=20'      # back to normal
 """
 import argparse
+import time
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,6 +57,10 @@ class Handler(BaseHTTPRequestHandler):
         self._body()
         if urlparse(self.path).path == "/control":
             return self._control()
+        if self.path.startswith("/export"):
+            # A slow export (1 s, or ?ms=N) for the queue demo.
+            ms = float(parse_qs(urlparse(self.path).query).get("ms", ["1000"])[0])
+            time.sleep(min(ms, 30000) / 1000)
         extra = [("x-tokens-used", "1200")] if self.path.startswith("/llm") else []
         self._send(200, "hello from the demo backend\n", extra)
 
