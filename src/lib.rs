@@ -11,6 +11,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod global;
+pub mod llm;
 pub mod store;
 pub mod wire;
 

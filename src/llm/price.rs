@@ -41,7 +41,7 @@ impl Prices {
             };
         }
         let mut patterns: Vec<(String, Price)> = patterns.into_iter().collect();
-        patterns.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        patterns.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Prices { exact, patterns }
     }
 
