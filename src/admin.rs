@@ -354,6 +354,8 @@ fn counts_name(c: &Counts) -> Value {
         Counts::InFlight => json!("in_flight"),
         Counts::RequestHeader(h) => json!({ "request_header": h }),
         Counts::ResponseHeader(h) => json!({ "response_header": h }),
+        Counts::LlmTokens(k) => json!({ "llm_tokens": format!("{k:?}").to_lowercase() }),
+        Counts::LlmCost => json!("llm_cost"),
     }
 }
 

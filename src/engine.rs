@@ -64,6 +64,17 @@ pub struct Admitted {
     pub warnings: Vec<String>,
     /// How long the request waited in a queue before admission (SPEC 6).
     pub queued_ms: Option<u64>,
+    /// LLM token and cost budgets to settle once the response's usage is known (SPEC 5).
+    pub llm: Vec<LlmCharge>,
+    /// The request's model, when known (prices the actual usage).
+    pub model: Option<String>,
+}
+
+/// An LLM budget's reservation at admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LlmCharge {
+    pub budget: usize,
+    pub reserved: u64,
 }
 
 /// A scope id's part of an admitted request.
@@ -230,11 +241,11 @@ pub fn plain_reply(status: u32, reason: &str, title: &str, tenant: Option<&str>)
 }
 
 /// `ratelimit-policy` value for a budget (IETF httpapi RateLimit fields, draft 10).
-pub fn policy_header(cfg: &Config, budget: usize, limit: u64, window_ms: u64) -> String {
+pub fn policy_header(cfg: &Config, budget: usize, limit: u64, window_s: u64) -> String {
     let b = &cfg.budgets[budget];
     let mut s = format!("\"{}\";q={}", b.name, limit);
-    if window_ms > 0 {
-        s.push_str(&format!(";w={}", window_ms.div_ceil(1000)));
+    if window_s > 0 {
+        s.push_str(&format!(";w={window_s}"));
     }
     if let Some(qu) = b.counts.quota_unit() {
         s.push_str(&format!(";qu=\"{qu}\""));
@@ -283,7 +294,7 @@ pub fn reject_reply_in(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Re
             ("x-tenant-quota-budget".into(), b.name.clone()),
             ("x-tenant-quota-limit".into(), r.limit.to_string()),
             ("x-tenant-quota-remaining".into(), "0".into()),
-            ("ratelimit-policy".into(), policy_header(cfg, r.budget, r.limit, window_ms)),
+            ("ratelimit-policy".into(), policy_header(cfg, r.budget, r.limit, if window_ms == 0 { 0 } else { r.window_s })),
             ("ratelimit".into(), ratelimit_header(cfg, r.budget, 0, reset_s)),
             ("content-type".into(), "application/problem+json".into()),
         ],
@@ -437,6 +448,14 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     } else {
         String::new()
     };
+    // The model, for LLM budgets (SPEC 5): read only if one exists.
+    let model: Option<String> = match &cfg.llm.model {
+        Some(crate::config::ModelSource::Header(h)) if cfg.budgets.iter().any(|b| b.counts.is_llm() || !b.matcher.models.is_empty()) => {
+            input.headers.get(h).and_then(|v| String::from_utf8(trim(&v).to_vec()).ok()).filter(|m| !m.is_empty())
+        }
+        _ => None,
+    };
+    let mut llm = Vec::new();
     w.demands.clear();
     let mut exact = Vec::new();
     // SPEC 8: `exact` budgets wait for the service, unless it is down (then `on_unavailable`
@@ -452,6 +471,9 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     let mut shadow_cost: Option<String> = None;
     for (i, b) in cfg.budgets.iter().enumerate() {
         if !b.matcher.is_any() && !b.matcher.matches(&method, &path) {
+            continue;
+        }
+        if !b.matcher.models.is_empty() && !crate::llm::matches_any(&b.matcher.models, model.as_deref()) {
             continue;
         }
         let limits = match b.scope {
@@ -497,6 +519,27 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                 in_flight.push(i);
                 Demand { budget: i, units: 1, admit: Admit::Reserve }
             }
+            Counts::LlmTokens(_) | Counts::LlmCost => {
+                // The reserve (SPEC 5): output tokens = default_reserve_tokens (request bodies
+                // are not read by this build), input tokens 0; cost = that priced.
+                let reserve = crate::llm::Usage { input: 0, output: cfg.llm.default_reserve_tokens };
+                let units = match &b.counts {
+                    Counts::LlmTokens(k) => k.of(reserve),
+                    _ => match cfg.llm.prices.get(model.as_deref()) {
+                        Some(p) => crate::llm::cost(reserve, p),
+                        None => {
+                            let reply = plain_reply(400, "unpriced_model", "The request's model has no price", Some(&tenant));
+                            if cfg.mode == Mode::Shadow {
+                                shadow_cost = Some(reply.reason);
+                                continue;
+                            }
+                            return Verdict::Reject { reply, tenant: Some(tenant), rejection: None, error: None, scope: None };
+                        }
+                    },
+                };
+                llm.push(LlmCharge { budget: i, reserved: units });
+                Demand { budget: i, units, admit: if units == 0 { Admit::Probe } else { Admit::Reserve } }
+            }
         };
         if b.global.is_some() && input.global_degraded && global.is_some_and(|g| g.on_unavailable == OnUnavailable::Deny) {
             let reply = plain_reply(503, "quota_unavailable", "Global quota service unavailable", Some(&tenant));
@@ -522,6 +565,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                 limit: 0,
                 reset_s: sat_retry,
                 queue: false,
+                window_s: core::window_s(input.now, policy.limits[b].window_ms),
             },
             None => {
                 let mut reply = plain_reply(429, "saturation_throttle", "Tenant throttled while the service is saturated", Some(&tenant));
@@ -631,6 +675,8 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     Verdict::Admit(Box::new(Admitted {
         warnings: warned.into_iter().map(|(_, r)| r).collect(),
         queued_ms: None,
+        llm,
+        model,
         headline: core::closest_to_exhaustion(&all_usage).copied(),
         usage: all_usage,
         tenant: reported,
@@ -719,7 +765,7 @@ fn exact_rejection(cfg: &Config, policy: &TenantPolicy, d: &Demand, now: Millis)
     let reset_s = reset_ms.div_ceil(1000).max(1);
     let reason = if l.burst_credits > 0 { Reason::BurstExhausted } else { Reason::Exceeded };
     let _ = cfg;
-    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false }
+    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false, window_s: core::window_s(now, l.window_ms) }
 }
 
 /// Finish an `exact` request. `answers`: the service's answer per `a.exact` demand, or
@@ -847,6 +893,56 @@ pub fn charge<S: SharedStore>(
         let u = core::charge(&pol, st, now, budget, units);
         (true, u)
     })
+}
+
+/// Settle an admitted request's LLM budgets once its response is over (SPEC 5): each
+/// reservation replaced by the actual usage (tokens, or cost at the model's price) in one
+/// CAS per subject; a response with status >= 400 releases its reservations; one that ended
+/// without a usage report keeps them (`usage` None). Returns the new standings.
+#[allow(clippy::too_many_arguments)]
+pub fn llm_settle<S: SharedStore>(
+    cfg: &Config,
+    store: &S,
+    w: &mut Worker,
+    a: &Admitted,
+    policy: &TenantPolicy,
+    usage: Option<crate::llm::Usage>,
+    failed: bool,
+    now: Millis,
+) -> Result<Vec<Usage>, StoreError> {
+    let price = cfg.llm.prices.get(a.model.as_deref());
+    // (budget, reserved, actual) of the budgets whose count changes.
+    let mut changes = Vec::new();
+    for c in &a.llm {
+        let actual = match (failed, usage) {
+            (true, _) => 0,
+            (false, None) => continue,
+            (false, Some(u)) => match &cfg.budgets[c.budget].counts {
+                Counts::LlmTokens(k) => k.of(u),
+                _ => price.map_or(0, |p| crate::llm::cost(u, p)),
+            },
+        };
+        if actual != c.reserved {
+            changes.push((c.budget, c.reserved, actual));
+        }
+    }
+    // One CAS per subject (the tenant, or a scope id) for all of its budgets.
+    let mut out = Vec::new();
+    let subjects = std::iter::once(None).chain(a.scopes.iter().map(|c| Some(c.scope)));
+    for scope in subjects {
+        let mine: Vec<(usize, u64, u64)> = changes.iter().copied().filter(|(b, _, _)| cfg.budgets[*b].scope == scope).collect();
+        let Some(&(first, _, _)) = mine.first() else { continue };
+        let Some((key, p)) = a.subject_of(cfg, first, policy) else { continue };
+        let pol = Policy { budgets: &cfg.budgets, limits: &p.limits, keep: a.keep, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
+        w.scratch.key.clear();
+        w.scratch.key.push_str(key);
+        let us = store::transact(store, &mut w.scratch, |st| {
+            let us: Vec<Usage> = mine.iter().filter_map(|&(b, r, x)| core::settle(&pol, st, now, a.at, b, r, x)).collect();
+            (true, us)
+        })?;
+        out.extend(us);
+    }
+    Ok(out)
 }
 
 /// Give back the in_flight slots of an admitted request (those of `budgets`, indices into

@@ -202,9 +202,17 @@ fn slots_held_by_a_trapped_vm_come_back_by_themselves() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let log = e.log_text();
     eprintln!("slots back after {back:?}");
-    assert!(back.is_some(), "slots never came back:\n{log}");
+    assert!(back.is_some(), "slots never came back:\n{}", e.log_text());
+    // The log line may reach the file a moment after the counts (flushed every 50 ms).
+    let mut log = e.log_text();
+    for _ in 0..40 {
+        if log.contains("gave back 3 in_flight slots") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        log = e.log_text();
+    }
     assert!(log.contains("gave back 3 in_flight slots"), "{log}");
     assert_eq!(e.stat("wasmcustom.quota_in_flight_reclaimed_total"), Some(3));
     drop(held);

@@ -45,9 +45,37 @@ pub enum Counts {
     /// Cost read from this upstream response header, charged after the fact.
     ResponseHeader(String),
     InFlight,
+    /// LLM tokens read from the response body (SPEC 5).
+    LlmTokens(TokenKind),
+    /// Cost units of the LLM usage, priced per model (SPEC 5).
+    LlmCost,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Input,
+    Output,
+    Total,
+}
+
+impl TokenKind {
+    pub fn of(&self, u: crate::llm::Usage) -> u64 {
+        match self {
+            TokenKind::Input => u.input,
+            TokenKind::Output => u.output,
+            TokenKind::Total => u.total(),
+        }
+    }
+}
+
+/// `window_ms` of a `"window": "calendar_month"` budget: UTC months (SPEC 5).
+pub const CALENDAR_MONTH: u64 = u64::MAX;
+
 impl Counts {
+    pub fn is_llm(&self) -> bool {
+        matches!(self, Counts::LlmTokens(_) | Counts::LlmCost)
+    }
+
     /// The IETF RateLimit `qu` parameter for this kind, if not the default "requests".
     pub fn quota_unit(&self) -> Option<&'static str> {
         match self {
@@ -63,9 +91,13 @@ pub struct Match {
     pub path_prefix: Option<String>,
     /// Upper-case method names; empty means any method.
     pub methods: Vec<String>,
+    /// Model patterns (SPEC 5); empty means any model. A budget with models does not apply
+    /// to a request whose model is unknown.
+    pub models: Vec<String>,
 }
 
 impl Match {
+    /// No path or method condition (models are checked separately, per request).
     pub fn is_any(&self) -> bool {
         self.path_prefix.is_none() && self.methods.is_empty()
     }
@@ -254,6 +286,27 @@ pub enum OnUnavailable {
     Deny,
 }
 
+/// Where an LLM request's model comes from (SPEC 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    Header(String),
+}
+
+/// The `llm` block (SPEC 5).
+#[derive(Debug, Clone)]
+pub struct Llm {
+    pub model: Option<ModelSource>,
+    pub default_reserve_tokens: u64,
+    pub max_request_body_bytes: u64,
+    pub prices: crate::llm::Prices,
+}
+
+impl Default for Llm {
+    fn default() -> Self {
+        Llm { model: None, default_reserve_tokens: 0, max_request_body_bytes: 1 << 20, prices: crate::llm::Prices::new(Vec::<(String, crate::llm::Price)>::new()) }
+    }
+}
+
 /// The rate limit service of global budgets (SPEC 8).
 #[derive(Debug, Clone)]
 pub struct Global {
@@ -286,6 +339,8 @@ pub struct Config {
     pub global: Option<Global>,
     /// Scopes in name order (SPEC 7); budgets refer to them by index.
     pub scopes: Vec<Scope>,
+    /// SPEC 5 (defaults when the block is absent).
+    pub llm: Llm,
     /// Test-only: see [`raw::RawTestHooks`].
     pub trap_sync_leader_path: Option<String>,
     pub trap_path: Option<String>,
@@ -366,7 +421,14 @@ fn parse_counts(path: &str, v: &Value) -> Result<Counts, ConfigError> {
             "requests" => Ok(Counts::Requests),
             "request_bytes" => Ok(Counts::RequestBytes),
             "in_flight" => Ok(Counts::InFlight),
-            other => err(path, format!("unknown counts kind `{other}`, expected one of `requests`, `request_bytes`, `in_flight`, {{\"request_header\": H}}, {{\"response_header\": H}}")),
+            "llm_cost" => Ok(Counts::LlmCost),
+            other => err(path, format!("unknown counts kind `{other}`, expected one of `requests`, `request_bytes`, `in_flight`, `llm_cost`, {{\"request_header\": H}}, {{\"response_header\": H}}, {{\"llm_tokens\": K}}")),
+        },
+        Value::Object(m) if m.len() == 1 && m.contains_key("llm_tokens") => match m.get("llm_tokens").and_then(Value::as_str) {
+            Some("input") => Ok(Counts::LlmTokens(TokenKind::Input)),
+            Some("output") => Ok(Counts::LlmTokens(TokenKind::Output)),
+            Some("total") => Ok(Counts::LlmTokens(TokenKind::Total)),
+            _ => err(format!("{path}.llm_tokens"), "expected `input`, `output` or `total`"),
         },
         Value::Object(m) if m.len() == 1 => {
             let (k, v) = m.iter().next().ok_or_else(|| ConfigError { path: path.into(), message: "empty object".into() })?;
@@ -397,15 +459,21 @@ fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
         return err(&p, "budget names are 1-64 characters of [A-Za-z0-9_-]");
     }
     let counts = parse_counts(&format!("{p}.counts"), &raw.counts)?;
-    let window_ms = match (&counts, raw.window_ms) {
+    let window_ms = match (&counts, raw.window_ms, raw.window.as_deref()) {
         // A window on an in_flight budget means nothing; it is accepted and ignored.
-        (Counts::InFlight, _) => 0,
-        (_, None) => return err(format!("{p}.window_ms"), "missing window_ms (required for every kind but in_flight)"),
-        (_, Some(w)) => positive_window(&format!("{p}.window_ms"), w)?,
+        (Counts::InFlight, _, _) => 0,
+        (_, Some(_), Some(_)) => return err(format!("{p}.window"), "set either `window_ms` or `window`, not both"),
+        (_, None, Some("calendar_month")) => CALENDAR_MONTH,
+        (_, None, Some(w)) => return err(format!("{p}.window"), format!("unknown window `{w}`, expected `calendar_month`")),
+        (_, None, None) => return err(format!("{p}.window_ms"), "missing window_ms (required for every kind but in_flight)"),
+        (_, Some(w), None) => positive_window(&format!("{p}.window_ms"), w)?,
     };
     let algorithm = raw.algorithm.unwrap_or_default();
     if counts == Counts::InFlight && algorithm == Algorithm::Sliding {
         return err(format!("{p}.algorithm"), "in_flight budgets have no window to slide");
+    }
+    if window_ms == CALENDAR_MONTH && algorithm == Algorithm::Sliding {
+        return err(format!("{p}.algorithm"), "calendar months cannot slide");
     }
     let mut matcher = Match::default();
     if let Some(m) = &raw.match_ {
@@ -414,6 +482,12 @@ fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
                 return err(format!("{p}.match.path_prefix"), "must start with `/`");
             }
             matcher.path_prefix = Some(pp.clone());
+        }
+        for (i, model) in m.models.iter().flatten().enumerate() {
+            if model.is_empty() || model.len() > 256 || model.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+                return err(format!("{p}.match.models[{i}]"), "model patterns are 1-256 bytes of visible ASCII (a trailing `*` matches any suffix)");
+            }
+            matcher.models.push(model.clone());
         }
         for (i, meth) in m.methods.iter().flatten().enumerate() {
             if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -677,6 +751,15 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             return err(format!("budgets.{}", a.name), "budget name collides with another budget's id; rename it");
         }
     }
+    let llm = compile_llm(raw.llm.as_ref())?;
+    for b in &budgets {
+        if b.counts == Counts::LlmCost && llm.prices.is_empty() {
+            return err(format!("budgets.{}.counts", b.name), "an `llm_cost` budget needs `llm.prices`");
+        }
+        if b.counts.is_llm() && b.global.is_some() {
+            return err(format!("budgets.{}.global", b.name), "LLM token and cost budgets cannot be global yet");
+        }
+    }
     let scope_names: Vec<&String> = raw.scopes.keys().collect();
     for (b, (name, rb)) in budgets.iter_mut().zip(raw.budgets.iter()) {
         let Some(sname) = &rb.scope else { continue };
@@ -734,8 +817,39 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         needs_match,
         global,
         scopes,
+        llm,
         trap_sync_leader_path: raw.test_hooks.as_ref().and_then(|t| t.trap_sync_leader_path.clone()),
         trap_path: raw.test_hooks.as_ref().and_then(|t| t.trap_path.clone()),
+    })
+}
+
+fn compile_llm(raw: Option<&raw::RawLlm>) -> Result<Llm, ConfigError> {
+    let Some(raw) = raw else { return Ok(Llm::default()) };
+    if raw.request_body == Some(true) {
+        return err("llm.request_body", "reading request bodies before admission is not supported by this build yet (the model comes from a header; the reserve is default_reserve_tokens)");
+    }
+    let model = match &raw.model {
+        None => None,
+        Some(Value::Object(m)) if m.len() == 1 => match (m.get("header"), m.get("request_body")) {
+            (Some(Value::String(h)), _) if valid_header_name(h) => Some(ModelSource::Header(h.to_ascii_lowercase())),
+            (Some(_), _) => return err("llm.model.header", "expected a header name"),
+            (_, Some(_)) => return err("llm.model.request_body", "the model can come from the request body only with `llm.request_body: true`"),
+            _ => return err("llm.model", "expected {\"header\": H} or {\"request_body\": \"model\"}"),
+        },
+        Some(_) => return err("llm.model", "expected {\"header\": H} or {\"request_body\": \"model\"}"),
+    };
+    let mut prices = Vec::new();
+    for (name, p) in &raw.prices {
+        if name.is_empty() || name.len() > 256 || name.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+            return err(format!("llm.prices.{name}"), "model names are 1-256 bytes of visible ASCII (a trailing `*` matches any suffix)");
+        }
+        prices.push((name.clone(), crate::llm::Price { input: p.input, output: p.output }));
+    }
+    Ok(Llm {
+        model,
+        default_reserve_tokens: raw.default_reserve_tokens.unwrap_or(0),
+        max_request_body_bytes: raw.max_request_body_bytes.unwrap_or(1 << 20),
+        prices: crate::llm::Prices::new(prices),
     })
 }
 

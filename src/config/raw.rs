@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub global: Option<RawGlobal>,
     #[serde(default)]
     pub scopes: BTreeMap<String, RawScope>,
+    #[serde(default)]
+    pub llm: Option<RawLlm>,
     /// Test-only hooks (tests/e2e_global.rs); never set in production.
     #[serde(default)]
     pub test_hooks: Option<RawTestHooks>,
@@ -41,6 +43,30 @@ pub struct RawTestHooks {
     /// A request to this path makes the VM handling it trap (tests of slot reclaim).
     #[serde(default)]
     pub trap_path: Option<String>,
+}
+
+/// SPEC 5: LLM gateways.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLlm {
+    /// `{"header": H}` or `{"request_body": "model"}`; parsed in `compile`.
+    #[serde(default)]
+    pub model: Option<Value>,
+    #[serde(default)]
+    pub request_body: Option<bool>,
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub default_reserve_tokens: Option<u64>,
+    #[serde(default)]
+    pub prices: BTreeMap<String, RawPrice>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: u64,
+    pub output: u64,
 }
 
 /// SPEC 7: a further identity requests carry (team, project, ...).
@@ -142,6 +168,9 @@ pub struct RawBudget {
     pub counts: Value,
     #[serde(default)]
     pub window_ms: Option<i64>,
+    /// `"calendar_month"` (SPEC 5) instead of `window_ms`.
+    #[serde(default)]
+    pub window: Option<String>,
     pub limit: u64,
     #[serde(default)]
     pub burst_credits: Option<u64>,
@@ -197,6 +226,9 @@ pub struct RawMatch {
     pub path_prefix: Option<String>,
     #[serde(default)]
     pub methods: Option<Vec<String>>,
+    /// Model names; a trailing `*` matches any suffix (SPEC 5).
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

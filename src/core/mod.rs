@@ -7,7 +7,7 @@
 pub mod saturation;
 pub mod state;
 
-use crate::config::{Budget, Counts, Limits, OnExceed};
+use crate::config::{Budget, Counts, Limits, OnExceed, CALENDAR_MONTH};
 pub use global_slot::{apply_answer, record_exact, unsent, unreserve, Answer};
 
 mod global_slot;
@@ -95,6 +95,8 @@ pub struct Rejection {
     pub reset_s: u64,
     /// Only `on_exceed: queue` budgets refused: the request may wait for room (SPEC 6).
     pub queue: bool,
+    /// The window's length in seconds (0 for in_flight): the RateLimit `w`.
+    pub window_s: u64,
 }
 
 /// One budget's standing after a decision, for response headers and metrics.
@@ -137,12 +139,33 @@ pub fn scaled(l: &Limits, keep: f64) -> (u64, u64) {
     ((l.limit as f64 * k).floor() as u64, (l.burst_credits as f64 * k).floor() as u64)
 }
 
-/// Start of the fixed window containing `now` (aligned to the Unix epoch).
+/// Start of the fixed window containing `now` (aligned to the Unix epoch; for
+/// [`CALENDAR_MONTH`], the UTC month).
 pub fn window_start(now: Millis, window_ms: u64) -> Millis {
     if window_ms == 0 {
         0
+    } else if window_ms == CALENDAR_MONTH {
+        crate::llm::month::month_start(now)
     } else {
         now - now % window_ms
+    }
+}
+
+/// End of the window that starts at `start`.
+pub fn window_end(start: Millis, window_ms: u64) -> Millis {
+    if window_ms == CALENDAR_MONTH {
+        crate::llm::month::next_month_start(start)
+    } else {
+        start.saturating_add(window_ms)
+    }
+}
+
+/// The length of the window containing `now`, in whole seconds (the RateLimit `w`).
+pub fn window_s(now: Millis, window_ms: u64) -> u64 {
+    if window_ms == CALENDAR_MONTH {
+        crate::llm::month::month_len_ms(now) / 1000
+    } else {
+        window_ms.div_ceil(1000)
     }
 }
 
@@ -155,7 +178,7 @@ fn rolled(slot: &Slot, now: Millis, window_ms: u64, sliding: bool) -> (Slot, u64
     let cur = if slot.window_start >= start {
         // Same window, or the clock stepped back: keep counting in the stored window.
         *slot
-    } else if slot.window_start.saturating_add(window_ms) == start {
+    } else if window_end(slot.window_start, window_ms) == start {
         Slot { budget: slot.budget, window_start: start, prev: slot.used, ..Slot::default() }
     } else {
         Slot { budget: slot.budget, window_start: start, ..Slot::default() }
@@ -174,7 +197,7 @@ fn resets_in_ms(slot: &Slot, now: Millis, window_ms: u64) -> u64 {
     if window_ms == 0 {
         return 0;
     }
-    slot.window_start.saturating_add(window_ms).saturating_sub(now).max(1)
+    window_end(slot.window_start, window_ms).saturating_sub(now).max(1)
 }
 
 fn ceil_s(ms: u64) -> u64 {
@@ -263,7 +286,7 @@ pub fn decide(
                 (Reason::Exceeded, if b.counts == Counts::InFlight { 1 } else { ceil_s(reset_ms) })
             };
             let reset_s = if l.window_ms == 0 { 0 } else { ceil_s(reset_ms) };
-            let r = Rejection { budget: d.budget, reason, retry_after_s: retry, limit, reset_s, queue: false };
+            let r = Rejection { budget: d.budget, reason, retry_after_s: retry, limit, reset_s, queue: false, window_s: if l.window_ms == 0 { 0 } else { window_s(now, l.window_ms) } };
             match b.on_exceed {
                 OnExceed::Reject => return Err(r),
                 OnExceed::Queue => {
@@ -335,6 +358,38 @@ pub fn charge(policy: &Policy, state: &mut TenantState, now: Millis, budget: usi
         burst_credits: burst,
         used: after,
         burst_taken: after.saturating_sub(limit).saturating_sub(before.saturating_sub(limit)),
+        used_before: before,
+        resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+        warned: None,
+    })
+}
+
+/// Replace a reservation made at `at` by the actual units (an LLM response's usage, SPEC 5),
+/// in one update: `used - reserved + actual` in the reservation's window; if that window has
+/// rolled over since, the actual units are charged to the current one. Returns the standing.
+#[allow(clippy::too_many_arguments)]
+pub fn settle(policy: &Policy, state: &mut TenantState, now: Millis, at: Millis, budget: usize, reserved: u64, actual: u64) -> Option<Usage> {
+    let b = &policy.budgets[budget];
+    let l = &policy.limits[budget];
+    if l.unlimited {
+        return None;
+    }
+    let slot = state.slot_mut(b.id);
+    let (mut cur, _) = rolled(slot, now, l.window_ms, false);
+    let before = cur.used;
+    if cur.window_start == window_start(at, l.window_ms) {
+        cur.used = cur.used.saturating_sub(reserved).saturating_add(actual);
+    } else {
+        cur.used = cur.used.saturating_add(actual);
+    }
+    *slot = cur;
+    let (limit, burst) = scaled(l, policy.keep);
+    Some(Usage {
+        budget,
+        limit,
+        burst_credits: burst,
+        used: cur.used,
+        burst_taken: cur.used.saturating_sub(limit).saturating_sub(before.saturating_sub(limit)),
         used_before: before,
         resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
         warned: None,

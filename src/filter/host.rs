@@ -198,6 +198,7 @@ pub fn get_metric(id: u32) -> Option<u64> {
 
 /// Buffer types of `proxy_get_buffer_bytes`.
 pub const HTTP_REQUEST_BODY: u32 = 0;
+pub const HTTP_RESPONSE_BODY: u32 = 1;
 
 pub fn buffer(buffer_type: u32, start: usize, max: usize) -> Option<Vec<u8>> {
     let mut p: *mut u8 = null_mut();

@@ -190,6 +190,33 @@ impl Metrics {
         }
     }
 
+    /// `quota_llm_tokens_total{tenant_id,kind}` (SPEC 5).
+    pub fn llm_tokens(&mut self, tenant_id: &str, u: crate::llm::Usage) {
+        let t = self.tenant_index(tenant_id);
+        for (kind, n) in [("input", u.input), ("output", u.output)] {
+            if n == 0 {
+                continue;
+            }
+            let name = format!("quota_llm_tokens_total.{}.kind.{kind}", self.labels[t]);
+            let id = match self.gauges.get(&name) {
+                Some(id) => *id,
+                None => {
+                    let Some(id) = host::define_metric(COUNTER, &name) else { continue };
+                    self.gauges.insert(name, id);
+                    id
+                }
+            };
+            host::increment_metric(id, n as i64);
+        }
+    }
+
+    /// `quota_llm_usage_missing_total`: responses that ended without a usage report.
+    pub fn llm_usage_missing(&mut self) {
+        if let Some(id) = host::define_metric(COUNTER, "quota_llm_usage_missing_total") {
+            host::increment_metric(id, 1);
+        }
+    }
+
     /// `quota_in_flight_reclaimed_total`: slots given back from VMs that stopped.
     pub fn reclaimed(&mut self, n: u64) {
         if let Some(id) = host::define_metric(COUNTER, "quota_in_flight_reclaimed_total") {

@@ -180,6 +180,8 @@ impl RootContext for Root {
             exact_call: None,
             ctx: context_id,
             waiting: false,
+            usage: None,
+            status: 0,
         }))
     }
 
@@ -196,7 +198,7 @@ fn has_in_flight(cfg: &Config) -> bool {
 fn ledger_acquired(cfg: &Config, sh: &mut Shared, a: &Admitted) {
     if let Some(l) = &mut sh.ledger {
         for &b in &a.in_flight {
-            l.acquired(key_of(cfg, a, b), cfg.budgets[b].id);
+            l.acquired(&HostStore, key_of(cfg, a, b), cfg.budgets[b].id);
         }
     }
 }
@@ -358,6 +360,10 @@ struct Http {
     ctx: u32,
     /// Paused in a queue (SPEC 6); its admission, once decided, waits in `Queues::delivered`.
     waiting: bool,
+    /// Reads the LLM usage from the response body as it streams (SPEC 5).
+    usage: Option<crate::llm::UsageParser>,
+    /// The response's status (0 until its headers).
+    status: u32,
 }
 
 /// Request headers for the engine. Each host call costs about as much as reading every
@@ -581,6 +587,34 @@ impl Http {
         record(&self.config, sh, verdict);
     }
 
+    /// Replace the LLM reservations by the usage the response reported (SPEC 5).
+    fn settle_llm(&mut self, a: &Admitted) {
+        let usage = self.usage.as_mut().and_then(|p| p.finish());
+        self.usage = None;
+        let failed = self.status >= 400;
+        let Ok(mut sh) = self.shared.try_borrow_mut() else { return };
+        let sh = &mut *sh;
+        let cfg = self.config.clone();
+        let p = self.policy(sh, a);
+        match usage {
+            Some(u) => sh.metrics.llm_tokens(&a.tenant, u),
+            None if !failed => sh.metrics.llm_usage_missing(),
+            None => {}
+        }
+        match engine::llm_settle(&cfg, &HostStore, &mut sh.worker, a, &p, usage, failed, host::now_ms()) {
+            Ok(us) => {
+                for u in &us {
+                    let (scope, who) = a.scope_id_of(&cfg, u.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                    sh.metrics.usage_of(&cfg, scope, who, u, false);
+                }
+            }
+            Err(e) => {
+                sh.metrics.error();
+                host::log(host::LOG_ERROR, &format!("tenant-quota: could not settle the LLM usage of `{}`: {e:?}", a.tenant));
+            }
+        }
+    }
+
     /// Pick up an admission decided while the request waited in a queue.
     fn adopt(&mut self) {
         if !self.waiting {
@@ -667,6 +701,9 @@ impl Http {
             }
         }
         let Some(a) = self.admitted.take() else { return };
+        if !a.llm.is_empty() {
+            self.settle_llm(&a);
+        }
         if self.exact_call.take().is_some() {
             // The client left while the service was being asked: nothing is consumed.
             if let Ok(mut sh) = self.shared.try_borrow_mut() {
@@ -879,6 +916,12 @@ impl HttpContext for Http {
         }
         let Some(mut a) = self.admitted.take() else { return Action::Continue };
         let cfg = self.config.clone();
+        if !a.llm.is_empty() {
+            self.status = host::header(map::RESPONSE_HEADERS, ":status").and_then(|v| engine::parse_units(&v)).unwrap_or(0) as u32;
+            let ct = host::header(map::RESPONSE_HEADERS, "content-type");
+            let ct = ct.as_deref().and_then(|v| std::str::from_utf8(v).ok());
+            self.usage = Some(crate::llm::UsageParser::new(ct));
+        }
         let charges: Vec<(usize, u64)> = a
             .after
             .iter()
@@ -918,6 +961,27 @@ impl HttpContext for Http {
             host::add_header(map::RESPONSE_HEADERS, k, v);
         });
         self.admitted = Some(a);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // The body streams on to the client as it comes (never held); the usage is read from
+        // each piece, bounded in memory by the parser.
+        if let Some(p) = &mut self.usage {
+            if body_size > 0 {
+                if let Some(chunk) = host::buffer(host::HTTP_RESPONSE_BODY, 0, body_size) {
+                    p.feed(&chunk);
+                }
+            }
+        }
+        if end_of_stream && self.usage.is_some() {
+            if let Some(a) = self.admitted.take() {
+                self.settle_llm(&a);
+                let mut a = a;
+                a.llm.clear();
+                self.admitted = Some(a);
+            }
+        }
         Action::Continue
     }
 

@@ -7,9 +7,9 @@
 //!
 //! The ledger never lists a slot that is not held, so a reclaim never releases a live
 //! request's slot:
-//! - an admission reserves the slot in the tenant's state first, and reaches the ledger on
-//!   the next tick (a trap in between leaks that slot: the safe side, the admin reset with
-//!   `?in_flight=true` remains the remedy);
+//! - an admission reserves the slot in the tenant's state first, then writes it to the
+//!   ledger (a trap in between, microseconds apart, leaks that slot: the safe side; the admin
+//!   reset with `?in_flight=true` remains the remedy);
 //! - a release removes the slot from the ledger first (synchronously when the ledger lists
 //!   it), then from the tenant's state (a trap in between leaks it, never releases twice).
 //! - a VM that finds its own ledger taken over (it was only slow, not dead) forgets what it
@@ -156,10 +156,15 @@ impl Ledger {
         self.held.values().map(|&n| u64::from(n)).sum()
     }
 
-    /// A request of this VM took a slot (already reserved in the tenant's state).
-    pub fn acquired(&mut self, key: &str, budget: u32) {
+    /// A request of this VM took a slot (already reserved in the tenant's state). The shard is
+    /// written at once, so a trap right after leaks nothing that a reclaim would not find
+    /// (only one between the reservation and this write, microseconds apart); if the write
+    /// fails, the next tick retries it.
+    pub fn acquired<S: SharedStore>(&mut self, store: &S, key: &str, budget: u32) {
         *self.held.entry((key.to_string(), budget)).or_default() += 1;
-        self.dirty |= 1 << shard_of(key);
+        let s = shard_of(key);
+        self.dirty |= 1 << s;
+        let _ = self.write_shard(store, s);
     }
 
     /// A request of this VM ends: take its slot off the ledger. Returns whether the caller

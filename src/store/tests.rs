@@ -172,9 +172,9 @@ mod ledgers {
     struct Slots(HashMap<(String, u32), u64>);
 
     impl Slots {
-        fn take(&mut self, l: &mut Ledger, key: &str, b: u32) {
+        fn take(&mut self, l: &mut Ledger, s: &MemStore, key: &str, b: u32) {
             *self.0.entry((key.into(), b)).or_default() += 1;
-            l.acquired(key, b);
+            l.acquired(s, key, b);
         }
         fn give(&mut self, l: &mut Ledger, s: &MemStore, key: &str, b: u32) {
             if l.release(s, key, b).unwrap() {
@@ -205,11 +205,11 @@ mod ledgers {
         tick(&mut a, &s, &mut slots, T);
         tick(&mut b, &s, &mut slots, T);
         for _ in 0..3 {
-            slots.take(&mut a, "tq1|t|acme", 7);
+            slots.take(&mut a, &s, "tq1|t|acme", 7);
         }
-        slots.take(&mut a, "tq1|t|beta", 7);
-        slots.take(&mut b, "tq1|t|acme", 7);
-        // One release before the ledger is written: nothing to write, the slot goes back.
+        slots.take(&mut a, &s, "tq1|t|beta", 7);
+        slots.take(&mut b, &s, "tq1|t|acme", 7);
+        // Admissions reach the ledger at once; a release rewrites the shard first.
         slots.give(&mut a, &s, "tq1|t|beta", 7);
         tick(&mut a, &s, &mut slots, T + 1);
         tick(&mut b, &s, &mut slots, T + 1);
@@ -244,15 +244,15 @@ mod ledgers {
         let (mut a, mut b) = (Ledger::new(1), Ledger::new(2));
         tick(&mut a, &s, &mut slots, T);
         tick(&mut b, &s, &mut slots, T);
-        slots.take(&mut a, "tq1|t|x", 3);
-        slots.take(&mut a, "tq1|t|x", 3);
+        slots.take(&mut a, &s, "tq1|t|x", 3);
+        slots.take(&mut a, &s, "tq1|t|x", 3);
         tick(&mut a, &s, &mut slots, T + 1);
         // a stalls past STALE_MS; b gives its 2 slots back.
         let now = T + STALE_MS + HEARTBEAT_MS + 1;
         assert_eq!(tick(&mut b, &s, &mut slots, now).reclaimed_slots, 2);
         assert_eq!(slots.used("tq1|t|x", 3), 0);
         // Another request takes one of the freed slots (held by b).
-        slots.take(&mut b, "tq1|t|x", 3);
+        slots.take(&mut b, &s, "tq1|t|x", 3);
         // a wakes up: it learns it was reclaimed, and its requests release nothing.
         assert!(tick(&mut a, &s, &mut slots, now + 1).lost_own);
         slots.give(&mut a, &s, "tq1|t|x", 3);

@@ -523,6 +523,8 @@ pub struct Upstream {
     pub open: Arc<AtomicUsize>,
     /// Headers added to every response (load reports).
     pub extra: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// When each request arrived (Unix ms).
+    pub stamps: Arc<std::sync::Mutex<Vec<u64>>>,
 }
 
 impl Upstream {
@@ -532,14 +534,15 @@ impl Upstream {
         let received = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let extra = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (rc, oc, ec) = (received.clone(), open.clone(), extra.clone());
+        let stamps = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (rc, oc, ec, sc) = (received.clone(), open.clone(), extra.clone(), stamps.clone());
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
-                let (rc, oc, ec) = (rc.clone(), oc.clone(), ec.clone());
-                std::thread::spawn(move || serve(s, rc, oc, ec));
+                let (rc, oc, ec, sc) = (rc.clone(), oc.clone(), ec.clone(), sc.clone());
+                std::thread::spawn(move || serve(s, rc, oc, ec, sc));
             }
         });
-        Upstream { port, received, open, extra }
+        Upstream { port, received, open, extra, stamps }
     }
     /// Set the headers every response carries from now on.
     pub fn report(&self, headers: &[(&str, &str)]) {
@@ -548,12 +551,22 @@ impl Upstream {
     pub fn received(&self) -> usize {
         self.received.load(Ordering::SeqCst)
     }
+    /// When each request arrived (Unix ms), in arrival order.
+    pub fn received_at(&self) -> Vec<u64> {
+        self.stamps.lock().unwrap().clone()
+    }
     pub fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
 }
 
-fn serve(s: TcpStream, received: Arc<AtomicUsize>, open: Arc<AtomicUsize>, extra: Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+fn serve(
+    s: TcpStream,
+    received: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    extra: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    stamps: Arc<std::sync::Mutex<Vec<u64>>>,
+) {
     let mut w = match s.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -562,6 +575,7 @@ fn serve(s: TcpStream, received: Arc<AtomicUsize>, open: Arc<AtomicUsize>, extra
     loop {
         let Ok((first, headers)) = read_head(&mut r) else { return };
         let Ok(body) = read_body(&mut r, &headers) else { return };
+        stamps.lock().unwrap().push(now_ms());
         received.fetch_add(1, Ordering::SeqCst);
         let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
         if path.starts_with("/reset") {
