@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod global;
+pub mod llm;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
