@@ -140,5 +140,5 @@ fn cost_is_priced_per_model_and_budgets_match_models() {
     assert!([28, 29, 30, 31].map(|d| d * 86400).contains(&w), "{policy}");
     let retry = r.num("retry-after");
     let now_s = now_ms() / 1000;
-    assert!(retry >= 1 && retry <= 31 * 86400 && (now_s + retry) % 86400 < 2, "retry-after {retry} should end at midnight UTC");
+    assert!((1..=31 * 86400).contains(&retry) && (now_s + retry) % 86400 < 2, "retry-after {retry} should end at midnight UTC");
 }
