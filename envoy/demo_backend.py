@@ -7,6 +7,11 @@ carry `x-tokens-used: 1200` (a response-cost budget). Tell it to act saturated:
 
     curl -X POST 'localhost:10001/control?cpu=0.95&db=1200'   # critical load
     curl -X POST 'localhost:10001/control?cpu=0.1&db=20'      # back to normal
+
+It also speaks two LLM APIs, with usage, for the token and cost budgets:
+`POST /v1/chat/completions` (OpenAI) and `POST /v1/messages` (Anthropic), JSON, or
+`text/event-stream` when the body has `"stream": true`; `?chunk=N` writes the body in
+N-byte pieces (flushed, 20 ms apart) to show that the stream is not held back.
 """
 import argparse
 import time
@@ -53,8 +58,62 @@ class Handler(BaseHTTPRequestHandler):
             state = dict(LOAD)
         self._send(200, json.dumps(state) + "\n")
 
+    def _llm(self, body):
+        try:
+            req = json.loads(body or b"{}")
+        except ValueError:
+            req = {}
+        q = parse_qs(urlparse(self.path).query)
+        chunk = int(q.get("chunk", ["0"])[0] or 0)
+        words = "Hello from the demo backend, one token at a time".split()
+        model = req.get("model", "gpt-4o")
+        anthropic = urlparse(self.path).path.endswith("/messages")
+        n_in, n_out = 17, len(words)
+        if not req.get("stream"):
+            if anthropic:
+                out = {"id": "msg_demo", "type": "message", "role": "assistant", "model": model,
+                       "content": [{"type": "text", "text": " ".join(words)}], "stop_reason": "end_turn",
+                       "usage": {"input_tokens": n_in, "output_tokens": n_out}}
+            else:
+                out = {"id": "chatcmpl-demo", "object": "chat.completion", "model": model,
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
+            return self._write(200, "application/json", (json.dumps(out) + "\n").encode(), chunk)
+        events = []
+        if anthropic:
+            events.append(("message_start", {"type": "message_start", "message": {"id": "msg_demo", "model": model, "usage": {"input_tokens": n_in, "output_tokens": 1}}}))
+            for w in words:
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w + " "}}))
+            events.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": n_out}}))
+            events.append(("message_stop", {"type": "message_stop"}))
+            text = "".join(f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events)
+        else:
+            for w in words:
+                events.append({"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": {"content": w + " "}}], "usage": None})
+            events.append({"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [],
+                           "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}})
+            text = "".join(f"data: {json.dumps(d)}\n\n" for d in events) + "data: [DONE]\n\n"
+        self._write(200, "text/event-stream", text.encode(), chunk or 64)
+
+    def _write(self, status, ctype, data, chunk):
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        step = chunk if chunk > 0 else len(data)
+        for i in range(0, len(data), step):
+            piece = data[i:i + step]
+            self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            self.wfile.flush()
+            if chunk > 0:
+                time.sleep(0.02)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     def _any(self):
-        self._body()
+        body = self._body()
+        if urlparse(self.path).path in ("/v1/chat/completions", "/v1/messages"):
+            return self._llm(body)
         if urlparse(self.path).path == "/control":
             return self._control()
         if self.path.startswith("/export"):
