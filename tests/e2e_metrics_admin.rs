@@ -210,3 +210,49 @@ fn admin_allowed_sources_refuse_other_addresses_even_with_the_token() {
     assert_eq!(request(inside.port, "GET", "/.quota/status", &[], None).status, 401);
     assert_eq!(up.received(), 0);
 }
+
+#[test]
+fn alert_thresholds_are_per_budget_and_posted_to_the_webhook() {
+    let up = Upstream::start();
+    let hook = Upstream::start();
+    let cluster = format!(
+        "  - name: alerts\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: alerts\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
+        hook.port
+    );
+    let cfg = r#"{"budgets":{"rph":{"counts":"requests","window_ms":3600000,"limit":10,"burst_credits":5,"alerts":[50,100,120]}},
+        "alerts_webhook":{"cluster":"alerts","path":"/hooks/quota"}}"#;
+    let e = Envoy::start(cfg, up.port, EnvoyOpts { extra_clusters: cluster, ..EnvoyOpts::default() });
+    for _ in 0..13 {
+        assert_eq!(e.get("/", &[("x-tenant-id", "alerted")]).status, 200);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while hook.received() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let posts = hook.bodies.lock().unwrap().clone();
+    assert_eq!(posts.len(), 3, "one POST per crossing: {posts:?}");
+    let thresholds: Vec<u64> = posts
+        .iter()
+        .map(|(p, b)| {
+            assert_eq!(p, "/hooks/quota");
+            let v: Value = serde_json::from_str(b).unwrap();
+            assert_eq!((v["tenant"].as_str(), v["budget"].as_str(), v["limit"].as_u64()), (Some("alerted"), Some("rph"), Some(10)), "{v}");
+            assert!(v["window_start_ms"].as_u64().unwrap().is_multiple_of(3_600_000), "{v}");
+            v["threshold"].as_u64().unwrap()
+        })
+        .collect();
+    let mut sorted = thresholds.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![50, 100, 120]);
+    assert_eq!(series(&e, r#"quota_threshold_crossings_total{tenant_id="other",resource="rph",threshold="120"}"#), 1.0);
+    assert_eq!(series(&e, r#"quota_threshold_crossings_total{tenant_id="other",resource="rph",threshold="80"}"#), 0.0);
+    // A webhook that cannot be reached: counted, never retried, no request delayed.
+    let dead = "  - name: alerts\n    connect_timeout: 0.2s\n    type: STATIC\n    load_assignment:\n      cluster_name: alerts\n      endpoints:\n      - lb_endpoints:\n        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } }\n";
+    let e2 = Envoy::start(cfg, up.port, EnvoyOpts { extra_clusters: dead.to_string(), ..EnvoyOpts::default() });
+    for _ in 0..6 {
+        assert_eq!(e2.get("/", &[("x-tenant-id", "alerted")]).status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(e2.stat("wasmcustom.quota_alert_webhook_errors_total"), Some(1));
+}

@@ -139,6 +139,15 @@ pub struct Budget {
     /// For `on_exceed: queue`: how long a request may wait, and how many may wait per tenant
     /// (or scope id) and budget in one Envoy.
     pub queue: Queue,
+    /// Alert thresholds in percent of `limit`, ascending (SPEC 5; default 80, 90, 95).
+    pub alerts: Vec<u64>,
+}
+
+/// `alerts_webhook` (SPEC 5): an Envoy cluster and path crossings are POSTed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub cluster: String,
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +350,7 @@ pub struct Config {
     pub scopes: Vec<Scope>,
     /// SPEC 5 (defaults when the block is absent).
     pub llm: Llm,
+    pub alerts_webhook: Option<Webhook>,
     /// Test-only: see [`raw::RawTestHooks`].
     pub trap_sync_leader_path: Option<String>,
     pub trap_path: Option<String>,
@@ -529,7 +539,21 @@ fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
     if on_exceed == OnExceed::Queue && raw.global == Some(GlobalMode::Exact) {
         return err(format!("{p}.on_exceed"), "an `exact` global budget cannot queue (its answer comes from the rate limit service)");
     }
-    Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None, on_exceed, queue })
+    let alerts = match &raw.alerts {
+        None if window_ms == 0 => Vec::new(),
+        None => vec![80, 90, 95],
+        Some(_) if window_ms == 0 => return err(format!("{p}.alerts"), "alerts are for windowed budgets (not in_flight)"),
+        Some(list) => {
+            let mut v = list.clone();
+            if let Some(bad) = v.iter().find(|&&x| x == 0 || x > 1000) {
+                return err(format!("{p}.alerts"), format!("alert thresholds are percentages of the limit, 1 to 1000, got {bad}"));
+            }
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+    };
+    Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None, on_exceed, queue, alerts })
 }
 
 /// A global budget's window must be a unit of the rate limit service, and its cap fit the
@@ -752,6 +776,19 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
     let llm = compile_llm(raw.llm.as_ref())?;
+    let alerts_webhook = match &raw.alerts_webhook {
+        None => None,
+        Some(w) => {
+            let c = w.cluster.trim();
+            if c.is_empty() || c.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+                return err("alerts_webhook.cluster", "must name an Envoy cluster");
+            }
+            if !w.path.starts_with('/') || w.path.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+                return err("alerts_webhook.path", "must be a path starting with `/`");
+            }
+            Some(Webhook { cluster: c.to_string(), path: w.path.clone() })
+        }
+    };
     for b in &budgets {
         if b.counts == Counts::LlmCost && llm.prices.is_empty() {
             return err(format!("budgets.{}.counts", b.name), "an `llm_cost` budget needs `llm.prices`");
@@ -818,6 +855,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         global,
         scopes,
         llm,
+        alerts_webhook,
         trap_sync_leader_path: raw.test_hooks.as_ref().and_then(|t| t.trap_sync_leader_path.clone()),
         trap_path: raw.test_hooks.as_ref().and_then(|t| t.trap_path.clone()),
     })

@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub scopes: BTreeMap<String, RawScope>,
     #[serde(default)]
     pub llm: Option<RawLlm>,
+    #[serde(default)]
+    pub alerts_webhook: Option<RawWebhook>,
     /// Test-only hooks (tests/e2e_global.rs); never set in production.
     #[serde(default)]
     pub test_hooks: Option<RawTestHooks>,
@@ -43,6 +45,14 @@ pub struct RawTestHooks {
     /// A request to this path makes the VM handling it trap (tests of slot reclaim).
     #[serde(default)]
     pub trap_path: Option<String>,
+}
+
+/// SPEC 5: where threshold crossings are POSTed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub cluster: String,
+    pub path: String,
 }
 
 /// SPEC 5: LLM gateways.
@@ -188,6 +198,9 @@ pub struct RawBudget {
     pub on_exceed: Option<OnExceed>,
     #[serde(default)]
     pub queue: Option<RawQueue>,
+    /// Percentages of `limit` whose crossing is logged and counted (SPEC 5).
+    #[serde(default)]
+    pub alerts: Option<Vec<u64>>,
 }
 
 /// SPEC 6 violation actions.

@@ -245,3 +245,14 @@ fn violation_actions_are_checked() {
     assert!(w.iter().any(|m| m.contains("q1") && m.contains("far longer")), "{w:?}");
     assert_eq!(c.budgets[c.budget_index("q1").unwrap()].queue, Queue { timeout_ms: 1000, max_waiting: 100 });
 }
+
+#[test]
+fn alerts_and_the_webhook_are_checked() {
+    let c = parse(r#"{"budgets":{"r":{"counts":"requests","window_ms":1000,"limit":1,"alerts":[120,50,50]},"d":{"counts":"requests","window_ms":1000,"limit":1}}}"#).unwrap();
+    assert_eq!(c.budgets[c.budget_index("r").unwrap()].alerts, vec![50, 120]);
+    assert_eq!(c.budgets[c.budget_index("d").unwrap()].alerts, vec![80, 90, 95]);
+    assert_eq!(refused(r#"{"budgets":{"r":{"counts":"requests","window_ms":1000,"limit":1,"alerts":[0]}}}"#).path, "budgets.r.alerts");
+    assert_eq!(refused(r#"{"budgets":{"r":{"counts":"in_flight","limit":1,"alerts":[50]}}}"#).path, "budgets.r.alerts");
+    assert_eq!(refused(r#"{"alerts_webhook":{"cluster":"a","path":"nope"}}"#).path, "alerts_webhook.path");
+    assert_eq!(refused(r#"{"alerts_webhook":{"cluster":"a"}}"#).path, "alerts_webhook");
+}

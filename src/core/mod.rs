@@ -418,19 +418,16 @@ pub fn reset(state: &mut TenantState, budget_id: u32) {
     }
 }
 
-/// Alert thresholds, in percent of the limit.
-pub const THRESHOLDS: [u64; 3] = [80, 90, 95];
-
-/// Thresholds this usage crossed (index into [`THRESHOLDS`]); each is crossed by exactly one
-/// committed update per window, since every update is a CAS on the tenant's one value.
-pub fn crossed(u: &Usage) -> impl Iterator<Item = usize> + '_ {
-    THRESHOLDS.iter().enumerate().filter_map(move |(i, pct)| {
+/// Alert thresholds (percent of the limit) this usage crossed: each is crossed by exactly
+/// one committed update per window, since every update is a CAS on the subject's one value.
+pub fn crossed<'a>(u: &'a Usage, thresholds: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
+    thresholds.iter().copied().filter(move |pct| {
         if u.limit == 0 {
-            return None;
+            return false;
         }
         // used * 100 >= pct * limit, without overflow.
         let at = |used: u64| (used as u128) * 100 >= (*pct as u128) * (u.limit as u128);
-        (at(u.used) && !at(u.used_before)).then_some(i)
+        at(u.used) && !at(u.used_before)
     })
 }
 

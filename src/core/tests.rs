@@ -253,12 +253,15 @@ fn saturation_levels_staleness_and_hysteresis() {
 #[test]
 fn thresholds_are_crossed_once() {
     let u = |before, used| Usage { budget: 0, limit: 100, burst_credits: 0, used, burst_taken: 0, used_before: before, resets_in_ms: 1, warned: None };
-    assert_eq!(crossed(&u(79, 80)).collect::<Vec<_>>(), vec![0]);
-    assert_eq!(crossed(&u(80, 81)).count(), 0);
-    assert_eq!(crossed(&u(10, 96)).collect::<Vec<_>>(), vec![0, 1, 2]);
-    assert_eq!(crossed(&u(94, 95)).collect::<Vec<_>>(), vec![2]);
+    const T: [u64; 3] = [80, 90, 95];
+    assert_eq!(crossed(&u(79, 80), &T).collect::<Vec<_>>(), vec![80]);
+    assert_eq!(crossed(&u(80, 81), &T).count(), 0);
+    assert_eq!(crossed(&u(10, 96), &T).collect::<Vec<_>>(), vec![80, 90, 95]);
+    assert_eq!(crossed(&u(94, 95), &T).collect::<Vec<_>>(), vec![95]);
+    // Past 100 %: into the burst credits.
+    assert_eq!(crossed(&u(99, 120), &[50, 100, 110]).collect::<Vec<_>>(), vec![100, 110]);
     let zero = Usage { limit: 0, ..u(0, 5) };
-    assert_eq!(crossed(&zero).count(), 0);
+    assert_eq!(crossed(&zero, &T).count(), 0);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::ptr::null_mut;
 pub mod map {
     pub const REQUEST_HEADERS: u32 = 0;
     pub const RESPONSE_HEADERS: u32 = 2;
+    pub const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 }
 
 const OK: u32 = 0;

@@ -22,17 +22,14 @@ pub enum Kind {
     ThrottleSaturation = 5,
     BurstUsed = 6,
     Remaining = 7,
-    Cross80 = 8,
-    Cross90 = 9,
-    Cross95 = 10,
-    Warned = 11,
-    QueueWaiting = 12,
-    QueuedAdmitted = 13,
-    QueuedTimeout = 14,
-    QueuedFull = 15,
-    QueuedCancelled = 16,
+    Warned = 8,
+    QueueWaiting = 9,
+    QueuedAdmitted = 10,
+    QueuedTimeout = 11,
+    QueuedFull = 12,
+    QueuedCancelled = 13,
 }
-const KINDS: usize = 17;
+const KINDS: usize = 14;
 
 /// Counters and gauges are batched per worker and written to the host at most every
 /// [`FLUSH_MS`] (at the end of a request, and on a 5 ms tick for the last ones): each metric
@@ -56,6 +53,23 @@ pub struct Metrics {
     pending_errors: u64,
     gauges: HashMap<String, u32>,
     admin_failures: u32,
+    /// Threshold crossings for the alerts webhook, taken by the filter after each update.
+    pub crossings: Vec<Crossing>,
+    /// The tenant of the request being recorded (a scoped crossing reports it too).
+    pub current_tenant: String,
+}
+
+/// One threshold crossing (SPEC 5), for `alerts_webhook`.
+#[derive(Debug, Clone)]
+pub struct Crossing {
+    pub tenant: String,
+    pub scope: Option<usize>,
+    pub id: String,
+    pub budget: usize,
+    pub threshold: u64,
+    pub used: u64,
+    pub limit: u64,
+    pub resets_in_ms: u64,
 }
 
 /// A label value: named tenants keep their id with anything outside `[A-Za-z0-9_-]` as `_`.
@@ -101,6 +115,8 @@ impl Metrics {
             pending_errors: 0,
             gauges: HashMap::new(),
             admin_failures: 0,
+            crossings: Vec::new(),
+            current_tenant: String::new(),
         }
     }
 
@@ -133,9 +149,6 @@ impl Metrics {
             Kind::ThrottleSaturation => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.saturation_throttle")),
             Kind::BurstUsed => (COUNTER, format!("burst_credits_used_total.{t}.resource.{b}")),
             Kind::Remaining => (GAUGE, format!("quota_remaining.{t}.resource.{b}")),
-            Kind::Cross80 => (COUNTER, format!("quota_threshold_crossings_total.{t}.resource.{b}.threshold.80")),
-            Kind::Cross90 => (COUNTER, format!("quota_threshold_crossings_total.{t}.resource.{b}.threshold.90")),
-            Kind::Cross95 => (COUNTER, format!("quota_threshold_crossings_total.{t}.resource.{b}.threshold.95")),
             Kind::Warned => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.warned")),
             Kind::QueueWaiting => (GAUGE, format!("quota_queue_waiting.{t}.resource.{b}")),
             Kind::QueuedAdmitted => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.admitted")),
@@ -207,6 +220,13 @@ impl Metrics {
                 }
             };
             host::increment_metric(id, n as i64);
+        }
+    }
+
+    /// `quota_alert_webhook_errors_total`: crossings whose webhook call failed.
+    pub fn webhook_error(&mut self) {
+        if let Some(id) = host::define_metric(COUNTER, "quota_alert_webhook_errors_total") {
+            host::increment_metric(id, 1);
         }
     }
 
@@ -299,19 +319,25 @@ impl Metrics {
         }
         self.inc(cfg, t, u.budget, Kind::BurstUsed, u.burst_taken);
         self.set(cfg, t, u.budget, Kind::Remaining, u.remaining());
-        for i in core::crossed(u) {
-            let kind = [Kind::Cross80, Kind::Cross90, Kind::Cross95][i];
-            self.inc(cfg, t, u.budget, kind, 1);
+        for pct in core::crossed(u, &cfg.budgets[u.budget].alerts) {
+            let name = format!("quota_threshold_crossings_total.{}.resource.{}.threshold.{pct}", self.labels[t], cfg.budgets[u.budget].name);
+            let id = match self.gauges.get(&name) {
+                Some(id) => Some(*id),
+                None => host::define_metric(COUNTER, &name).inspect(|id| {
+                    self.gauges.insert(name.clone(), *id);
+                }),
+            };
+            if let Some(id) = id {
+                host::increment_metric(id, 1);
+            }
             host::log(
                 host::LOG_WARN,
-                &format!(
-                    "tenant-quota: {who} `{tenant_id}` crossed {}% of budget `{}`: used {} of limit {}",
-                    core::THRESHOLDS[i],
-                    cfg.budgets[u.budget].name,
-                    u.used,
-                    u.limit
-                ),
+                &format!("tenant-quota: {who} `{tenant_id}` crossed {pct}% of budget `{}`: used {} of limit {}", cfg.budgets[u.budget].name, u.used, u.limit),
             );
+            if cfg.alerts_webhook.is_some() {
+                let tenant = if scope.is_some() { self.current_tenant.clone() } else { tenant_id.to_string() };
+                self.crossings.push(Crossing { tenant, scope, id: tenant_id.to_string(), budget: u.budget, threshold: pct, used: u.used, limit: u.limit, resets_in_ms: u.resets_in_ms });
+            }
         }
     }
 

@@ -50,6 +50,18 @@ struct Root {
 }
 
 impl Context for Root {
+    fn on_http_call_response(&mut self, _token_id: u32, _num_headers: usize, _body_size: usize, _num_trailers: usize) {
+        // The only HTTP calls are alerts webhooks, sent from the tick: count an answer other
+        // than 2xx (a failed connection answers with no status at all).
+        let status = host::header(host::map::HTTP_CALL_RESPONSE_HEADERS, ":status").and_then(|v| engine::parse_units(&v)).unwrap_or(0);
+        if !(200..300).contains(&status) {
+            if let Some(Ok(mut sh)) = self.shared.as_ref().map(|s| s.try_borrow_mut()) {
+                sh.metrics.webhook_error();
+            }
+            host::log(host::LOG_WARN, &format!("tenant-quota: alerts webhook answered {status}"));
+        }
+    }
+
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
         let (Some(cfg), Some(sh)) = (&self.config, &self.shared) else { return };
         if let Ok(mut sh) = sh.try_borrow_mut() {
@@ -130,6 +142,9 @@ impl RootContext for Root {
                     }
                 }
                 if let Some(cfg) = &self.config {
+                    if cfg.alerts_webhook.is_some() {
+                        send_alerts(cfg, &mut sh, now);
+                    }
                     if !sh.queues.is_empty() {
                         pass(cfg, &mut sh, now);
                         // The pass acted on paused requests' contexts; act as the root again.
@@ -213,6 +228,9 @@ fn key_of<'a>(cfg: &Config, a: &'a Admitted, budget: usize) -> &'a str {
 
 /// Metrics of a verdict.
 fn record(cfg: &Config, sh: &mut Shared, verdict: &Verdict) {
+    if let Verdict::Admit(a) = verdict {
+        sh.metrics.current_tenant.clone_from(&a.tenant);
+    }
     match verdict {
         Verdict::Pass { error: Some(_) } => sh.metrics.error(),
         Verdict::Pass { error: None } => {}
@@ -246,6 +264,39 @@ fn record(cfg: &Config, sh: &mut Shared, verdict: &Verdict) {
     }
 }
 
+
+/// POST the threshold crossings recorded since the last call to `alerts_webhook` (SPEC 5):
+/// at most once per crossing, never retried; a failed dispatch is logged and counted, and an
+/// answer other than 2xx is counted when it arrives. Sent from the root's tick (the root
+/// context outlives every request, so the answers reach it), never delaying a request.
+fn send_alerts(cfg: &Config, sh: &mut Shared, now: u64) {
+    if sh.metrics.crossings.is_empty() {
+        return;
+    }
+    let crossings = std::mem::take(&mut sh.metrics.crossings);
+    let Some(w) = &cfg.alerts_webhook else { return };
+    for c in crossings {
+        let b = &cfg.budgets[c.budget];
+        let mut body = serde_json::json!({
+            "tenant": c.tenant,
+            "budget": b.name,
+            "threshold": c.threshold,
+            "used": c.used,
+            "limit": c.limit,
+            "window_start_ms": crate::core::window_start(now.saturating_add(c.resets_in_ms).saturating_sub(1), b.limits.window_ms),
+        });
+        if let Some(s) = c.scope {
+            body["scope"] = serde_json::json!(cfg.scopes[s].name);
+            body["scope_id"] = serde_json::json!(c.id);
+        }
+        let body = body.to_string();
+        let headers = vec![(":method", "POST"), (":path", w.path.as_str()), (":authority", w.cluster.as_str()), ("content-type", "application/json")];
+        if proxy_wasm::hostcalls::dispatch_http_call(&w.cluster, headers, Some(body.as_bytes()), vec![], std::time::Duration::from_secs(2)).is_err() {
+            sh.metrics.webhook_error();
+            host::log(host::LOG_WARN, &format!("tenant-quota: alerts webhook: cannot call cluster `{}`", w.cluster));
+        }
+    }
+}
 
 /// Retry the requests waiting in this worker's queues (from the tick): each decided again by
 /// the same CAS as any request, oldest first per (subject, budget); a pass over one queue

@@ -526,6 +526,8 @@ pub struct Upstream {
     pub extra: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     /// When each request arrived (Unix ms).
     pub stamps: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// Each request's path and body.
+    pub bodies: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Upstream {
@@ -536,14 +538,15 @@ impl Upstream {
         let open = Arc::new(AtomicUsize::new(0));
         let extra = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stamps = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (rc, oc, ec, sc) = (received.clone(), open.clone(), extra.clone(), stamps.clone());
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (rc, oc, ec, sc, bc) = (received.clone(), open.clone(), extra.clone(), stamps.clone(), bodies.clone());
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
-                let (rc, oc, ec, sc) = (rc.clone(), oc.clone(), ec.clone(), sc.clone());
-                std::thread::spawn(move || serve(s, rc, oc, ec, sc));
+                let (rc, oc, ec, sc, bc) = (rc.clone(), oc.clone(), ec.clone(), sc.clone(), bc.clone());
+                std::thread::spawn(move || serve(s, rc, oc, ec, sc, bc));
             }
         });
-        Upstream { port, received, open, extra, stamps }
+        Upstream { port, received, open, extra, stamps, bodies }
     }
     /// Set the headers every response carries from now on.
     pub fn report(&self, headers: &[(&str, &str)]) {
@@ -567,6 +570,7 @@ fn serve(
     open: Arc<AtomicUsize>,
     extra: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     stamps: Arc<std::sync::Mutex<Vec<u64>>>,
+    bodies: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 ) {
     let mut w = match s.try_clone() {
         Ok(w) => w,
@@ -579,6 +583,7 @@ fn serve(
         stamps.lock().unwrap().push(now_ms());
         received.fetch_add(1, Ordering::SeqCst);
         let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+        bodies.lock().unwrap().push((path.clone(), String::from_utf8_lossy(&body).into_owned()));
         if path.starts_with("/reset") {
             let _ = w.shutdown(Shutdown::Both);
             return;
