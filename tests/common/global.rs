@@ -27,7 +27,9 @@ impl Redis {
     /// Redis cannot listen on port 0 and report it, so try ports below the kernel's
     /// ephemeral range (where Envoys on port 0 land) until one binds.
     pub fn start() -> Redis {
-        for attempt in 0..50u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        for _ in 0..50u64 {
+            let attempt = NEXT.fetch_add(1, Ordering::SeqCst);
             let port = 20000 + ((now_ms() * 7919 + attempt * 104_729 + u64::from(std::process::id())) % 10000) as u16;
             if let Some(r) = Redis::start_on(port) {
                 return r;
@@ -53,7 +55,20 @@ impl Redis {
                 }
             }
             if r.cmd(&["PING"]).ok() == Some(Resp::Simple("PONG".into())) {
-                return Some(r);
+                // The server answering must be ours, not another test's on the same port
+                // (ours then failed to bind and is exiting).
+                let ours = r.child.as_ref().map(|c| c.id());
+                let theirs = match r.cmd(&["INFO", "server"]) {
+                    Ok(Resp::Bulk(Some(b))) => String::from_utf8_lossy(&b)
+                        .lines()
+                        .find_map(|l| l.strip_prefix("process_id:").and_then(|v| v.trim().parse::<u32>().ok())),
+                    _ => None,
+                };
+                if ours.is_some() && ours == theirs {
+                    return Some(r);
+                }
+                r.kill();
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
