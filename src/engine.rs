@@ -344,6 +344,17 @@ pub struct RequestInput<'h, H: RequestHeaders> {
     pub global_degraded: bool,
     /// Each scope's id as read (by scope index; None: absent). Empty without scopes.
     pub scope_ids: Vec<Option<Vec<u8>>>,
+    /// What the JSON request body said, when it was read before admission (SPEC 5).
+    pub llm_body: Option<LlmBody>,
+}
+
+/// The fields of an LLM request body that admission uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmBody {
+    pub model: Option<String>,
+    pub max_tokens: Option<u64>,
+    /// The client's body size (before any rewrite).
+    pub bytes: u64,
 }
 
 fn store_error_verdict(cfg: &Config, e: StoreError, tenant: Option<String>) -> Verdict {
@@ -453,6 +464,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
         Some(crate::config::ModelSource::Header(h)) if cfg.budgets.iter().any(|b| b.counts.is_llm() || !b.matcher.models.is_empty()) => {
             input.headers.get(h).and_then(|v| String::from_utf8(trim(&v).to_vec()).ok()).filter(|m| !m.is_empty())
         }
+        Some(crate::config::ModelSource::RequestBody) => input.llm_body.as_ref().and_then(|b| b.model.clone()),
         _ => None,
     };
     let mut llm = Vec::new();
@@ -520,9 +532,13 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                 Demand { budget: i, units: 1, admit: Admit::Reserve }
             }
             Counts::LlmTokens(_) | Counts::LlmCost => {
-                // The reserve (SPEC 5): output tokens = default_reserve_tokens (request bodies
-                // are not read by this build), input tokens 0; cost = that priced.
-                let reserve = crate::llm::Usage { input: 0, output: cfg.llm.default_reserve_tokens };
+                // The reserve (SPEC 5): output tokens = the body's max-tokens field, else
+                // default_reserve_tokens; input tokens = ceil(body bytes / 4) when the body was
+                // read, else 0; cost = that priced.
+                let reserve = match &input.llm_body {
+                    Some(body) => crate::llm::Usage { input: body.bytes.div_ceil(4), output: body.max_tokens.unwrap_or(cfg.llm.default_reserve_tokens) },
+                    None => crate::llm::Usage { input: 0, output: cfg.llm.default_reserve_tokens },
+                };
                 let units = match &b.counts {
                     Counts::LlmTokens(k) => k.of(reserve),
                     _ => match cfg.llm.prices.get(model.as_deref()) {

@@ -18,7 +18,7 @@ const NOW: u64 = 1_700_000_000_000;
 
 fn run(cfg: &Config, s: &MemStore, w: &mut Worker, tenant: Option<&str>, h: &[(&'static str, &'static str)]) -> Verdict {
     let mut headers = Map(h.iter().copied().collect());
-    let input = RequestInput { headers: &mut headers, tenant: tenant.map(|t| t.as_bytes().to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: Vec::new() };
+    let input = RequestInput { headers: &mut headers, tenant: tenant.map(|t| t.as_bytes().to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: Vec::new(), llm_body: None };
     evaluate(cfg, s, w, input, &|_| None)
 }
 
@@ -152,6 +152,7 @@ mod scopes {
             global_degraded: false,
             now: NOW,
             scope_ids: vec![team.map(|t| t.as_bytes().to_vec())],
+            llm_body: None,
         };
         evaluate(c, s, w, input, &|_| None)
     }

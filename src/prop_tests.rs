@@ -729,7 +729,7 @@ fn drive(c: &Config, reqs: &[Request]) -> Result<(), TestCaseError> {
     for (tenant, h, eos, level, degraded, step) in reqs {
         now += step;
         let mut headers = Headers(h.clone());
-        let input = RequestInput { headers: &mut headers, tenant: tenant.clone(), end_of_stream: *eos, level: *level, now, global_degraded: *degraded, scope_ids: Vec::new() };
+        let input = RequestInput { headers: &mut headers, tenant: tenant.clone(), end_of_stream: *eos, level: *level, now, global_degraded: *degraded, scope_ids: Vec::new(), llm_body: None };
         match engine::evaluate(c, &store, &mut w, input, &|_| None) {
             Verdict::Admit(mut a) => {
                 let policy = c.policy(&a.tenant).clone();

@@ -142,3 +142,70 @@ fn cost_is_priced_per_model_and_budgets_match_models() {
     let now_s = now_ms() / 1000;
     assert!((1..=31 * 86400).contains(&retry) && (now_s + retry) % 86400 < 2, "retry-after {retry} should end at midnight UTC");
 }
+
+fn body_cfg(limit: u64) -> String {
+    format!(
+        r#"{{"llm":{{"request_body":true,"model":{{"request_body":"model"}},"default_reserve_tokens":0,
+          "prices":{{"gpt-4o":{{"input":2500000,"output":10000000}}}}}},
+  "budgets":{{"tokens":{{"counts":{{"llm_tokens":"total"}},"window_ms":3600000,"limit":{limit}}},
+             "spend":{{"counts":"llm_cost","window_ms":3600000,"limit":100000000}}}},
+  "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
+    )
+}
+
+fn post(e: &Envoy, tenant: &str, body: &str) -> Response {
+    request(e.port, "POST", "/v1/chat/completions", &[("x-tenant-id", tenant), ("content-type", "application/json")], Some(body.as_bytes()))
+}
+
+#[test]
+fn the_request_body_gives_model_and_reserve_and_streams_get_include_usage() {
+    let up = LlmUpstream::start();
+    let e = Envoy::start(&body_cfg(1000), up.port, EnvoyOpts { allow_stop_iteration: true, ..EnvoyOpts::default() });
+    // A streaming request without include_usage: the body is rewritten, so usage comes back.
+    let r = post(&e, "b", r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert!(r.body_str().contains("\"usage\":{"), "the client gets the final usage chunk: {}", r.body_str());
+    let sent = up.bodies.lock().unwrap().last().cloned().unwrap();
+    let v: Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(v["stream_options"]["include_usage"], true, "{sent}");
+    assert_eq!(v["messages"][0]["content"], "hi", "the rest of the body is kept");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(used(&e, "b", "tokens"), 13);
+    // The model came from the body: priced (ceil((9 * 2.5M + 4 * 10M) / 1M) = 63).
+    assert_eq!(used(&e, "b", "spend"), 63);
+    // The reserve: max_tokens 2000 does not fit a budget of 1000, refused before the upstream.
+    let n = up.bodies.lock().unwrap().len();
+    let r = post(&e, "b", r#"{"model":"gpt-4o","max_tokens":2000}"#);
+    assert_eq!((r.status, r.header("x-tenant-quota-reason")), (429, Some("tokens_exceeded")));
+    assert_eq!(up.bodies.lock().unwrap().len(), n);
+    // A body that is not JSON: no fields, never rejected for that (model unknown: no price).
+    let r = post(&e, "c", "not json at all");
+    assert_eq!((r.status, r.header("x-tenant-quota-reason")), (400, Some("unpriced_model")));
+}
+
+#[test]
+fn without_allow_on_headers_stop_iteration_requests_neither_hang_nor_trap() {
+    let up = LlmUpstream::start();
+    let e = Envoy::start(&body_cfg(1000), up.port, EnvoyOpts::default());
+    let t0 = Instant::now();
+    let r = request(e.port, "POST", "/v1/chat/completions", &[("x-tenant-id", "d"), ("x-model", "gpt-4o")], Some(br#"{"model":"gpt-4o"}"#));
+    let first = t0.elapsed();
+    eprintln!("without the option: {} in {first:?}: {}", r.status, r.body_str());
+    // Decided on its headers after the 1 s wait for a body callback (model unknown: a cost
+    // budget refuses it as unpriced), then later requests are not paused at all.
+    assert!(r.status == 200 || r.status == 400, "{}", r.status);
+    assert!(first < Duration::from_secs(5), "took {first:?}");
+    let t1 = Instant::now();
+    let _ = request(e.port, "POST", "/v1/chat/completions", &[("x-tenant-id", "d")], Some(br#"{"model":"gpt-4o"}"#));
+    assert!(t1.elapsed() < Duration::from_millis(500), "later requests do not wait: {:?}", t1.elapsed());
+    let mut log = e.log_text();
+    for _ in 0..40 {
+        if log.contains("set allow_on_headers_stop_iteration: true") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        log = e.log_text();
+    }
+    assert!(log.contains("set allow_on_headers_stop_iteration: true"), "{log}");
+    assert!(!log.contains("Uncaught RuntimeError"), "no trap: {log}");
+}

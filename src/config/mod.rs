@@ -299,12 +299,16 @@ pub enum OnUnavailable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
     Header(String),
+    /// The top-level `model` field of the JSON request body (needs `request_body`).
+    RequestBody,
 }
 
 /// The `llm` block (SPEC 5).
 #[derive(Debug, Clone)]
 pub struct Llm {
     pub model: Option<ModelSource>,
+    /// Read the JSON request body before admission (SPEC 5).
+    pub request_body: bool,
     pub default_reserve_tokens: u64,
     pub max_request_body_bytes: u64,
     pub prices: crate::llm::Prices,
@@ -312,7 +316,7 @@ pub struct Llm {
 
 impl Default for Llm {
     fn default() -> Self {
-        Llm { model: None, default_reserve_tokens: 0, max_request_body_bytes: 1 << 20, prices: crate::llm::Prices::new(Vec::<(String, crate::llm::Price)>::new()) }
+        Llm { model: None, request_body: false, default_reserve_tokens: 0, max_request_body_bytes: 1 << 20, prices: crate::llm::Prices::new(Vec::<(String, crate::llm::Price)>::new()) }
     }
 }
 
@@ -863,15 +867,17 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
 
 fn compile_llm(raw: Option<&raw::RawLlm>) -> Result<Llm, ConfigError> {
     let Some(raw) = raw else { return Ok(Llm::default()) };
-    if raw.request_body == Some(true) {
-        return err("llm.request_body", "reading request bodies before admission is not supported by this build yet (the model comes from a header; the reserve is default_reserve_tokens)");
-    }
+    let request_body = raw.request_body.unwrap_or(false);
     let model = match &raw.model {
         None => None,
         Some(Value::Object(m)) if m.len() == 1 => match (m.get("header"), m.get("request_body")) {
             (Some(Value::String(h)), _) if valid_header_name(h) => Some(ModelSource::Header(h.to_ascii_lowercase())),
             (Some(_), _) => return err("llm.model.header", "expected a header name"),
-            (_, Some(_)) => return err("llm.model.request_body", "the model can come from the request body only with `llm.request_body: true`"),
+            (_, Some(Value::String(f))) if f == "model" && request_body => Some(ModelSource::RequestBody),
+            (_, Some(Value::String(f))) if f == "model" => {
+                return err("llm.model.request_body", "the model can come from the request body only with `llm.request_body: true`")
+            }
+            (_, Some(_)) => return err("llm.model.request_body", "expected \"model\" (the body's top-level field)"),
             _ => return err("llm.model", "expected {\"header\": H} or {\"request_body\": \"model\"}"),
         },
         Some(_) => return err("llm.model", "expected {\"header\": H} or {\"request_body\": \"model\"}"),
@@ -883,10 +889,15 @@ fn compile_llm(raw: Option<&raw::RawLlm>) -> Result<Llm, ConfigError> {
         }
         prices.push((name.clone(), crate::llm::Price { input: p.input, output: p.output }));
     }
+    let max_request_body_bytes = raw.max_request_body_bytes.unwrap_or(1 << 20);
+    if max_request_body_bytes > 64 << 20 {
+        return err("llm.max_request_body_bytes", "at most 64 MiB");
+    }
     Ok(Llm {
         model,
+        request_body,
         default_reserve_tokens: raw.default_reserve_tokens.unwrap_or(0),
-        max_request_body_bytes: raw.max_request_body_bytes.unwrap_or(1 << 20),
+        max_request_body_bytes,
         prices: crate::llm::Prices::new(prices),
     })
 }

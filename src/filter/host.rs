@@ -68,6 +68,7 @@ extern "C" {
         return_buffer_size: *mut usize,
     ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
@@ -223,6 +224,12 @@ pub fn set_effective_context(id: u32) -> bool {
 pub fn resume_request() -> bool {
     // SAFETY: a plain value. Stream type 0 is the HTTP request.
     unsafe { proxy_continue_stream(0) == OK }
+}
+
+/// Replace `size` bytes of a buffer from `start` (e.g. a request body being held).
+pub fn set_buffer(buffer_type: u32, start: usize, size: usize, data: &[u8]) -> bool {
+    // SAFETY: pointer and length of a live slice.
+    unsafe { proxy_set_buffer_bytes(buffer_type, start, size, data.as_ptr(), data.len()) == OK }
 }
 
 pub fn send_local_response(status: u32, details: &str, body: &str, headers: &[(String, String)]) -> bool {

@@ -18,7 +18,7 @@ use host::{map, HostStore};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -40,6 +40,46 @@ struct Shared {
     ledger: Option<crate::store::ledger::Ledger>,
     /// Requests waiting for room (SPEC 6).
     queues: queue::Queues,
+    /// Requests paused in their header phase to read their body (SPEC 5), by context, until
+    /// their first body callback (or the deadline: then the option that lets the filter see
+    /// the body is off, and they are decided without it).
+    body_waits: HashMap<u32, BodyWait>,
+    /// Bodies cannot be read (`allow_on_headers_stop_iteration` is off): decide on headers.
+    body_reading_off: bool,
+}
+
+/// What a request paused for its body needs to be decided.
+struct BodyWait {
+    deadline: u64,
+    headers: Vec<u8>,
+    tenant: Option<Vec<u8>>,
+    scope_ids: Vec<Option<Vec<u8>>>,
+    path: String,
+}
+
+/// How long a paused request waits for its first body callback before the filter decides
+/// the host will not send one.
+const BODY_WAIT_MS: u64 = 1000;
+/// Shared: `[1]` once a worker found that bodies cannot be read, `[0]` once one saw a body.
+const BODY_OFF_KEY: &str = "tq1|bodyoff";
+
+fn set_body_reading_off(sh: &mut Shared, off: bool) {
+    if sh.body_reading_off != off {
+        sh.body_reading_off = off;
+        let _ = crate::store::SharedStore::set(&HostStore, BODY_OFF_KEY, &[u8::from(off)], 0);
+    }
+}
+
+/// Whether an LLM budget may apply to the request, by its path and method (its model is not
+/// known before the body is read).
+fn llm_may_apply(cfg: &Config, headers: &mut HostHeaders) -> bool {
+    let llm: Vec<&crate::config::Budget> = cfg.budgets.iter().filter(|b| b.counts.is_llm()).collect();
+    if llm.is_empty() {
+        return false;
+    }
+    let method = String::from_utf8_lossy(&headers.get(":method").unwrap_or_default()).into_owned();
+    let path = String::from_utf8_lossy(&headers.get(":path").unwrap_or_default()).into_owned();
+    llm.iter().any(|b| b.matcher.is_any() || b.matcher.matches(&method, &path))
 }
 
 #[derive(Default)]
@@ -116,6 +156,8 @@ impl RootContext for Root {
         let shared = Shared {
             ledger,
             queues: queue::Queues::default(),
+            body_waits: HashMap::new(),
+            body_reading_off: false,
             global: global::GlobalWorker::new(lease_id),
             worker,
             overrides: Overrides::default(),
@@ -144,6 +186,17 @@ impl RootContext for Root {
                 if let Some(cfg) = &self.config {
                     if cfg.alerts_webhook.is_some() {
                         send_alerts(cfg, &mut sh, now);
+                    }
+                    if !sh.body_waits.is_empty() {
+                        body_timeouts(cfg, &mut sh, now);
+                        host::set_effective_context(self.id);
+                    }
+                    if cfg.llm.request_body {
+                        // Every worker follows what any worker learned about body reading.
+                        let mut b = Vec::new();
+                        if let Ok(Some(_)) = crate::store::SharedStore::get(&HostStore, BODY_OFF_KEY, &mut b) {
+                            sh.body_reading_off = b.first() == Some(&1);
+                        }
                     }
                     if !sh.queues.is_empty() {
                         pass(cfg, &mut sh, now);
@@ -197,6 +250,9 @@ impl RootContext for Root {
             waiting: false,
             usage: None,
             status: 0,
+            body_reading: false,
+            body_wait: None,
+            llm_body: None,
         }))
     }
 
@@ -265,6 +321,54 @@ fn record(cfg: &Config, sh: &mut Shared, verdict: &Verdict) {
 }
 
 
+/// Requests paused for their body whose first body callback did not come in time: the host
+/// does not give the body to a paused header phase (Envoy without
+/// `allow_on_headers_stop_iteration`, e.g. Istio's WasmPlugin): decide them on their headers
+/// (model unknown, default reserve), resume them, and stop pausing later requests.
+fn body_timeouts(cfg: &Config, sh: &mut Shared, now: u64) {
+    let due: Vec<u32> = sh.body_waits.iter().filter(|(_, w)| now >= w.deadline).map(|(c, _)| *c).collect();
+    for ctx in due {
+        let Some(w) = sh.body_waits.remove(&ctx) else { continue };
+        if !sh.body_reading_off {
+            set_body_reading_off(sh, true);
+            host::log(
+                host::LOG_WARN,
+                "tenant-quota: llm.request_body: a paused request got no body callback in 1 s; the host does not show bodies to a paused header phase (set allow_on_headers_stop_iteration: true); deciding on headers",
+            );
+        }
+        let mut headers = HostHeaders::All(w.headers);
+        let level = sh.saturation.level(cfg, now, &mut sh.metrics);
+        let degraded = cfg.global.is_some() && sh.global.degraded(cfg, now);
+        let input = engine::RequestInput { headers: &mut headers, tenant: w.tenant, end_of_stream: false, level, now, global_degraded: degraded, scope_ids: w.scope_ids, llm_body: None };
+        let overrides = &sh.overrides;
+        sh.worker.has_overrides = !overrides.policies.is_empty();
+        let v = engine::evaluate(cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
+        record(cfg, sh, &v);
+        match v {
+            Verdict::Admit(a) => {
+                ledger_acquired(cfg, sh, &a);
+                sh.queues.delivered.insert(ctx, a);
+                if !queue::resume(ctx) {
+                    if let Some(a) = sh.queues.delivered.remove(&ctx) {
+                        let p = sh.overrides.get(&a.tenant).unwrap_or_else(|| cfg.policy(&a.tenant).clone());
+                        let _ = engine::rollback(cfg, &HostStore, &mut sh.worker, &a, &p);
+                    }
+                }
+            }
+            Verdict::Reject { reply, .. } => {
+                queue::answer(ctx, &reply);
+            }
+            Verdict::Wait(wt) => {
+                // Only the rejection: waiting from here would need the request's headers again.
+                queue::answer(ctx, &wt.reply);
+            }
+            Verdict::Pass { .. } => {
+                queue::resume(ctx);
+            }
+        }
+    }
+}
+
 /// POST the threshold crossings recorded since the last call to `alerts_webhook` (SPEC 5):
 /// at most once per crossing, never retried; a failed dispatch is logged and counted, and an
 /// answer other than 2xx is counted when it arrives. Sent from the root's tick (the root
@@ -328,6 +432,7 @@ fn pass(cfg: &Config, sh: &mut Shared, now: u64) {
                 now,
                 global_degraded: degraded,
                 scope_ids: e.scope_ids.clone(),
+                llm_body: e.llm_body.clone(),
             };
             let overrides = &sh.overrides;
             sh.worker.has_overrides = !overrides.policies.is_empty();
@@ -415,6 +520,12 @@ struct Http {
     usage: Option<crate::llm::UsageParser>,
     /// The response's status (0 until its headers).
     status: u32,
+    /// Paused in the header phase to read the body before admission (SPEC 5); the wait is in
+    /// `Shared::body_waits` until the first body callback moves it to `body_wait`.
+    body_reading: bool,
+    body_wait: Option<BodyWait>,
+    /// What the body said (kept for a decision taken again from a queue).
+    llm_body: Option<engine::LlmBody>,
 }
 
 /// Request headers for the engine. Each host call costs about as much as reading every
@@ -666,15 +777,94 @@ impl Http {
         }
     }
 
+    /// Decide a request (at its headers, or at the end of its body when it was read) and act.
+    fn decide(&mut self, mut headers: HostHeaders, tenant: Option<Vec<u8>>, scope_ids: Vec<Option<Vec<u8>>>, end_of_stream: bool, llm_body: Option<engine::LlmBody>) -> Action {
+        let cfg = self.config.clone();
+        self.llm_body = llm_body.clone();
+        let verdict = {
+            let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
+            let sh = &mut *sh;
+            let now = host::now_ms();
+            if cfg.admin.is_some() {
+                sh.overrides.refresh(&cfg, &HostStore, now);
+            }
+            self.started_ms = now;
+            let level = sh.saturation.level(&cfg, now, &mut sh.metrics);
+            let global_degraded = cfg.global.is_some() && sh.global.degraded(&cfg, now);
+            let waits = cfg.budgets.iter().any(|b| b.on_exceed == crate::config::OnExceed::Queue);
+            let (tenant_copy, scope_copy) = if waits { (tenant.clone(), scope_ids.clone()) } else { (None, Vec::new()) };
+            let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now, global_degraded, scope_ids, llm_body };
+            let overrides = &sh.overrides;
+            sh.worker.has_overrides = !overrides.policies.is_empty();
+            let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
+            self.record(sh, &v);
+            if let Verdict::Admit(a) = &v {
+                if a.global_dirty {
+                    sh.global.touched(&a.key, a.global_urgent);
+                }
+                if a.exact.is_empty() {
+                    ledger_acquired(&cfg, sh, a);
+                }
+            }
+            (v, tenant_copy, scope_copy)
+        };
+        let (verdict, tenant_copy, scope_copy) = verdict;
+        let replay = (headers, tenant_copy, scope_copy);
+        match verdict {
+            Verdict::Pass { error } => {
+                self.count_in_flight();
+                if let Some(e) = error {
+                    host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, allowing: {e:?}"));
+                }
+                Action::Continue
+            }
+            Verdict::Admit(a) => {
+                let exact = !a.exact.is_empty();
+                self.admitted = Some(a);
+                self.count_in_flight();
+                if exact {
+                    return self.ask_exact();
+                }
+                Action::Continue
+            }
+            Verdict::Reject { reply, error, .. } => {
+                if let Some(e) = error {
+                    host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, denying: {e:?}"));
+                }
+                self.send(reply.status, &reply.reason, &reply.body, &reply.headers)
+            }
+            Verdict::Wait(w) => self.wait(w, replay.0, replay.1, replay.2, end_of_stream),
+        }
+    }
+
+    /// The request's body arrived after a header pause: read it, rewrite it if asked, decide.
+    fn decide_with_body(&mut self, body_size: usize) -> Action {
+        self.body_reading = false;
+        let Some(wait) = self.body_wait.take() else { return Action::Continue };
+        let cfg = self.config.clone();
+        let max = cfg.llm.max_request_body_bytes as usize;
+        let body = if body_size <= max { host::buffer(host::HTTP_REQUEST_BODY, 0, body_size).unwrap_or_default() } else { Vec::new() };
+        let inspected = crate::llm::inspect(&wait.path, &body, max);
+        if let Some(new) = &inspected.rewritten {
+            if !host::set_buffer(host::HTTP_REQUEST_BODY, 0, body_size, new) {
+                host::log(host::LOG_WARN, "tenant-quota: could not rewrite the request body (include_usage)");
+            }
+        }
+        let r = inspected.request;
+        let llm_body = engine::LlmBody { model: r.model, max_tokens: r.max_tokens, bytes: if body_size <= max { body_size as u64 } else { 0 } };
+        self.decide(HostHeaders::All(wait.headers), wait.tenant, wait.scope_ids, false, Some(llm_body))
+    }
+
     /// Pick up an admission decided while the request waited in a queue.
     fn adopt(&mut self) {
-        if !self.waiting {
+        if !self.waiting && !self.body_reading {
             return;
         }
         if let Ok(mut sh) = self.shared.try_borrow_mut() {
             if let Some(a) = sh.queues.delivered.remove(&self.ctx) {
                 self.admitted = Some(a);
                 self.waiting = false;
+                self.body_reading = false;
             }
         }
     }
@@ -716,6 +906,7 @@ impl Http {
             tenant,
             scope_ids,
             end_of_stream,
+            llm_body: self.llm_body.take(),
             waiting: w,
             budget,
             count_key,
@@ -733,6 +924,13 @@ impl Http {
             return;
         }
         self.finished = true;
+        if self.body_reading {
+            if let Ok(mut sh) = self.shared.try_borrow_mut() {
+                sh.body_waits.remove(&self.ctx);
+            }
+            self.body_reading = false;
+            self.waiting = true;
+        }
         self.adopt();
         if self.waiting {
             // The client left while waiting: nothing was charged; free its place.
@@ -874,63 +1072,59 @@ impl HttpContext for Http {
                 TenantSource::Metadata(path) => host::property(path),
             })
             .collect();
-        let verdict = {
-            let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
-            let sh = &mut *sh;
+        // SPEC 5: read the JSON body before admission when an LLM budget may apply.
+        if cfg.llm.request_body && !end_of_stream && llm_may_apply(&cfg, &mut headers) {
             let now = host::now_ms();
-            if cfg.admin.is_some() {
-                sh.overrides.refresh(&cfg, &HostStore, now);
-            }
-            self.started_ms = now;
-            let level = sh.saturation.level(&cfg, now, &mut sh.metrics);
-            let global_degraded = cfg.global.is_some() && sh.global.degraded(&cfg, now);
-            let waits = cfg.budgets.iter().any(|b| b.on_exceed == crate::config::OnExceed::Queue);
-            let (tenant_copy, scope_copy) = if waits { (tenant.clone(), scope_ids.clone()) } else { (None, Vec::new()) };
-            let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now, global_degraded, scope_ids };
-            let overrides = &sh.overrides;
-            sh.worker.has_overrides = !overrides.policies.is_empty();
-            let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
-            self.record(sh, &v);
-            if let Verdict::Admit(a) = &v {
-                if a.global_dirty {
-                    sh.global.touched(&a.key, a.global_urgent);
+            let off = self.shared.try_borrow().map(|sh| sh.body_reading_off).unwrap_or(true);
+            if !off {
+                let path = String::from_utf8_lossy(&headers.get(":path").unwrap_or_default()).into_owned();
+                let raw = match headers {
+                    HostHeaders::All(v) => v,
+                    HostHeaders::OneByOne => host::headers_raw(map::REQUEST_HEADERS).unwrap_or_default(),
+                };
+                if crate::llm::request::is_chat_completions(&path) {
+                    // A rewritten body may change length: let Envoy frame it (chunked).
+                    host::remove_header(map::REQUEST_HEADERS, "content-length");
                 }
-                if a.exact.is_empty() {
-                    ledger_acquired(&cfg, sh, a);
+                let wait = BodyWait { deadline: now.saturating_add(BODY_WAIT_MS), headers: raw, tenant, scope_ids, path };
+                if let Ok(mut sh) = self.shared.try_borrow_mut() {
+                    sh.body_waits.insert(self.ctx, wait);
                 }
+                self.body_reading = true;
+                self.started_ms = now;
+                return Action::Pause;
             }
-            (v, tenant_copy, scope_copy)
-        };
-        let (verdict, tenant_copy, scope_copy) = verdict;
-        let replay = (headers, tenant_copy, scope_copy);
-        match verdict {
-            Verdict::Pass { error } => {
-                self.count_in_flight();
-                if let Some(e) = error {
-                    host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, allowing: {e:?}"));
-                }
-                Action::Continue
-            }
-            Verdict::Admit(a) => {
-                let exact = !a.exact.is_empty();
-                self.admitted = Some(a);
-                self.count_in_flight();
-                if exact {
-                    return self.ask_exact();
-                }
-                Action::Continue
-            }
-            Verdict::Reject { reply, error, .. } => {
-                if let Some(e) = error {
-                    host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, denying: {e:?}"));
-                }
-                self.send(reply.status, &reply.reason, &reply.body, &reply.headers)
-            }
-            Verdict::Wait(w) => self.wait(w, replay.0, replay.1, replay.2, end_of_stream),
         }
+        self.decide(headers, tenant, scope_ids, end_of_stream, None)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.body_reading {
+            // The host let the paused header phase see the body: the option is on.
+            if self.body_wait.is_none() {
+                if let Ok(mut sh) = self.shared.try_borrow_mut() {
+                    self.body_wait = sh.body_waits.remove(&self.ctx);
+                    set_body_reading_off(&mut sh, false);
+                }
+            }
+            if self.body_wait.is_some() {
+                if !end_of_stream {
+                    // Hold the body until it is complete (bounded by Envoy's buffer limit).
+                    return Action::Pause;
+                }
+                return self.decide_with_body(body_size);
+            }
+            // The tick decided it already (the body came after the deadline).
+            self.body_reading = false;
+            self.waiting = true;
+        }
+        if self.waiting {
+            // Decided by the tick after the body did not come in time (the option looked off),
+            // yet it came: the option is on after all.
+            if let Ok(mut sh) = self.shared.try_borrow_mut() {
+                set_body_reading_off(&mut sh, false);
+            }
+        }
         self.adopt();
         if self.admin.is_some() {
             if !end_of_stream {

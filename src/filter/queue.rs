@@ -26,6 +26,7 @@ pub struct Entry {
     pub tenant: Option<Vec<u8>>,
     pub scope_ids: Vec<Option<Vec<u8>>>,
     pub end_of_stream: bool,
+    pub llm_body: Option<crate::engine::LlmBody>,
     /// The latest refusal: its reply is sent on timeout; its subject labels the metrics.
     pub waiting: Box<Waiting>,
     /// The budget the request waits on (index into the config's budgets).

@@ -77,18 +77,39 @@ pub const FIXTURES: [&Fixture; 7] = [&OPENAI_JSON, &OPENAI_SSE, &RESPONSES_SSE, 
 
 pub struct LlmUpstream {
     pub port: u16,
+    /// Request bodies received on `/v1/chat/completions`.
+    pub bodies: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl LlmUpstream {
     pub fn start() -> LlmUpstream {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = bodies.clone();
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
-                std::thread::spawn(move || serve_llm(s));
+                let b = b.clone();
+                std::thread::spawn(move || serve_llm(s, b));
             }
         });
-        LlmUpstream { port }
+        LlmUpstream { port, bodies }
+    }
+}
+
+/// Like OpenAI: a streamed answer reports usage only when the request asked for it.
+fn chat(req: &[u8]) -> (&'static str, String) {
+    let v: serde_json::Value = serde_json::from_slice(req).unwrap_or_default();
+    let usage = serde_json::json!({"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13});
+    if v["stream"] == true {
+        let mut out = String::from("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n");
+        if v["stream_options"]["include_usage"] == true {
+            out.push_str(&format!("data: {}\n\n", serde_json::json!({"choices": [], "usage": usage})));
+        }
+        out.push_str("data: [DONE]\n\n");
+        ("text/event-stream", out)
+    } else {
+        ("application/json", serde_json::json!({"choices": [{"message": {"content": "Hi"}}], "usage": usage}).to_string())
     }
 }
 
@@ -96,14 +117,23 @@ fn query(path: &str, key: &str) -> Option<u64> {
     path.split_once('?')?.1.split('&').find_map(|kv| kv.strip_prefix(&format!("{key}=")).and_then(|v| v.parse().ok()))
 }
 
-fn serve_llm(s: TcpStream) {
+fn serve_llm(s: TcpStream, bodies: Arc<std::sync::Mutex<Vec<String>>>) {
     let Ok(mut w) = s.try_clone() else { return };
     let _ = w.set_nodelay(true);
     let mut r = BufReader::new(s);
     loop {
         let Ok((first, headers)) = read_head(&mut r) else { return };
-        let Ok(_) = read_body(&mut r, &headers) else { return };
+        let Ok(req) = read_body(&mut r, &headers) else { return };
         let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+        if path.starts_with("/v1/chat/completions") {
+            bodies.lock().unwrap().push(String::from_utf8_lossy(&req).into_owned());
+            let (ct, body) = chat(&req);
+            let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            if w.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         let name = path.trim_start_matches("/llm/").split('?').next().unwrap_or("");
         let Some(f) = FIXTURES.iter().find(|f| f.name == name) else {
             let _ = w.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");

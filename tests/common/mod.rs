@@ -58,6 +58,9 @@ pub struct EnvoyOpts {
     pub extra_bootstrap: String,
     /// HTTP filters placed before the wasm filter (YAML list items, 10-space indent).
     pub pre_filters: String,
+    /// Set `allow_on_headers_stop_iteration: true` on the filter (lets it read request bodies
+    /// before admission; envoy/envoy.yaml sets it).
+    pub allow_stop_iteration: bool,
     /// Clusters appended under `static_resources.clusters` after `upstream` (YAML list items,
     /// 2-space indent, e.g. an HTTP/2 gRPC cluster).
     pub extra_clusters: String,
@@ -74,6 +77,7 @@ impl Default for EnvoyOpts {
             route_timeout_ms: 10_000,
             extra_bootstrap: shipped_stats_config(),
             pre_filters: String::new(),
+            allow_stop_iteration: false,
             extra_clusters: String::new(),
             extra_listeners: String::new(),
         }
@@ -123,7 +127,11 @@ fn indent(s: &str, n: usize) -> String {
 /// `opts.extra_clusters`. Pass 0 for `port` and `admin` to let the kernel pick (what
 /// [`Envoy::try_start`] does).
 pub fn bootstrap(plugin_json: &str, port: u16, admin: u16, upstream: u16, opts: &EnvoyOpts) -> String {
-    let filters = format!("{}{}", opts.pre_filters, wasm_filter("tenant_quota", "tenant_quota", &wasm_path(), plugin_json));
+    let mut filter = wasm_filter("tenant_quota", "tenant_quota", &wasm_path(), plugin_json);
+    if opts.allow_stop_iteration {
+        filter = filter.replacen("                failure_policy: FAIL_RELOAD\n", "                failure_policy: FAIL_RELOAD\n                allow_on_headers_stop_iteration: true\n", 1);
+    }
+    let filters = format!("{}{}", opts.pre_filters, filter);
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
