@@ -184,14 +184,25 @@ impl Rls {
         Rls::start_on(redis, 0)
     }
 
+    /// With keys kept `extra_s` seconds past their window (a fixture-only aid to read a 1 s
+    /// window's key afterwards; the service's semantics are otherwise unchanged).
+    pub fn start_keeping(redis: u16, extra_s: u64) -> Rls {
+        Rls::start_with(redis, 0, &["--expire-extra-s", &extra_s.to_string()])
+    }
+
     /// On `port` (0: the kernel picks; a restart reuses the old port so Envoys find it).
     pub fn start_on(redis: u16, port: u16) -> Rls {
+        Rls::start_with(redis, port, &[])
+    }
+
+    fn start_with(redis: u16, port: u16, extra: &[&str]) -> Rls {
         let dir = std::env::temp_dir().join(format!("tq-rls-{}-{}", std::process::id(), now_ms()));
         std::fs::create_dir_all(&dir).unwrap();
         let port_file = dir.join("port");
         let child = Command::new(rls_bin())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--redis", &format!("127.0.0.1:{redis}"), "--domain", "tenant-quota", "--port-file"])
             .arg(&port_file)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

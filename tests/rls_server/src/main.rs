@@ -33,7 +33,8 @@
 //! a call that upstream would answer without Redis.
 //!
 //! CLI: `tq-rls-server --listen 127.0.0.1:0 --redis 127.0.0.1:<port> [--domain <d>]...
-//! [--limits <file.json>] [--port-file <path>]`
+//! [--limits <file.json>] [--port-file <path>] [--expire-extra-s N]` (the last is a test aid:
+//! keys live N s longer than their unit, so a test can read a short window's key afterwards).
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -194,6 +195,9 @@ impl RedisConn {
 struct Service {
     config: Config,
     redis: RedisConn,
+    /// Fixture-only test aid (`--expire-extra-s`): keys live this much longer than their unit,
+    /// so a test can read a 1 s window's key after the window. 0 (upstream's behaviour) by default.
+    expire_extra_s: u64,
 }
 
 fn unix_now() -> u64 {
@@ -234,7 +238,7 @@ impl Service {
             pipe.cmd("INCRBY")
                 .arg(&key)
                 .arg(hits_addend(desc, req.hits_addend));
-            pipe.expire(&key, divider as i64).ignore();
+            pipe.expire(&key, (divider + self.expire_extra_s) as i64).ignore();
             limited.push((i, limit, divider));
         }
         let counts = match self.redis.query(&pipe).await {
@@ -278,6 +282,7 @@ struct Args {
     domains: Vec<String>,
     limits: Option<String>,
     port_file: Option<String>,
+    expire_extra_s: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -287,6 +292,7 @@ fn parse_args() -> Result<Args, String> {
         domains: vec![],
         limits: None,
         port_file: None,
+        expire_extra_s: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -297,6 +303,7 @@ fn parse_args() -> Result<Args, String> {
             "--domain" => args.domains.push(value()?),
             "--limits" => args.limits = Some(value()?),
             "--port-file" => args.port_file = Some(value()?),
+            "--expire-extra-s" => args.expire_extra_s = value()?.parse().map_err(|_| "--expire-extra-s needs seconds".to_string())?,
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -380,6 +387,7 @@ async fn run() -> Result<(), String> {
             client,
             conn: Default::default(),
         },
+        expire_extra_s: args.expire_extra_s,
     };
     tonic::transport::Server::builder()
         .add_service(RateLimitServiceServer::new(service))
