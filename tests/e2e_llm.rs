@@ -209,3 +209,52 @@ fn without_allow_on_headers_stop_iteration_requests_neither_hang_nor_trap() {
     assert!(log.contains("set allow_on_headers_stop_iteration: true"), "{log}");
     assert!(!log.contains("Uncaught RuntimeError"), "no trap: {log}");
 }
+
+#[test]
+fn concurrent_requests_never_reserve_past_the_cap_and_settle_to_the_reported_usage() {
+    let up = LlmUpstream::start();
+    // Reserve 100 output tokens per request; cap 1000 + 200: at most 12 reservations at once.
+    let budgets = r#""tokens":{"counts":{"llm_tokens":"total"},"window_ms":3600000,"limit":1000,"burst_credits":200}"#;
+    let e = Envoy::start(&cfg(budgets, 100), up.port, EnvoyOpts { concurrency: 4, ..EnvoyOpts::default() });
+    let port = e.port;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(64));
+    let handles: Vec<_> = (0..64)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::open(port);
+                barrier.wait();
+                // Slow pieces keep the reservations in place while the others are decided.
+                c.send("GET", "/llm/openai-sse?split=40&gap=300", &[("x-tenant-id", "crowd64"), ("x-model", "gpt-4o")], None).status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let admitted = statuses.iter().filter(|&&s| s == 200).count() as u64;
+    assert!(statuses.iter().all(|&s| s == 200 || s == 429), "{statuses:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let charged = used(&e, "crowd64", "tokens");
+    eprintln!("64 concurrent: {admitted} admitted (reserve 100 each, cap 1200), charged {charged} (42 each)");
+    assert!(admitted * 100 <= 1200, "{admitted} reservations of 100 exceed the cap");
+    assert!(admitted >= 1);
+    assert_eq!(charged, admitted * 42, "after settlement, used = the reported usage");
+}
+
+#[test]
+fn an_aborted_stream_keeps_its_reserve_and_an_upstream_500_releases_it() {
+    let up = LlmUpstream::start();
+    let e = Envoy::start(&cfg(r#""tokens":{"counts":{"llm_tokens":"total"},"window_ms":3600000,"limit":10000}"#, 77), up.port, EnvoyOpts::default());
+    // The client leaves after the first piece of a stream whose usage comes later.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", e.port)).unwrap();
+    write_request(&mut s, "GET", "/llm/openai-sse?split=60&gap=1500", &[("x-tenant-id", "quitter"), ("x-model", "gpt-4o")], None).unwrap();
+    let mut buf = [0u8; 1024];
+    let _ = s.read(&mut buf).unwrap();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(used(&e, "quitter", "tokens"), 77, "no usage seen: the reserve stays charged");
+    assert_eq!(e.stat("wasmcustom.quota_llm_usage_missing_total"), Some(1));
+    let r = call(&e, "failing", "gpt-4o", "/llm/openai-json?status=500");
+    assert_eq!(r.status, 500);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(used(&e, "failing", "tokens"), 0, "a 500 releases the reserve");
+}
