@@ -70,6 +70,11 @@ TEAM_BUDGETS = copy.deepcopy(FOUR_BUDGETS)
 TEAM_BUDGETS["scopes"] = {"team": {"header": "x-team-id", "max_tracked": 100000}}
 TEAM_BUDGETS["budgets"]["team_requests_per_minute"] = {"counts": "requests", "window_ms": 60000, "limit": HUGE, "scope": "team"}
 
+# (g): one LLM token budget reading the usage of a ~4 KB SSE answer (40 events); (g0) and (g1)
+# the no-op floor on the same answer and on a 40 KB one: Envoy's own cost per KB.
+TOKENS_BUDGET = {"tenant": {"max_tracked": 2000000},
+                 "budgets": {"tokens": {"counts": {"llm_tokens": "total"}, "window_ms": 60000, "limit": HUGE}}}
+
 # (l): (e) with `on_exceed: queue` on requests_per_minute, which never fills: the cost of the
 # action itself. (m): (e) plus an in_flight budget of 8 slots on every path with `queue`: with
 # 32 connections most requests wait for a slot (freed at the end of a request, taken on the
@@ -106,6 +111,10 @@ VARIANTS = [
     ("e", "tenant-quota, SPEC's 4 budgets", ("wasm", TQ_WASM, json.dumps(FOUR_BUDGETS))),
     ("f", "(e) + saturation signals", ("wasm", TQ_WASM, json.dumps(dict(FOUR_BUDGETS, saturation=SATURATION)))),
     ("k", "(e) + a team budget (scope)", ("wasm", TQ_WASM, json.dumps(TEAM_BUDGETS))),
+    ("g", "tenant-quota, 1 token budget, 4 KB SSE answer", ("wasm", TQ_WASM, json.dumps(TOKENS_BUDGET), ("sse4",))),
+    ("g2", "tenant-quota, 1 token budget, 40 KB SSE answer", ("wasm", TQ_WASM, json.dumps(TOKENS_BUDGET), ("sse40",))),
+    ("g0", "no-op wasm, 4 KB SSE answer", ("wasm", NOOP_WASM, "{}", ("sse4",))),
+    ("g1", "no-op wasm, 40 KB SSE answer", ("wasm", NOOP_WASM, "{}", ("sse40",))),
     ("l", "(e), requests_per_minute on_exceed queue (never fills)", ("wasm", TQ_WASM, json.dumps(QUEUE_NEVER_FILLS))),
     ("m", "(e) + 8 slots with queue: every request waits", ("wasm", TQ_WASM, json.dumps(QUEUE_ALWAYS_WAITS))),
     ("h", "(e), requests_per_minute global sync", ("wasm", TQ_WASM, json.dumps(global_budgets("sync")), ("rls",))),
@@ -224,6 +233,11 @@ def bootstrap(kind, port, admin, rls_port=None):
               "@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck
               pass_through_mode: false
               headers: [{ name: ":path", string_match: { prefix: "/" } }]"""
+    elif any(x.startswith("sse") for x in o):
+        # (g): an LLM-style SSE answer of N KB, about 100 bytes per event, usage in the last.
+        kb = int(next(x for x in o if x.startswith("sse"))[3:])
+        action = "direct_response: { status: 200, body: { inline_string: " + json.dumps(sse_body(kb)) + " } }"
+        responder = ""
     else:
         action = 'direct_response: { status: 200, body: { inline_string: "ok\\n" } }'
         responder = ""
@@ -253,6 +267,9 @@ def bootstrap(kind, port, admin, rls_port=None):
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } }
 """
+    sse_header = ""
+    if any(x.startswith("sse") for x in o):
+        sse_header = "\n                - header: { key: content-type, value: text/event-stream }\n                  append_action: OVERWRITE_IF_EXISTS_OR_ADD"
     return f"""admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 static_resources:
@@ -266,19 +283,32 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
           route_config:
+            max_direct_response_body_size_bytes: 1048576
             virtual_hosts:
             - name: all
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
                 {action}
-                response_headers_to_add:
+                response_headers_to_add:{sse_header}
                 - header: {{ key: endpoint-load-metrics, value: "TEXT cpu_utilization=0.3" }}
                 - header: {{ key: x-db-latency-ms, value: "20" }}
           http_filters:{filter_yaml(kind)}{responder}
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
 {clusters}"""
+
+
+def sse_body(kb):
+    """An OpenAI-style stream of about `kb` KB: ~100-byte chunks, then the usage chunk."""
+    out, n = [], 0
+    while n < kb * 1024 - 200:
+        e = 'data: {"id":"c","choices":[{"index":0,"delta":{"content":"%s"}}],"usage":null}\n\n' % ("x" * 24)
+        out.append(e)
+        n += len(e)
+    out.append('data: {"id":"c","choices":[],"usage":{"prompt_tokens":100,"completion_tokens":%d,"total_tokens":%d}}\n\n' % (len(out), len(out) + 100))
+    out.append("data: [DONE]\n\n")
+    return "".join(out)
 
 
 def proc_ticks(pid):
@@ -676,6 +706,17 @@ def write_results(a, runs, sc, elapsed):
                   f"(k) − (e), Envoy CPU per request: **{k['cpu'] - e['cpu']:+.2f} µs** ({k['cpu']:.2f} vs {e['cpu']:.2f}){pair}. "
                   f"Goal: at most the price of one more shared-data get and CAS set. p99 unloaded {ratio(k, 'e', 'lp99')} × (e), "
                   f"saturated {ratio(k, 'e', 'p99')} × (e)."]
+    if all(k in by for k in ("g", "g0", "g1", "g2")):
+        g, g0, g1, g2 = by["g"], by["g0"], by["g1"], by["g2"]
+        envoy_kb = (g1["cpu"] - g0["cpu"]) / 36
+        filter_kb = ((g2["cpu"] - g["cpu"]) - (g1["cpu"] - g0["cpu"])) / 36
+        lines += ["", "## LLM usage from the response body", "",
+                  f"(g) − (g0), one token budget reading a ~4 KB SSE answer (40 events) against the no-op floor on the same answer: "
+                  f"**{g['cpu'] - g0['cpu']:+.2f} µs** per request ({g['cpu']:.2f} vs {g0['cpu']:.2f}: the admission, the response's "
+                  f"status, content-type and body host calls, the parse and the settling CAS). Per KB, from the 40 KB answers: the "
+                  f"filter adds **{filter_kb:.2f} µs per KB** of SSE parsed (((g2) − (g)) − ((g1) − (g0))) / 36 KB), Envoy's own handling "
+                  f"costs **{envoy_kb:.2f} µs per KB** (((g1) − (g0)) / 36 KB). Goal: the parser costs less per KB than Envoy "
+                  f"({'met' if filter_kb < envoy_kb else 'missed'} in this run)."]
     if "e" in by and ("l" in by or "m" in by):
         e = by["e"]
         lines += ["", "## Violation actions: queue", ""]

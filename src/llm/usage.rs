@@ -354,15 +354,19 @@ fn extend_bounded(v: &mut Vec<u8>, bytes: &[u8], max: usize) {
 /// produce this sequence.
 fn has_usage_object(data: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\"";
+    // Scan for the rare `u` after a quote first (one pass over the bytes), then compare.
     let mut from = 0;
     while let Some(rest) = data.get(from..) {
-        let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) else { return false };
-        let after = rest.get(at + KEY.len()..).unwrap_or_default();
-        let mut it = after.iter().copied().filter(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
-        if it.next() == Some(b':') && it.next() == Some(b'{') {
-            return true;
+        let Some(q) = rest.iter().position(|&c| c == b'"') else { return false };
+        let at = from + q;
+        if data.get(at..at + KEY.len()) == Some(KEY) {
+            let after = data.get(at + KEY.len()..).unwrap_or_default();
+            let mut it = after.iter().copied().filter(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+            if it.next() == Some(b':') && it.next() == Some(b'{') {
+                return true;
+            }
         }
-        from += at + KEY.len();
+        from = at + 1;
     }
     false
 }
