@@ -88,14 +88,14 @@ impl Redis {
     }
 
     pub fn cmd(&self, args: &[&str]) -> std::io::Result<Resp> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let mut c = self.conn()?;
+        send_cmd(&mut c, args)
+    }
+
+    fn conn(&self) -> std::io::Result<BufReader<TcpStream>> {
+        let s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-        }
-        s.write_all(req.as_bytes())?;
-        read_resp(&mut BufReader::new(s))
+        Ok(BufReader::new(s))
     }
 
     pub fn get(&self, key: &str) -> u64 {
@@ -105,23 +105,43 @@ impl Redis {
         }
     }
 
-    /// Keys matching a glob, with their values.
+    /// Keys matching a glob, with their values: one connection (KEYS, then MGET in batches),
+    /// so scanning thousands of keys does not use up the machine's ephemeral ports.
     pub fn scan(&self, pattern: &str) -> Vec<(String, u64)> {
-        let Ok(Resp::Array(keys)) = self.cmd(&["KEYS", pattern]) else { return Vec::new() };
-        let mut out: Vec<(String, u64)> = keys
+        let Ok(mut c) = self.conn() else { return Vec::new() };
+        let Ok(Resp::Array(keys)) = send_cmd(&mut c, &["KEYS", pattern]) else { return Vec::new() };
+        let keys: Vec<String> = keys
             .into_iter()
             .filter_map(|k| match k {
                 Resp::Bulk(Some(k)) => Some(String::from_utf8_lossy(&k).into_owned()),
                 _ => None,
             })
-            .map(|k| {
-                let v = self.get(&k);
-                (k, v)
-            })
             .collect();
+        let mut out = Vec::new();
+        for batch in keys.chunks(1000) {
+            let mut args = vec!["MGET"];
+            args.extend(batch.iter().map(String::as_str));
+            let Ok(Resp::Array(vals)) = send_cmd(&mut c, &args) else { return Vec::new() };
+            for (k, v) in batch.iter().zip(vals) {
+                let v = match v {
+                    Resp::Bulk(Some(v)) => String::from_utf8_lossy(&v).parse().unwrap_or(0),
+                    _ => 0,
+                };
+                out.push((k.clone(), v));
+            }
+        }
         out.sort();
         out
     }
+}
+
+fn send_cmd(c: &mut BufReader<TcpStream>, args: &[&str]) -> std::io::Result<Resp> {
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+    }
+    c.get_mut().write_all(req.as_bytes())?;
+    read_resp(c)
 }
 
 impl Drop for Redis {
