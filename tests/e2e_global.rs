@@ -120,7 +120,7 @@ const RPM3: &str = r#""sync_rpm":{"counts":"requests","window_ms":60000,"limit":
 #[test]
 fn one_limit_across_three_envoys_sync_local_and_exact() {
     let redis = Redis::start();
-    let rls = Rls::start(redis.port);
+    let rls = Rls::start(&redis);
     let up = Upstream::start();
     let es = envoys(3, &plugin("\"local\"", RPM3), up.port, rls.port);
     let ports: Vec<u16> = es.iter().map(|e| e.port).collect();
@@ -163,7 +163,7 @@ fn one_limit_across_three_envoys_sync_local_and_exact() {
 #[test]
 fn service_outages_degrade_then_recover_and_held_units_reach_redis() {
     let mut redis = Redis::start();
-    let mut rls = Rls::start(redis.port);
+    let mut rls = Rls::start(&redis);
     let up = Upstream::start();
     let budgets = r#""sync_rpm":{"counts":"requests","window_ms":60000,"limit":600,"global":"sync","match":{"path_prefix":"/sync"}},
        "exact_rpm":{"counts":"requests","window_ms":60000,"limit":600,"global":"exact","match":{"path_prefix":"/exact"}}"#;
@@ -205,7 +205,7 @@ fn service_outages_degrade_then_recover_and_held_units_reach_redis() {
             "SIGSTOP rls" => rls.signal("-CONT"),
             "kill rls" => rls.restart(),
             _ => {
-                redis = Redis::start_on(redis.port).expect("redis restart");
+                redis = Redis::start_on(&redis.sock.clone()).expect("redis restart");
             }
         }
         let back = wait_degraded(&es, 0, Duration::from_secs(10));
@@ -229,7 +229,7 @@ fn service_outages_degrade_then_recover_and_held_units_reach_redis() {
 fn one_second_windows_reset_everywhere_and_units_stay_in_their_window() {
     let redis = Redis::start();
     // Keys of a 1 s window would expire after 1 s: the fixture keeps them 60 s longer.
-    let rls = Rls::start_keeping(redis.port, 60);
+    let rls = Rls::start_keeping(&redis, 60);
     let up = Upstream::start();
     let budgets = r#""per_second":{"counts":"requests","window_ms":1000,"limit":20,"global":"sync"}"#;
     let es = envoys(3, &plugin("\"local\"", budgets), up.port, rls.port);
@@ -279,7 +279,7 @@ fn one_second_windows_reset_everywhere_and_units_stay_in_their_window() {
 #[test]
 fn sync_leader_trap_hands_the_loop_to_another_worker() {
     let redis = Redis::start();
-    let rls = Rls::start(redis.port);
+    let rls = Rls::start(&redis);
     let up = Upstream::start();
     let budgets = r#""rpm":{"counts":"requests","window_ms":60000,"limit":100000,"global":"sync"}"#;
     let es = envoys(1, &plugin("\"local\"", budgets), up.port, rls.port);
@@ -302,7 +302,15 @@ fn sync_leader_trap_hands_the_loop_to_another_worker() {
     let got = wait_redis(&redis, &t, "rpm", 20 + after.admitted, Duration::from_secs(5));
     eprintln!("after the trap: {} admitted, redis {got} after {} ms", after.admitted, t0.elapsed().as_millis());
     assert!(got >= 20 + after.admitted, "syncing stopped after the trap: redis {got}");
-    let log = e.log_text();
+    // The log reaches its file a moment after the events (flushed every 50 ms; later when busy).
+    let mut log = e.log_text();
+    for _ in 0..60 {
+        if log.contains("trapping the sync leader") && log.matches("this worker runs the sync loop").count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        log = e.log_text();
+    }
     assert!(log.contains("trapping the sync leader"), "{log}");
     assert!(log.matches("this worker runs the sync loop").count() >= 2, "no second leader:\n{log}");
 }
@@ -310,7 +318,7 @@ fn sync_leader_trap_hands_the_loop_to_another_worker() {
 #[test]
 fn ten_thousand_tenants_cost_calls_by_batch_not_by_tenant() {
     let redis = Redis::start();
-    let rls = Rls::start(redis.port);
+    let rls = Rls::start(&redis);
     let up = Upstream::start();
     let budgets = r#""rpm":{"counts":"requests","window_ms":3600000,"limit":1000,"global":"sync"}"#;
     let es = envoys(1, &plugin("\"local\"", budgets), up.port, rls.port);

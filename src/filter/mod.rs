@@ -1075,7 +1075,10 @@ impl HttpContext for Http {
         // SPEC 5: read the JSON body before admission when an LLM budget may apply.
         if cfg.llm.request_body && !end_of_stream && llm_may_apply(&cfg, &mut headers) {
             let now = host::now_ms();
-            let off = self.shared.try_borrow().map(|sh| sh.body_reading_off).unwrap_or(true);
+            // What any worker learned (shared data), read now rather than at the next tick.
+            let mut b = Vec::new();
+            let shared_off = matches!(crate::store::SharedStore::get(&HostStore, BODY_OFF_KEY, &mut b), Ok(Some(_))) && b.first() == Some(&1);
+            let off = shared_off || self.shared.try_borrow().map(|sh| sh.body_reading_off).unwrap_or(true);
             if !off {
                 let path = String::from_utf8_lossy(&headers.get(":path").unwrap_or_default()).into_owned();
                 let raw = match headers {

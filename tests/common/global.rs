@@ -20,59 +20,50 @@ fn redis_bin() -> String {
 
 pub struct Redis {
     child: Option<Child>,
-    pub port: u16,
+    /// Its unix socket: no TCP port to pick, so no two tests can ever share a Redis.
+    pub sock: PathBuf,
 }
 
 impl Redis {
-    /// Redis cannot listen on port 0 and report it, so try ports below the kernel's
-    /// ephemeral range (where Envoys on port 0 land) until one binds.
     pub fn start() -> Redis {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        for _ in 0..50u64 {
-            let attempt = NEXT.fetch_add(1, Ordering::SeqCst);
-            let port = 20000 + ((now_ms() * 7919 + attempt * 104_729 + u64::from(std::process::id())) % 10000) as u16;
-            if let Some(r) = Redis::start_on(port) {
-                return r;
-            }
-        }
-        panic!("could not start redis-server (is it installed? `make test` installs it)");
+        let dir = std::env::temp_dir().join(format!("tq-redis-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&dir).unwrap();
+        Redis::start_on(&dir.join("redis.sock")).expect("could not start redis-server (is it installed? `make test` installs it)")
     }
 
-    pub fn start_on(port: u16) -> Option<Redis> {
+    /// Start (or restart) a Redis on the unix socket `sock`.
+    pub fn start_on(sock: &std::path::Path) -> Option<Redis> {
+        let _ = std::fs::remove_file(sock);
         let child = Command::new(redis_bin())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--port", "0", "--unixsocket"])
+            .arg(sock)
+            .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot run redis-server");
-        let mut r = Redis { child: Some(child), port };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut r = Redis { child: Some(child), sock: sock.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(c) = r.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
                     r.child = None;
-                    return None; // port taken
+                    return None;
                 }
             }
             if r.cmd(&["PING"]).ok() == Some(Resp::Simple("PONG".into())) {
-                // The server answering must be ours, not another test's on the same port
-                // (ours then failed to bind and is exiting).
-                let ours = r.child.as_ref().map(|c| c.id());
-                let theirs = match r.cmd(&["INFO", "server"]) {
-                    Ok(Resp::Bulk(Some(b))) => String::from_utf8_lossy(&b)
-                        .lines()
-                        .find_map(|l| l.strip_prefix("process_id:").and_then(|v| v.trim().parse::<u32>().ok())),
-                    _ => None,
-                };
-                if ours.is_some() && ours == theirs {
-                    return Some(r);
-                }
-                r.kill();
-                return None;
+                return Some(r);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        r.kill();
         None
+    }
+
+    /// The RLS server's `--redis` argument for this Redis.
+    pub fn addr(&self) -> String {
+        format!("unix:{}", self.sock.display())
     }
 
     pub fn kill(&mut self) {
@@ -83,8 +74,8 @@ impl Redis {
     }
 
     /// A client of a Redis another `Redis` owns (dropping it stops nothing).
-    pub fn attach(port: u16) -> Redis {
-        Redis { child: None, port }
+    pub fn attach(sock: &std::path::Path) -> Redis {
+        Redis { child: None, sock: sock.to_path_buf() }
     }
 
     pub fn cmd(&self, args: &[&str]) -> std::io::Result<Resp> {
@@ -92,8 +83,8 @@ impl Redis {
         send_cmd(&mut c, args)
     }
 
-    fn conn(&self) -> std::io::Result<BufReader<TcpStream>> {
-        let s = TcpStream::connect(("127.0.0.1", self.port))?;
+    fn conn(&self) -> std::io::Result<BufReader<std::os::unix::net::UnixStream>> {
+        let s = std::os::unix::net::UnixStream::connect(&self.sock)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         Ok(BufReader::new(s))
     }
@@ -135,7 +126,7 @@ impl Redis {
     }
 }
 
-fn send_cmd(c: &mut BufReader<TcpStream>, args: &[&str]) -> std::io::Result<Resp> {
+fn send_cmd(c: &mut BufReader<std::os::unix::net::UnixStream>, args: &[&str]) -> std::io::Result<Resp> {
     let mut req = format!("*{}\r\n", args.len());
     for a in args {
         req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
@@ -195,32 +186,32 @@ fn read_resp<R: BufRead>(r: &mut R) -> std::io::Result<Resp> {
 pub struct Rls {
     child: Option<Child>,
     pub port: u16,
-    redis: u16,
+    redis: String,
     dir: PathBuf,
 }
 
 impl Rls {
-    pub fn start(redis: u16) -> Rls {
-        Rls::start_on(redis, 0)
+    pub fn start(redis: &Redis) -> Rls {
+        Rls::start_on(&redis.addr(), 0)
     }
 
     /// With keys kept `extra_s` seconds past their window (a fixture-only aid to read a 1 s
     /// window's key afterwards; the service's semantics are otherwise unchanged).
-    pub fn start_keeping(redis: u16, extra_s: u64) -> Rls {
-        Rls::start_with(redis, 0, &["--expire-extra-s", &extra_s.to_string()])
+    pub fn start_keeping(redis: &Redis, extra_s: u64) -> Rls {
+        Rls::start_with(&redis.addr(), 0, &["--expire-extra-s", &extra_s.to_string()])
     }
 
     /// On `port` (0: the kernel picks; a restart reuses the old port so Envoys find it).
-    pub fn start_on(redis: u16, port: u16) -> Rls {
+    pub fn start_on(redis: &str, port: u16) -> Rls {
         Rls::start_with(redis, port, &[])
     }
 
-    fn start_with(redis: u16, port: u16, extra: &[&str]) -> Rls {
+    fn start_with(redis: &str, port: u16, extra: &[&str]) -> Rls {
         let dir = std::env::temp_dir().join(format!("tq-rls-{}-{}", std::process::id(), now_ms()));
         std::fs::create_dir_all(&dir).unwrap();
         let port_file = dir.join("port");
         let child = Command::new(rls_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--redis", &format!("127.0.0.1:{redis}"), "--domain", "tenant-quota", "--port-file"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--redis", redis, "--domain", "tenant-quota", "--port-file"])
             .arg(&port_file)
             .args(extra)
             .stdout(Stdio::null())
@@ -228,7 +219,7 @@ impl Rls {
             .spawn()
             .expect("cannot run tq-rls-server");
         // Owned by the value from here on: dropped (killed and waited for) on any panic.
-        let mut rls = Rls { child: Some(child), port: 0, redis, dir };
+        let mut rls = Rls { child: Some(child), port: 0, redis: redis.to_string(), dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(p) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok()) {
@@ -259,7 +250,7 @@ impl Rls {
         let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let r = Rls::start_on(self.redis, port);
+            let r = Rls::start_on(&self.redis.clone(), port);
             if r.port == port {
                 *self = r;
                 return;

@@ -32,7 +32,7 @@
 //! when no descriptor has a limit they are best effort, so Redis being down does not fail
 //! a call that upstream would answer without Redis.
 //!
-//! CLI: `tq-rls-server --listen 127.0.0.1:0 --redis 127.0.0.1:<port> [--domain <d>]...
+//! CLI: `tq-rls-server --listen 127.0.0.1:0 --redis 127.0.0.1:<port>|unix:<path> [--domain <d>]...
 //! [--limits <file.json>] [--port-file <path>] [--expire-extra-s N]` (the last is a test aid:
 //! keys live N s longer than their unit, so a test can read a short window's key afterwards).
 
@@ -366,7 +366,12 @@ async fn run() -> Result<(), String> {
     let args = parse_args()?;
     let config = load_config(&args)?;
     let client =
-        redis::Client::open(format!("redis://{}/", args.redis)).map_err(|e| e.to_string())?;
+        redis::Client::open(match args.redis.strip_prefix("unix:") {
+            // A unix socket (tests: no TCP port to pick for Redis).
+            Some(path) => format!("redis+unix://{path}"),
+            None => format!("redis://{}/", args.redis),
+        })
+        .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("bind {}: {e}", args.listen))?;
