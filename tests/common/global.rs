@@ -207,7 +207,10 @@ impl Rls {
     }
 
     fn start_with(redis: &str, port: u16, extra: &[&str]) -> Rls {
-        let dir = std::env::temp_dir().join(format!("tq-rls-{}-{}", std::process::id(), now_ms()));
+        // A directory of its own: two tests starting a server in the same millisecond once
+        // shared one port file, and so one RLS server (and one Redis).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("tq-rls-{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst), now_ms()));
         std::fs::create_dir_all(&dir).unwrap();
         let port_file = dir.join("port");
         let child = Command::new(rls_bin())
