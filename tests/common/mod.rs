@@ -226,13 +226,19 @@ impl Envoy {
         let dir = tmpdir("envoy");
         let cfg = dir.join("envoy.yaml");
         std::fs::write(&cfg, bootstrap(plugin_json, 0, 0, upstream, &opts)).unwrap();
+        Envoy::launch(dir, &cfg, opts.concurrency)
+    }
+
+    /// Run Envoy on the bootstrap `cfg` (in `dir`, which it owns): ready once the admin
+    /// answers `/ready` and the `main` listener is bound; on failure, its log.
+    fn launch(dir: PathBuf, cfg: &std::path::Path, concurrency: u32) -> Result<Envoy, String> {
         let log = dir.join("envoy.log");
         let admin_file = dir.join("admin.addr");
         let child = Command::new(envoy_bin())
             .arg("-c")
-            .arg(&cfg)
+            .arg(cfg)
             .arg("--concurrency")
-            .arg(opts.concurrency.to_string())
+            .arg(concurrency.to_string())
             .arg("--admin-address-path")
             .arg(&admin_file)
             .args(["--disable-hot-restart", "--file-flush-interval-msec", "50", "-l", "info", "--log-path"])
@@ -682,41 +688,7 @@ impl Envoy {
         std::fs::write(&lds, lds_file("v1", plugin_json, &wasm_path(), opts.route_timeout_ms)).unwrap();
         let cfg = dir.join("envoy.yaml");
         std::fs::write(&cfg, lds_bootstrap(&lds, upstream, &opts)).unwrap();
-        let log = dir.join("envoy.log");
-        let admin_file = dir.join("admin.addr");
-        let child = Command::new(envoy_bin())
-            .arg("-c")
-            .arg(&cfg)
-            .arg("--concurrency")
-            .arg(opts.concurrency.to_string())
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .args(["--disable-hot-restart", "--file-flush-interval-msec", "50", "-l", "info", "--log-path"])
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start envoy: run `make test` so the Makefile installs it");
-        let mut e = Envoy { child, port: 0, admin: 0, log, dir, listeners: Vec::new() };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(_)) = e.child.try_wait() {
-                panic!("envoy exited during startup:\n{}", e.log_text());
-            }
-            let admin = std::fs::read_to_string(&admin_file).ok().and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
-            if let Some(admin) = admin.filter(|&p| p != 0) {
-                if try_request(admin, "GET", "/ready", &[], None).is_ok_and(|r| r.status == 200) {
-                    if let Some(listeners) = bound_listeners(admin) {
-                        if let Some(&(_, main)) = listeners.iter().find(|(n, _)| n == "main") {
-                            (e.admin, e.port, e.listeners) = (admin, main, listeners);
-                            return e;
-                        }
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "envoy not ready after 60 s\n{}", e.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Envoy::launch(dir, &cfg, opts.concurrency).unwrap_or_else(|log| panic!("envoy did not become ready:\n{log}"))
     }
 
     /// The `main` listener as the admin `/config_dump` reports it: (when the active listener
