@@ -90,7 +90,11 @@ lint: wasm-targets
 	  RUSTFLAGS="-D warnings" cargo check --lib --target wasm32-wasip1; \
 	fi
 
-test: tools build lint unit-test wasm-test e2e-test
+# Each mk/*.mk adds its own targets, and test steps through TEST_EXTRA.
+TEST_EXTRA :=
+-include $(sort $(wildcard mk/*.mk))
+
+test: tools build lint unit-test wasm-test e2e-test $(TEST_EXTRA)
 
 # Benchmarks (bench/RESULTS.md, bench/results.png): bare Envoy, native local_ratelimit,
 # the no-op wasm floor and tenant-quota, alternated, medians of 3 rounds; then scale.
