@@ -868,7 +868,7 @@ fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Reje
 fn finish_rejection_in(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Rejection, keep: f64, priority: Priority, scope: Option<(usize, String)>) -> Verdict {
     let reply = reject_reply_in(cfg, policy, &tenant, &r, scope.as_ref().map(|(s, id)| (cfg.scopes[*s].name.as_str(), id.as_str())));
     if cfg.mode == Mode::Shadow {
-        let headline = Usage { budget: r.budget, limit: r.limit, burst_credits: 0, used: r.limit, burst_taken: 0, used_before: r.limit, resets_in_ms: r.reset_s * 1000, warned: None };
+        let headline = Usage { budget: r.budget, limit: r.limit, burst_credits: 0, used: r.limit, burst_taken: 0, used_before: r.limit, resets_in_ms: r.reset_s * 1000, window_start: 0, warned: None };
         // The refusing scope id, so the shadow rejection is counted under its label.
         let scopes = scope
             .map(|(sc, id)| vec![ScopeCharge { scope: sc, id, key: String::new(), runtime: None, reserved: Vec::new() }])

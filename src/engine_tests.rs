@@ -109,7 +109,7 @@ fn admitted_headers_are_the_three_spec_numbers_and_the_shadow_reason() {
         admitted_headers(a, |k, v| h.push((k, v.to_string())));
         h
     };
-    let u = Usage { budget: 0, limit: 100, burst_credits: 20, used: 105, burst_taken: 5, used_before: 104, resets_in_ms: 1000, warned: None };
+    let u = Usage { budget: 0, limit: 100, burst_credits: 20, used: 105, burst_taken: 5, used_before: 104, resets_in_ms: 1000, window_start: 0, warned: None };
     let mut a = Admitted { headline: Some(u), ..Admitted::default() };
     let want = vec![
         ("x-tenant-quota-limit", "100".to_string()),

@@ -114,6 +114,9 @@ pub struct Usage {
     /// Units used before this request (for threshold crossings).
     pub used_before: u64,
     pub resets_in_ms: u64,
+    /// Start of the window `used` counts in (0 for in_flight): a threshold crossing reports
+    /// it as it was at the decision, however late it is sent.
+    pub window_start: Millis,
     /// An `on_exceed: warn` budget admitted the request past its cap, for this reason.
     pub warned: Option<Reason>,
 }
@@ -306,6 +309,7 @@ pub fn decide(
             burst_taken: after.saturating_sub(limit).saturating_sub(used.saturating_sub(limit)),
             used_before: used,
             resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+            window_start: cur.window_start,
             warned,
         });
     }
@@ -360,6 +364,7 @@ pub fn charge(policy: &Policy, state: &mut TenantState, now: Millis, budget: usi
         burst_taken: after.saturating_sub(limit).saturating_sub(before.saturating_sub(limit)),
         used_before: before,
         resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+        window_start: cur.window_start,
         warned: None,
     })
 }
@@ -392,6 +397,7 @@ pub fn settle(policy: &Policy, state: &mut TenantState, now: Millis, at: Millis,
         burst_taken: cur.used.saturating_sub(limit).saturating_sub(before.saturating_sub(limit)),
         used_before: before,
         resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+        window_start: cur.window_start,
         warned: None,
     })
 }
@@ -405,7 +411,7 @@ pub fn standing(policy: &Policy, state: &TenantState, now: Millis, budget: usize
     let (gl, remote) = global_terms(b, l, policy.global, cur.remote);
     let used = cur.used.saturating_add(carried).saturating_add(remote);
     let (limit, burst) = scaled(&gl, policy.keep);
-    Usage { budget, limit, burst_credits: burst, used, burst_taken: 0, used_before: used, resets_in_ms: resets_in_ms(&cur, now, l.window_ms), warned: None }
+    Usage { budget, limit, burst_credits: burst, used, burst_taken: 0, used_before: used, resets_in_ms: resets_in_ms(&cur, now, l.window_ms), window_start: cur.window_start, warned: None }
 }
 
 /// Clear a budget's window counts (not in_flight slots).

@@ -229,7 +229,7 @@ fn one_budget_state_fits_inline_in_envoy_and_version_1_still_decodes() {
 
 #[test]
 fn closest_to_exhaustion_picks_smallest_share_left() {
-    let u = |budget, limit, used| Usage { budget, limit, burst_credits: 0, used, burst_taken: 0, used_before: 0, resets_in_ms: 1, warned: None };
+    let u = |budget, limit, used| Usage { budget, limit, burst_credits: 0, used, burst_taken: 0, used_before: 0, resets_in_ms: 1, window_start: 0, warned: None };
     let all = [u(0, 100, 50), u(1, 10, 8), u(2, 1000, 100)];
     assert_eq!(closest_to_exhaustion(&all).unwrap().budget, 1);
 }
@@ -252,7 +252,7 @@ fn saturation_levels_staleness_and_hysteresis() {
 
 #[test]
 fn thresholds_are_crossed_once() {
-    let u = |before, used| Usage { budget: 0, limit: 100, burst_credits: 0, used, burst_taken: 0, used_before: before, resets_in_ms: 1, warned: None };
+    let u = |before, used| Usage { budget: 0, limit: 100, burst_credits: 0, used, burst_taken: 0, used_before: before, resets_in_ms: 1, window_start: 0, warned: None };
     const T: [u64; 3] = [80, 90, 95];
     assert_eq!(crossed(&u(79, 80), &T).collect::<Vec<_>>(), vec![80]);
     assert_eq!(crossed(&u(80, 81), &T).count(), 0);

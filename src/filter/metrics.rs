@@ -69,7 +69,8 @@ pub struct Crossing {
     pub threshold: u64,
     pub used: u64,
     pub limit: u64,
-    pub resets_in_ms: u64,
+    /// Start of the window the crossing happened in (taken at the decision, not at sending).
+    pub window_start_ms: u64,
 }
 
 /// A label value: named tenants keep their id with anything outside `[A-Za-z0-9_-]` as `_`.
@@ -336,7 +337,7 @@ impl Metrics {
             );
             if cfg.alerts_webhook.is_some() {
                 let tenant = if scope.is_some() { self.current_tenant.clone() } else { tenant_id.to_string() };
-                self.crossings.push(Crossing { tenant, scope, id: tenant_id.to_string(), budget: u.budget, threshold: pct, used: u.used, limit: u.limit, resets_in_ms: u.resets_in_ms });
+                self.crossings.push(Crossing { tenant, scope, id: tenant_id.to_string(), budget: u.budget, threshold: pct, used: u.used, limit: u.limit, window_start_ms: u.window_start });
             }
         }
     }

@@ -7,10 +7,12 @@ mod host;
 mod metrics;
 mod queue;
 mod saturation;
+mod verdict;
 
 use crate::admin::{self, Overrides};
 use crate::config::{Config, Mode, TenantPolicy, TenantSource};
 use crate::engine::{self, Admitted, RequestHeaders, Verdict, Worker};
+use verdict::Next;
 use crate::store;
 use metrics::Metrics;
 use saturation::SaturationState;
@@ -46,6 +48,8 @@ struct Shared {
     body_waits: HashMap<u32, BodyWait>,
     /// Bodies cannot be read (`allow_on_headers_stop_iteration` is off): decide on headers.
     body_reading_off: bool,
+    /// `exact` checks asked from the tick, by call token (their answers come to the root).
+    tick_exact: HashMap<u32, verdict::TickExact>,
 }
 
 /// What a request paused for its body needs to be decided.
@@ -105,7 +109,13 @@ impl Context for Root {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
         let (Some(cfg), Some(sh)) = (&self.config, &self.shared) else { return };
         if let Ok(mut sh) = sh.try_borrow_mut() {
-            sh.global.sync_answered(cfg, token_id, status_code, response_size, host::now_ms());
+            let now = host::now_ms();
+            if verdict::tick_exact_answered(cfg, &mut sh, token_id, status_code, response_size, now) {
+                // It acted on a paused request's context; act as the root again.
+                host::set_effective_context(self.id);
+            } else {
+                sh.global.sync_answered(cfg, token_id, status_code, response_size, now);
+            }
         }
     }
 }
@@ -158,6 +168,7 @@ impl RootContext for Root {
             queues: queue::Queues::default(),
             body_waits: HashMap::new(),
             body_reading_off: false,
+            tick_exact: HashMap::new(),
             global: global::GlobalWorker::new(lease_id),
             worker,
             overrides: Overrides::default(),
@@ -185,7 +196,7 @@ impl RootContext for Root {
                 }
                 if let Some(cfg) = &self.config {
                     if cfg.alerts_webhook.is_some() {
-                        send_alerts(cfg, &mut sh, now);
+                        send_alerts(cfg, &mut sh);
                     }
                     if !sh.body_waits.is_empty() {
                         body_timeouts(cfg, &mut sh, now);
@@ -343,29 +354,8 @@ fn body_timeouts(cfg: &Config, sh: &mut Shared, now: u64) {
         let overrides = &sh.overrides;
         sh.worker.has_overrides = !overrides.policies.is_empty();
         let v = engine::evaluate(cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
-        record(cfg, sh, &v);
-        match v {
-            Verdict::Admit(a) => {
-                ledger_acquired(cfg, sh, &a);
-                sh.queues.delivered.insert(ctx, a);
-                if !queue::resume(ctx) {
-                    if let Some(a) = sh.queues.delivered.remove(&ctx) {
-                        let p = sh.overrides.get(&a.tenant).unwrap_or_else(|| cfg.policy(&a.tenant).clone());
-                        let _ = engine::rollback(cfg, &HostStore, &mut sh.worker, &a, &p);
-                    }
-                }
-            }
-            Verdict::Reject { reply, .. } => {
-                queue::answer(ctx, &reply);
-            }
-            Verdict::Wait(wt) => {
-                // Only the rejection: waiting from here would need the request's headers again.
-                queue::answer(ctx, &wt.reply);
-            }
-            Verdict::Pass { .. } => {
-                queue::resume(ctx);
-            }
-        }
+        let next = verdict::after_verdict(cfg, sh, v);
+        verdict::deliver(cfg, sh, ctx, next, now);
     }
 }
 
@@ -373,7 +363,7 @@ fn body_timeouts(cfg: &Config, sh: &mut Shared, now: u64) {
 /// at most once per crossing, never retried; a failed dispatch is logged and counted, and an
 /// answer other than 2xx is counted when it arrives. Sent from the root's tick (the root
 /// context outlives every request, so the answers reach it), never delaying a request.
-fn send_alerts(cfg: &Config, sh: &mut Shared, now: u64) {
+fn send_alerts(cfg: &Config, sh: &mut Shared) {
     if sh.metrics.crossings.is_empty() {
         return;
     }
@@ -387,7 +377,7 @@ fn send_alerts(cfg: &Config, sh: &mut Shared, now: u64) {
             "threshold": c.threshold,
             "used": c.used,
             "limit": c.limit,
-            "window_start_ms": crate::core::window_start(now.saturating_add(c.resets_in_ms).saturating_sub(1), b.limits.window_ms),
+            "window_start_ms": c.window_start_ms,
         });
         if let Some(s) = c.scope {
             body["scope"] = serde_json::json!(cfg.scopes[s].name);
@@ -454,36 +444,17 @@ fn pass(cfg: &Config, sh: &mut Shared, now: u64) {
                     }
                     break;
                 }
-                Verdict::Admit(mut a) => {
+                mut v => {
                     sh.queues.leave_place(&e.count_key, now);
-                    sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(metrics::Kind::QueuedAdmitted));
-                    a.queued_ms = Some(now.saturating_sub(e.since));
-                    let v = Verdict::Admit(a);
-                    record(cfg, sh, &v);
-                    let Verdict::Admit(a) = v else { continue };
-                    if a.global_dirty {
-                        sh.global.touched(&a.key, a.global_urgent);
-                    }
-                    ledger_acquired(cfg, sh, &a);
-                    sh.queues.delivered.insert(e.ctx, a);
-                    if !queue::resume(e.ctx) {
-                        // The request is gone (its client left as it was admitted): undo.
-                        if let Some(a) = sh.queues.delivered.remove(&e.ctx) {
-                            let p = sh.overrides.get(&a.tenant).unwrap_or_else(|| cfg.policy(&a.tenant).clone());
-                            let _ = engine::rollback(cfg, &HostStore, &mut sh.worker, &a, &p);
-                        }
-                    }
-                }
-                Verdict::Reject { ref reply, .. } => {
-                    sh.queues.leave_place(&e.count_key, now);
-                    sh.metrics.queued(cfg, scope, &who, e.budget, -1, None);
-                    record(cfg, sh, &v);
-                    queue::answer(e.ctx, reply);
-                }
-                Verdict::Pass { .. } => {
-                    sh.queues.leave_place(&e.count_key, now);
-                    sh.metrics.queued(cfg, scope, &who, e.budget, -1, None);
-                    queue::resume(e.ctx);
+                    let kind = if let Verdict::Admit(a) = &mut v {
+                        a.queued_ms = Some(now.saturating_sub(e.since));
+                        Some(metrics::Kind::QueuedAdmitted)
+                    } else {
+                        None
+                    };
+                    sh.metrics.queued(cfg, scope, &who, e.budget, -1, kind);
+                    let next = verdict::after_verdict(cfg, sh, v);
+                    verdict::deliver(cfg, sh, e.ctx, next, now);
                 }
             }
         }
@@ -688,65 +659,20 @@ impl Http {
 
     /// Admit or refuse a request once its `exact` check is answered (or failed: `None`).
     fn exact_done(&mut self, answers: Option<&[crate::global::Answer]>, sent_at: u64) -> Action {
-        let Some(mut a) = self.admitted.take() else { return Action::Continue };
+        let Some(a) = self.admitted.take() else { return Action::Continue };
         let cfg = self.config.clone();
         let now = host::now_ms();
-        let outcome = {
+        let r = {
             let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
-            let sh = &mut *sh;
-            let p = self.policy(sh, &a);
-            let r = engine::exact_finish(&cfg, &HostStore, &mut sh.worker, &mut a, &p, answers, now);
-            let admitted = matches!(r, Ok(engine::ExactOutcome::Admit));
-            sh.global.check_done(answers.map(|_| admitted), sent_at, now);
-            match &r {
-                Ok(engine::ExactOutcome::Admit) => {
-                    ledger_acquired(&cfg, sh, &a);
-                    for u in a.usage.iter().filter(|u| cfg.budgets[u.budget].global.is_some()) {
-                        if a.global_dirty {
-                            sh.global.touched(&a.key, false);
-                        }
-                        sh.metrics.usage(&cfg, &a.tenant, u, true);
-                    }
-                }
-                Ok(engine::ExactOutcome::Reject(_, Some(rej))) => sh.metrics.rejected(&cfg, &a.tenant, rej.budget, rej.reason, false),
-                Ok(engine::ExactOutcome::Reject(_, None)) => {}
-                Err(_) => sh.metrics.error(),
-            }
-            r
+            verdict::exact_answered(&cfg, &mut sh, a, answers, sent_at, now)
         };
-        match outcome {
-            Ok(engine::ExactOutcome::Admit) => {
+        match r {
+            Ok(a) => {
                 self.admitted = Some(a);
                 Action::Continue
             }
-            Ok(engine::ExactOutcome::Reject(reply, _)) => self.send(reply.status, &reply.reason, &reply.body, &reply.headers),
-            Err(e) => {
-                host::log(host::LOG_WARN, &format!("tenant-quota: global: could not record an exact check: {e:?}"));
-                match cfg.on_error {
-                    crate::config::OnError::Allow => {
-                        self.admitted = Some(a);
-                        Action::Continue
-                    }
-                    crate::config::OnError::Deny => {
-                        let r = engine::plain_reply(503, "quota_unavailable", "Quota state unavailable", Some(&a.tenant));
-                        self.send(r.status, &r.reason, &r.body, &r.headers)
-                    }
-                }
-            }
+            Err(reply) => self.send(reply.status, &reply.reason, &reply.body, &reply.headers),
         }
-    }
-
-    fn count_in_flight(&mut self) {
-        if let Ok(mut sh) = self.shared.try_borrow_mut() {
-            if sh.saturation.counts_in_flight {
-                sh.saturation.pending_in_flight += 1;
-                self.counted_in_flight = true;
-            }
-        }
-    }
-
-    fn record(&self, sh: &mut Shared, verdict: &Verdict) {
-        record(&self.config, sh, verdict);
     }
 
     /// Replace the LLM reservations by the usage the response reported (SPEC 5).
@@ -797,43 +723,22 @@ impl Http {
             let overrides = &sh.overrides;
             sh.worker.has_overrides = !overrides.policies.is_empty();
             let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
-            self.record(sh, &v);
-            if let Verdict::Admit(a) = &v {
-                if a.global_dirty {
-                    sh.global.touched(&a.key, a.global_urgent);
-                }
-                if a.exact.is_empty() {
-                    ledger_acquired(&cfg, sh, a);
-                }
-            }
-            (v, tenant_copy, scope_copy)
+            (verdict::after_verdict(&cfg, sh, v), tenant_copy, scope_copy)
         };
-        let (verdict, tenant_copy, scope_copy) = verdict;
-        let replay = (headers, tenant_copy, scope_copy);
-        match verdict {
-            Verdict::Pass { error } => {
-                self.count_in_flight();
-                if let Some(e) = error {
-                    host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, allowing: {e:?}"));
-                }
+        let (next, tenant_copy, scope_copy) = verdict;
+        match next {
+            Next::Continue { admitted, counted } => {
+                self.admitted = admitted;
+                self.counted_in_flight = counted;
                 Action::Continue
             }
-            Verdict::Admit(a) => {
-                let exact = !a.exact.is_empty();
-                self.admitted = Some(a);
-                self.count_in_flight();
-                if exact {
-                    return self.ask_exact();
-                }
-                Action::Continue
+            Next::AskExact { admitted, counted } => {
+                self.admitted = Some(admitted);
+                self.counted_in_flight = counted;
+                self.ask_exact()
             }
-            Verdict::Reject { reply, error, .. } => {
-                if let Some(e) = error {
-                    host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, denying: {e:?}"));
-                }
-                self.send(reply.status, &reply.reason, &reply.body, &reply.headers)
-            }
-            Verdict::Wait(w) => self.wait(w, replay.0, replay.1, replay.2, end_of_stream),
+            Next::Reply(reply) => self.send(reply.status, &reply.reason, &reply.body, &reply.headers),
+            Next::Wait(w) => self.wait(w, headers, tenant_copy, scope_copy, end_of_stream),
         }
     }
 
@@ -861,8 +766,9 @@ impl Http {
             return;
         }
         if let Ok(mut sh) = self.shared.try_borrow_mut() {
-            if let Some(a) = sh.queues.delivered.remove(&self.ctx) {
-                self.admitted = Some(a);
+            if let Some(d) = sh.queues.delivered.remove(&self.ctx) {
+                self.admitted = d.admitted;
+                self.counted_in_flight = d.counted;
                 self.waiting = false;
                 self.body_reading = false;
             }

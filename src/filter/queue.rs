@@ -12,7 +12,7 @@
 //! bounded by that.
 
 use super::host::{self, HostStore};
-use crate::engine::{Admitted, Waiting};
+use crate::engine::Waiting;
 use crate::store::{SharedStore, StoreError, MAX_CAS_RETRIES};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -39,7 +39,7 @@ pub struct Queues {
     /// (subject key, budget) -> waiting requests, oldest first.
     pub queues: BTreeMap<(String, usize), VecDeque<Entry>>,
     /// Requests admitted from a queue, until their context picks the admission up.
-    pub delivered: HashMap<u32, Box<Admitted>>,
+    pub delivered: HashMap<u32, super::verdict::Delivered>,
     buf: Vec<u8>,
 }
 

@@ -1,0 +1,193 @@
+//! After the verdict: the one path every decision takes, whichever callback reached it (the
+//! header phase, the end of a body wait, a body wait that timed out on the tick, a queue retry
+//! on the tick, an `exact` check's answer). Metrics, the mark for the next global sync, the
+//! in-flight ledger and the in-flight saturation signal are kept here and nowhere else, so the
+//! callers cannot drift apart.
+
+use super::{global, host, ledger_acquired, queue, record, HostStore, Shared};
+use crate::config::{Config, OnError, TenantPolicy};
+use crate::engine::{self, Admitted, Reply, Verdict, Waiting};
+
+/// What the caller does next.
+pub(super) enum Next {
+    /// Let the request go on. `admitted`: its bookkeeping (None: nothing to keep, e.g. mode
+    /// off). `counted`: it holds a place in the in-flight saturation signal, given back when
+    /// its stream ends.
+    Continue { admitted: Option<Box<Admitted>>, counted: bool },
+    /// Admitted locally, but `exact` global budgets must first be asked of the service.
+    AskExact { admitted: Box<Admitted>, counted: bool },
+    Reply(Reply),
+    /// Only `queue` budgets refused: the request may wait.
+    Wait(Box<Waiting>),
+}
+
+/// An admission decided away from its request's context (on the tick), until the context
+/// picks it up.
+pub(super) struct Delivered {
+    pub admitted: Option<Box<Admitted>>,
+    pub counted: bool,
+}
+
+/// An `exact` check asked from the tick for a request paused in its header phase: its answer
+/// comes to the root context.
+pub(super) struct TickExact {
+    pub ctx: u32,
+    pub admitted: Box<Admitted>,
+    pub counted: bool,
+    pub sent_at: u64,
+}
+
+/// The common bookkeeping of a verdict.
+pub(super) fn after_verdict(cfg: &Config, sh: &mut Shared, v: Verdict) -> Next {
+    record(cfg, sh, &v);
+    match v {
+        Verdict::Pass { error } => {
+            if let Some(e) = error {
+                host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, allowing: {e:?}"));
+            }
+            Next::Continue { admitted: None, counted: count_in_flight(sh) }
+        }
+        Verdict::Admit(a) => {
+            if a.global_dirty {
+                sh.global.touched(&a.key, a.global_urgent);
+            }
+            let counted = count_in_flight(sh);
+            if a.exact.is_empty() {
+                ledger_acquired(cfg, sh, &a);
+                Next::Continue { admitted: Some(a), counted }
+            } else {
+                Next::AskExact { admitted: a, counted }
+            }
+        }
+        Verdict::Reject { reply, error, .. } => {
+            if let Some(e) = error {
+                host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, denying: {e:?}"));
+            }
+            Next::Reply(reply)
+        }
+        Verdict::Wait(w) => Next::Wait(w),
+    }
+}
+
+fn count_in_flight(sh: &mut Shared) -> bool {
+    if sh.saturation.counts_in_flight {
+        sh.saturation.pending_in_flight += 1;
+    }
+    sh.saturation.counts_in_flight
+}
+
+/// Give back a place in the in-flight signal (a request that ends, or never started).
+pub(super) fn uncount_in_flight(sh: &mut Shared, counted: bool) {
+    if counted {
+        sh.saturation.pending_in_flight -= 1;
+    }
+}
+
+pub(super) fn policy(cfg: &Config, sh: &Shared, a: &Admitted) -> TenantPolicy {
+    sh.overrides.get(&a.tenant).unwrap_or_else(|| cfg.policy(&a.tenant).clone())
+}
+
+/// The outcome of an `exact` check (`answers` None: the call failed or timed out): the
+/// admission stands, or the request gets this reply. Metrics, the sync mark and the ledger
+/// are kept here.
+pub(super) fn exact_answered(cfg: &Config, sh: &mut Shared, mut a: Box<Admitted>, answers: Option<&[crate::global::Answer]>, sent_at: u64, now: u64) -> Result<Box<Admitted>, Reply> {
+    let p = policy(cfg, sh, &a);
+    let r = engine::exact_finish(cfg, &HostStore, &mut sh.worker, &mut a, &p, answers, now);
+    let admitted = matches!(r, Ok(engine::ExactOutcome::Admit));
+    sh.global.check_done(answers.map(|_| admitted), sent_at, now);
+    match r {
+        Ok(engine::ExactOutcome::Admit) => {
+            ledger_acquired(cfg, sh, &a);
+            if a.global_dirty {
+                sh.global.touched(&a.key, false);
+            }
+            for u in a.usage.iter().filter(|u| cfg.budgets[u.budget].global.is_some()) {
+                sh.metrics.usage(cfg, &a.tenant, u, true);
+            }
+            Ok(a)
+        }
+        Ok(engine::ExactOutcome::Reject(reply, rej)) => {
+            if let Some(rej) = rej {
+                sh.metrics.rejected(cfg, &a.tenant, rej.budget, rej.reason, false);
+            }
+            Err(reply)
+        }
+        Err(e) => {
+            sh.metrics.error();
+            host::log(host::LOG_WARN, &format!("tenant-quota: global: could not record an exact check: {e:?}"));
+            match cfg.on_error {
+                OnError::Allow => Ok(a),
+                OnError::Deny => Err(engine::plain_reply(503, "quota_unavailable", "Quota state unavailable", Some(&a.tenant))),
+            }
+        }
+    }
+}
+
+/// Carry out, from the tick, what the common path decided for a request paused in its header
+/// phase (`ctx`): resume it with its admission, ask the service first, or answer it.
+/// `Wait` is answered with its rejection: waiting from here would need a queue place the
+/// caller did not take (the queue's own pass handles `Wait` itself).
+pub(super) fn deliver(cfg: &Config, sh: &mut Shared, ctx: u32, next: Next, now: u64) {
+    match next {
+        Next::Continue { admitted, counted } => resume(cfg, sh, ctx, Delivered { admitted, counted }),
+        Next::AskExact { admitted, counted } => {
+            let body = engine::exact_request(cfg, &policy(cfg, sh, &admitted), &admitted);
+            match global::dispatch(cfg, &body) {
+                Some(token) => {
+                    sh.tick_exact.insert(token, TickExact { ctx, admitted, counted, sent_at: now });
+                }
+                None => {
+                    host::log(host::LOG_WARN, "tenant-quota: global: cannot call the rate limit service");
+                    let r = exact_answered(cfg, sh, admitted, None, now, now);
+                    exact_delivered(cfg, sh, ctx, r, counted);
+                }
+            }
+        }
+        Next::Reply(reply) => {
+            queue::answer(ctx, &reply);
+        }
+        Next::Wait(w) => {
+            queue::answer(ctx, &w.reply);
+        }
+    }
+}
+
+/// The answer of an `exact` check asked from the tick.
+pub(super) fn tick_exact_answered(cfg: &Config, sh: &mut Shared, token: u32, status_code: u32, size: usize, now: u64) -> bool {
+    let Some(t) = sh.tick_exact.remove(&token) else { return false };
+    let answers = global::answer_bytes(status_code, size).and_then(|b| crate::global::rls::decode_check(&b, t.admitted.exact.len()).ok());
+    if answers.is_none() {
+        host::log(host::LOG_WARN, &format!("tenant-quota: global: exact check failed (gRPC status {status_code})"));
+    }
+    let r = exact_answered(cfg, sh, t.admitted, answers.as_deref(), t.sent_at, now);
+    exact_delivered(cfg, sh, t.ctx, r, t.counted);
+    true
+}
+
+fn exact_delivered(cfg: &Config, sh: &mut Shared, ctx: u32, r: Result<Box<Admitted>, Reply>, counted: bool) {
+    match r {
+        Ok(a) => resume(cfg, sh, ctx, Delivered { admitted: Some(a), counted }),
+        Err(reply) => {
+            uncount_in_flight(sh, counted);
+            queue::answer(ctx, &reply);
+        }
+    }
+}
+
+/// Resume a paused request with what was decided for it; if it is gone (its client left as
+/// it was admitted), undo the admission.
+fn resume(cfg: &Config, sh: &mut Shared, ctx: u32, d: Delivered) {
+    sh.queues.delivered.insert(ctx, d);
+    if queue::resume(ctx) {
+        return;
+    }
+    let Some(d) = sh.queues.delivered.remove(&ctx) else { return };
+    uncount_in_flight(sh, d.counted);
+    if let Some(a) = d.admitted {
+        let p = policy(cfg, sh, &a);
+        if let Err(e) = engine::rollback(cfg, &HostStore, &mut sh.worker, &a, &p) {
+            sh.metrics.error();
+            host::log(host::LOG_ERROR, &format!("tenant-quota: could not undo the admission of `{}`: {e:?}", a.tenant));
+        }
+    }
+}
