@@ -327,7 +327,12 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Su
         if b.counts == Counts::InFlight {
             e["resets_in_ms"] = Value::Null;
         } else {
-            e["window_ms"] = json!(l.window_ms);
+            if l.window_ms == crate::core::budget::CALENDAR_MONTH {
+                // The configuration's own spelling, never the internal sentinel.
+                e["window"] = json!("calendar_month");
+            } else {
+                e["window_ms"] = json!(l.window_ms);
+            }
             e["resets_in_ms"] = json!(u.resets_in_ms);
         }
         budgets.insert(b.name.clone(), e);

@@ -199,3 +199,27 @@ fn allowed_sources_match_v4_v6_and_refuse_unreadable_addresses() {
         assert_eq!(Config::parse(j.as_bytes()).unwrap_err().path, path);
     }
 }
+
+#[test]
+fn a_calendar_month_budget_is_reported_as_such_never_as_a_sentinel_window() {
+    let c = Config::parse(
+        format!(
+            r#"{{"budgets":{{"monthly":{{"counts":"requests","window":"calendar_month","limit":1000}},"rpm":{{"counts":"requests","window_ms":60000,"limit":10}}}},
+               "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let s = MemStore::new();
+    init_registry(&s).unwrap();
+    init(&s).unwrap();
+    let mut o = Overrides::default();
+    let (st, v) = call(&c, &s, &mut o, "GET", "/tenants/m", "");
+    assert_eq!(st, 200, "{v}");
+    let m = &v["budgets"]["monthly"];
+    assert_eq!((m["window"].clone(), m["window_ms"].clone()), (json!("calendar_month"), Value::Null), "{v}");
+    assert_eq!(v["budgets"]["rpm"]["window_ms"], 60000);
+    // It resets at the next UTC month start, within 31 days.
+    let r = m["resets_in_ms"].as_u64().unwrap();
+    assert!(r > 0 && r <= 31 * 86_400_000, "{v}");
+}

@@ -540,7 +540,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                     None => crate::llm::Usage { input: 0, output: cfg.llm.default_reserve_tokens },
                 };
                 let units = match &b.counts {
-                    Counts::LlmTokens(k) => k.of(reserve),
+                    Counts::LlmTokens(k) => reserve.tokens(*k),
                     _ => match cfg.llm.prices.get(model.as_deref()) {
                         Some(p) => crate::llm::cost(reserve, p),
                         None => {
@@ -623,7 +623,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
             result = run(scratch);
         }
         if scratch.key.ends_with("|overflow") {
-            reported = store::OVERFLOW_TENANT.to_string();
+            reported = crate::core::id::OVERFLOW.to_string();
         }
         match result {
             Err(e) => return store_error_verdict(cfg, e, Some(reported)),
@@ -662,7 +662,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                 Err(e) => result = Err(e),
             }
         }
-        let sid = if scratch.key.starts_with("tq1|so|") { store::OVERFLOW_TENANT.to_string() } else { id };
+        let sid = if scratch.key.starts_with("tq1|so|") { crate::core::id::OVERFLOW.to_string() } else { id };
         match result {
             Ok(Ok(())) => {
                 all_usage.extend_from_slice(usage);
@@ -934,7 +934,7 @@ pub fn llm_settle<S: SharedStore>(
             (true, _) => 0,
             (false, None) => continue,
             (false, Some(u)) => match &cfg.budgets[c.budget].counts {
-                Counts::LlmTokens(k) => k.of(u),
+                Counts::LlmTokens(k) => u.tokens(*k),
                 _ => price.map_or(0, |p| crate::llm::cost(u, p)),
             },
         };

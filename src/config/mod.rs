@@ -7,7 +7,9 @@
 
 pub mod raw;
 
-pub use raw::{Algorithm, GlobalMode, Level, Mode, OnError, OnExceed, Priority};
+pub use crate::core::budget::{Algorithm, Budget, Counts, GlobalMode, Limits, Match, OnExceed, Priority, Queue, Saturation, Signal, SignalSource, TokenKind, CALENDAR_MONTH};
+pub use crate::core::id::{fnv1a, valid_tenant_id, DEFAULT_MAX_TRACKED, MAX_BUDGETS, MAX_TENANT_ID_LEN};
+pub use raw::{Level, Mode, OnError};
 pub use raw::RawTenant;
 use raw::{RawBudget, RawConfig, RawOverride};
 use serde_json::Value;
@@ -35,113 +37,6 @@ fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Conf
     Err(ConfigError { path: path.into(), message: message.into() })
 }
 
-/// What a budget counts (SPEC 1, `counts`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Counts {
-    Requests,
-    RequestBytes,
-    /// Cost read from this request header (lower-case name) before admission.
-    RequestHeader(String),
-    /// Cost read from this upstream response header, charged after the fact.
-    ResponseHeader(String),
-    InFlight,
-    /// LLM tokens read from the response body (SPEC 5).
-    LlmTokens(TokenKind),
-    /// Cost units of the LLM usage, priced per model (SPEC 5).
-    LlmCost,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
-    Input,
-    Output,
-    Total,
-}
-
-impl TokenKind {
-    pub fn of(&self, u: crate::llm::Usage) -> u64 {
-        match self {
-            TokenKind::Input => u.input,
-            TokenKind::Output => u.output,
-            TokenKind::Total => u.total(),
-        }
-    }
-}
-
-/// `window_ms` of a `"window": "calendar_month"` budget: UTC months (SPEC 5).
-pub const CALENDAR_MONTH: u64 = u64::MAX;
-
-impl Counts {
-    pub fn is_llm(&self) -> bool {
-        matches!(self, Counts::LlmTokens(_) | Counts::LlmCost)
-    }
-
-    /// The IETF RateLimit `qu` parameter for this kind, if not the default "requests".
-    pub fn quota_unit(&self) -> Option<&'static str> {
-        match self {
-            Counts::RequestBytes => Some("content-bytes"),
-            Counts::InFlight => Some("concurrent-requests"),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Match {
-    pub path_prefix: Option<String>,
-    /// Upper-case method names; empty means any method.
-    pub methods: Vec<String>,
-    /// Model patterns (SPEC 5); empty means any model. A budget with models does not apply
-    /// to a request whose model is unknown.
-    pub models: Vec<String>,
-}
-
-impl Match {
-    /// No path or method condition (models are checked separately, per request).
-    pub fn is_any(&self) -> bool {
-        self.path_prefix.is_none() && self.methods.is_empty()
-    }
-    pub fn matches(&self, method: &str, path: &str) -> bool {
-        if let Some(p) = &self.path_prefix {
-            if !path.starts_with(p.as_str()) {
-                return false;
-            }
-        }
-        self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
-    }
-}
-
-/// Limits of one budget for one tenant, after overrides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub limit: u64,
-    pub burst_credits: u64,
-    /// Window length in ms; 0 for `in_flight` (no window).
-    pub window_ms: u64,
-    pub unlimited: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Budget {
-    pub name: String,
-    /// Stable identity of the budget inside a tenant's stored state (FNV-1a of the name).
-    pub id: u32,
-    pub counts: Counts,
-    pub algorithm: Algorithm,
-    pub limits: Limits,
-    pub matcher: Match,
-    /// `Some` for a global budget (SPEC 8).
-    pub global: Option<GlobalMode>,
-    /// `Some(i)`: counted per id of `Config::scopes[i]` (SPEC 7); `None`: per tenant.
-    pub scope: Option<usize>,
-    /// SPEC 6.
-    pub on_exceed: OnExceed,
-    /// For `on_exceed: queue`: how long a request may wait, and how many may wait per tenant
-    /// (or scope id) and budget in one Envoy.
-    pub queue: Queue,
-    /// Alert thresholds in percent of `limit`, ascending (SPEC 5; default 80, 90, 95).
-    pub alerts: Vec<u64>,
-}
 
 /// `alerts_webhook` (SPEC 5): an Envoy cluster and path crossings are POSTed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,17 +45,6 @@ pub struct Webhook {
     pub path: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Queue {
-    pub timeout_ms: u64,
-    pub max_waiting: u64,
-}
-
-impl Default for Queue {
-    fn default() -> Self {
-        Queue { timeout_ms: 1000, max_waiting: 100 }
-    }
-}
 
 /// A further identity requests carry (SPEC 7), with its own counts per id.
 #[derive(Debug, Clone)]
@@ -192,32 +76,6 @@ pub enum TenantSource {
     Metadata(Vec<String>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalSource {
-    Orca(String),
-    ResponseHeader(String),
-    InFlight,
-    UpstreamLatencyMs,
-    Operator,
-}
-
-#[derive(Debug, Clone)]
-pub struct Signal {
-    pub name: String,
-    pub source: SignalSource,
-    pub elevated: f64,
-    pub critical: f64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Saturation {
-    pub signals: Vec<Signal>,
-    pub stale_after_ms: u64,
-    /// keep[level][priority], level 0..=2 (normal, elevated, critical), priority low, normal, vip.
-    pub keep: [[f64; 3]; 3],
-    pub retry_after_s: u64,
-    pub expose_signal_headers: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -360,26 +218,6 @@ pub struct Config {
     pub trap_path: Option<String>,
 }
 
-pub const MAX_TENANT_ID_LEN: usize = 256;
-/// A tenant's state holds at most 255 slots (one byte counts them), shared by the budgets of
-/// the configurations that ran before; 64 leaves room for budgets renamed over many pushes.
-pub const MAX_BUDGETS: usize = 64;
-pub const DEFAULT_MAX_TRACKED: u64 = 100_000;
-
-/// A tenant id is 1..=256 bytes of visible ASCII (0x21-0x7E).
-pub fn valid_tenant_id(id: &[u8]) -> bool {
-    !id.is_empty() && id.len() <= MAX_TENANT_ID_LEN && id.iter().all(|b| (0x21..=0x7e).contains(b))
-}
-
-/// FNV-1a, 32 bit: stable across builds and platforms.
-pub fn fnv1a(bytes: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -415,10 +253,8 @@ impl Config {
                 out.push(format!("budgets.{}.queue.timeout_ms is {t} ms, longer than Envoy's default route timeout (15 s): check the route's timeout", b.name));
             }
             if b.limits.window_ms > 0 && t > 0 && b.limits.window_ms / t > 100 {
-                out.push(format!(
-                    "budgets.{}: a window of {} ms is far longer than the queue timeout ({t} ms): few waiting requests will ever see it roll over",
-                    b.name, b.limits.window_ms
-                ));
+                let window = if b.limits.window_ms == CALENDAR_MONTH { "a calendar month".to_string() } else { format!("a window of {} ms", b.limits.window_ms) };
+                out.push(format!("budgets.{}: {window} is far longer than the queue timeout ({t} ms): few waiting requests will ever see it roll over", b.name));
             }
         }
         out
@@ -935,7 +771,7 @@ fn compile_scope(index: usize, name: &str, rs: &raw::RawScope, budgets: &[Budget
         if !valid_tenant_id(id.as_bytes()) {
             return err(ip, "scope ids are 1-256 bytes of visible ASCII");
         }
-        if id == crate::store::OVERFLOW_TENANT {
+        if id == crate::core::id::OVERFLOW {
             return err(ip, "`overflow` is the id shared by ids past max_tracked; it cannot be configured");
         }
         ids.insert(id.clone(), compile_subject_on(&ip, budgets, &default_policy, &RawTenant::from(r), Some((index, name)))?);

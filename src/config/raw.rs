@@ -1,6 +1,7 @@
 //! The configuration as written by the operator: serde structs that mirror SPEC section 1
 //! key for key. Every struct refuses unknown keys; semantic checks happen in `compile`.
 
+use crate::core::budget::{Algorithm, GlobalMode, OnExceed, Priority};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -125,15 +126,6 @@ pub struct RawGlobal {
     pub on_unavailable: Option<Value>,
 }
 
-/// How a budget holds across Envoys (SPEC 8).
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum GlobalMode {
-    /// Decided locally, synced with the service in the background.
-    Sync,
-    /// Every request waits for one `ShouldRateLimit`.
-    Exact,
-}
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -203,17 +195,6 @@ pub struct RawBudget {
     pub alerts: Option<Vec<u64>>,
 }
 
-/// SPEC 6 violation actions.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OnExceed {
-    #[default]
-    Reject,
-    /// Admit and charge anyway, marking the response (soft limits).
-    Warn,
-    /// Hold the request in the filter until the budget has room, up to a timeout.
-    Queue,
-}
 
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(deny_unknown_fields)]
@@ -224,13 +205,6 @@ pub struct RawQueue {
     pub max_waiting: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    #[default]
-    Fixed,
-    Sliding,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -244,14 +218,6 @@ pub struct RawMatch {
     pub models: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    Low,
-    #[default]
-    Normal,
-    Vip,
-}
 
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]

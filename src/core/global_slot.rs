@@ -11,7 +11,7 @@
 //! never cross a window boundary.
 
 use super::{rolled, window_start, Admit, Demand, Millis, Slot, TenantState};
-use crate::config::{Budget, Limits};
+use super::budget::{Budget, Limits};
 
 /// The service's verdict on one descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,10 +4,13 @@
 //! touches shared data or allocates per call beyond the caller's buffers. Every subtraction
 //! of times saturates, because host time is wall clock and may step back.
 
+pub mod budget;
+pub mod id;
+pub mod month;
 pub mod saturation;
 pub mod state;
 
-use crate::config::{Budget, Counts, Limits, OnExceed, CALENDAR_MONTH};
+use budget::{Algorithm, Budget, Counts, Limits, OnExceed, CALENDAR_MONTH};
 pub use global_slot::{apply_answer, record_exact, unsent, unreserve, Answer};
 
 mod global_slot;
@@ -148,7 +151,7 @@ pub fn window_start(now: Millis, window_ms: u64) -> Millis {
     if window_ms == 0 {
         0
     } else if window_ms == CALENDAR_MONTH {
-        crate::llm::month::month_start(now)
+        month::month_start(now)
     } else {
         now - now % window_ms
     }
@@ -157,7 +160,7 @@ pub fn window_start(now: Millis, window_ms: u64) -> Millis {
 /// End of the window that starts at `start`.
 pub fn window_end(start: Millis, window_ms: u64) -> Millis {
     if window_ms == CALENDAR_MONTH {
-        crate::llm::month::next_month_start(start)
+        month::next_month_start(start)
     } else {
         start.saturating_add(window_ms)
     }
@@ -166,7 +169,7 @@ pub fn window_end(start: Millis, window_ms: u64) -> Millis {
 /// The length of the window containing `now`, in whole seconds (the RateLimit `w`).
 pub fn window_s(now: Millis, window_ms: u64) -> u64 {
     if window_ms == CALENDAR_MONTH {
-        crate::llm::month::month_len_ms(now) / 1000
+        month::month_len_ms(now) / 1000
     } else {
         window_ms.div_ceil(1000)
     }
@@ -268,7 +271,7 @@ pub fn decide(
             continue;
         }
         let stored = state.slot(b.id).copied().unwrap_or(Slot { budget: b.id, ..Slot::default() });
-        let (cur, carried) = rolled(&stored, now, policy.limits[d.budget].window_ms, b.algorithm == crate::config::Algorithm::Sliding);
+        let (cur, carried) = rolled(&stored, now, policy.limits[d.budget].window_ms, b.algorithm == Algorithm::Sliding);
         let (gl, remote) = global_terms(b, &policy.limits[d.budget], policy.global, cur.remote);
         let l = &gl;
         let used = cur.used.saturating_add(carried).saturating_add(remote);
@@ -347,7 +350,7 @@ pub fn charge(policy: &Policy, state: &mut TenantState, now: Millis, budget: usi
     if l.unlimited {
         return None;
     }
-    let sliding = b.algorithm == crate::config::Algorithm::Sliding;
+    let sliding = b.algorithm == Algorithm::Sliding;
     let slot = state.slot_mut(b.id);
     let (mut cur, carried) = rolled(slot, now, l.window_ms, sliding);
     let (gl, remote) = global_terms(b, l, policy.global, cur.remote);
@@ -407,7 +410,7 @@ pub fn standing(policy: &Policy, state: &TenantState, now: Millis, budget: usize
     let b = &policy.budgets[budget];
     let l = &policy.limits[budget];
     let stored = state.slot(b.id).copied().unwrap_or(Slot { budget: b.id, ..Slot::default() });
-    let (cur, carried) = rolled(&stored, now, l.window_ms, b.algorithm == crate::config::Algorithm::Sliding);
+    let (cur, carried) = rolled(&stored, now, l.window_ms, b.algorithm == Algorithm::Sliding);
     let (gl, remote) = global_terms(b, l, policy.global, cur.remote);
     let used = cur.used.saturating_add(carried).saturating_add(remote);
     let (limit, burst) = scaled(&gl, policy.keep);

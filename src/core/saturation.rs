@@ -1,6 +1,6 @@
 //! Saturation levels from load signals: pure, time passed in.
 
-use crate::config::{Priority, Saturation, Signal};
+use super::budget::{Priority, Saturation, Signal};
 use super::Millis;
 
 pub const NORMAL: u8 = 0;

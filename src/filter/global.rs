@@ -7,7 +7,6 @@ use crate::config::{Config, TenantPolicy};
 use crate::global::{self, rls, Health, SyncLoop};
 use proxy_wasm::types::BufferType;
 use std::collections::HashSet;
-use std::time::Duration;
 
 /// Test hook (`test_hooks.trap_sync_leader_path`): a note asking the lease holder to trap.
 pub const TRAP_KEY: &str = "tq1|gtrap";
@@ -54,7 +53,7 @@ fn inc(id: u32) {
 /// context's `on_grpc_call_response`.
 pub fn dispatch(cfg: &Config, body: &[u8]) -> Option<u32> {
     let g = cfg.global.as_ref()?;
-    proxy_wasm::hostcalls::dispatch_grpc_call(&g.cluster, rls::SERVICE, rls::METHOD, Vec::new(), Some(body), Duration::from_millis(g.timeout_ms)).ok()
+    host::dispatch_grpc_call(&g.cluster, rls::SERVICE, rls::METHOD, body, g.timeout_ms)
 }
 
 /// The answer of a call, read in `on_grpc_call_response`: `None` for a failed call.

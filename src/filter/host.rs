@@ -1,6 +1,14 @@
-//! Raw proxy-wasm host calls. The SDK's wrappers panic on statuses they do not expect,
-//! and a panic traps the VM; these map every status to a `Result` instead and avoid
-//! allocating beyond what the host itself allocates.
+//! Every proxy-wasm host call the filter makes. The SDK's wrappers panic on statuses they do
+//! not expect, and a panic traps the VM; the raw calls here map every status instead and
+//! avoid allocating beyond what the host itself allocates.
+//!
+//! Two calls still go through the SDK underneath, [`dispatch_http_call`] and
+//! [`dispatch_grpc_call`]: the SDK's dispatcher routes an answer to the context that sent the
+//! call only if its own wrapper registered the token (a raw call's answer would hit the SDK's
+//! `expect("invalid token_id")` and trap). Their wrappers panic only on statuses outside
+//! Ok/BadArgument/InternalFailure (HTTP) and Ok/ParseFailure/InternalFailure (gRPC); the
+//! wrappers here refuse, before calling, the inputs for which the host answers anything else
+//! (an empty cluster name or a timeout that does not fit the ABI's u32).
 
 use crate::store::{SharedStore, StoreError};
 use std::ptr::null_mut;
@@ -70,6 +78,7 @@ extern "C" {
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -283,4 +292,52 @@ impl SharedStore for HostStore {
             _ => Err(StoreError::Unavailable),
         }
     }
+}
+
+/// The plugin configuration's bytes (`{}` when there is none; `Err`: the host's status).
+pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, u32> {
+    const PLUGIN_CONFIGURATION: u32 = 7;
+    let mut p: *mut u8 = null_mut();
+    let mut n: usize = 0;
+    // SAFETY: out-pointers outlive the call; the returned buffer is ours.
+    let s = unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size, &mut p, &mut n) };
+    match s {
+        OK if n > 0 => Ok(owned(p, n)),
+        // No configuration at all: the defaults.
+        OK | NOT_FOUND => {
+            drop(owned(p, n));
+            Ok(b"{}".to_vec())
+        }
+        s => Err(s),
+    }
+}
+
+/// Ask for `on_tick` every `ms` milliseconds.
+pub fn set_tick_period(ms: u32) -> bool {
+    // SAFETY: a plain value.
+    unsafe { proxy_set_tick_period_milliseconds(ms) == OK }
+}
+
+fn call_timeout(ms: u64) -> Option<std::time::Duration> {
+    (ms <= u64::from(u32::MAX)).then(|| std::time::Duration::from_millis(ms))
+}
+
+/// An HTTP call to `cluster` from the current context; its answer comes to that context's
+/// `on_http_call_response`. `None` if the host refused it.
+pub fn dispatch_http_call(cluster: &str, headers: Vec<(&str, &str)>, body: &[u8], timeout_ms: u64) -> Option<u32> {
+    let timeout = call_timeout(timeout_ms)?;
+    if cluster.is_empty() {
+        return None;
+    }
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout).ok()
+}
+
+/// A unary gRPC call to `cluster` from the current context; its answer comes to that
+/// context's `on_grpc_call_response`. `None` if the host refused it.
+pub fn dispatch_grpc_call(cluster: &str, service: &str, method: &str, message: &[u8], timeout_ms: u64) -> Option<u32> {
+    let timeout = call_timeout(timeout_ms)?;
+    if cluster.is_empty() {
+        return None;
+    }
+    proxy_wasm::hostcalls::dispatch_grpc_call(cluster, service, method, Vec::new(), Some(message), timeout).ok()
 }

@@ -18,7 +18,7 @@ use metrics::Metrics;
 use saturation::SaturationState;
 use host::{map, HostStore};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -122,11 +122,10 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
-        let bytes = match proxy_wasm::hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
-            Ok(Some(b)) => b,
-            Ok(None) => b"{}".to_vec(),
+        let bytes = match host::plugin_configuration(size) {
+            Ok(b) => b,
             Err(s) => {
-                host::log(host::LOG_CRITICAL, &format!("tenant-quota: cannot read plugin configuration: {s:?}"));
+                host::log(host::LOG_CRITICAL, &format!("tenant-quota: cannot read plugin configuration: host status {s}"));
                 return false;
             }
         };
@@ -176,7 +175,9 @@ impl RootContext for Root {
             saturation: SaturationState::new(&cfg),
         };
         // Idle workers flush batched metrics and in-flight changes on a tick.
-        proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(5)).ok();
+        if !host::set_tick_period(5) {
+            host::log(host::LOG_WARN, "tenant-quota: the host refused a 5 ms tick: queues, syncs and flushes will not run");
+        }
         self.shared = Some(Rc::new(RefCell::new(shared)));
         self.config = Some(Rc::new(cfg));
         true
@@ -385,7 +386,7 @@ fn send_alerts(cfg: &Config, sh: &mut Shared) {
         }
         let body = body.to_string();
         let headers = vec![(":method", "POST"), (":path", w.path.as_str()), (":authority", w.cluster.as_str()), ("content-type", "application/json")];
-        if proxy_wasm::hostcalls::dispatch_http_call(&w.cluster, headers, Some(body.as_bytes()), vec![], std::time::Duration::from_secs(2)).is_err() {
+        if host::dispatch_http_call(&w.cluster, headers, body.as_bytes(), 2000).is_none() {
             sh.metrics.webhook_error();
             host::log(host::LOG_WARN, &format!("tenant-quota: alerts webhook: cannot call cluster `{}`", w.cluster));
         }

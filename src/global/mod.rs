@@ -242,7 +242,7 @@ pub fn take_dirty<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<(Vec<S
 /// The tenant id a state key belongs to (the descriptor's `tenant` value).
 pub fn tenant_of(key: &str) -> Option<&str> {
     if key == "tq1|overflow" {
-        Some(store::OVERFLOW_TENANT)
+        Some(crate::core::id::OVERFLOW)
     } else {
         key.strip_prefix("tq1|t|")
     }
@@ -281,7 +281,7 @@ pub fn plan(cfg: &Config, policy: &TenantPolicy, key: &str, state: &TenantState,
 pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::RateLimitDescriptor {
     let b = &cfg.budgets[p.budget];
     let l = &policy.limits[p.budget];
-    let tenant = tenant_of(&p.key).unwrap_or(store::OVERFLOW_TENANT);
+    let tenant = tenant_of(&p.key).unwrap_or(crate::core::id::OVERFLOW);
     rls::descriptor(tenant, &b.name, l.window_ms, p.window_start, l.limit.saturating_add(l.burst_credits), p.units)
 }
 

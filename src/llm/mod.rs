@@ -8,7 +8,6 @@
 //! a panic.
 
 mod json;
-pub mod month;
 pub mod price;
 pub mod request;
 pub mod usage;

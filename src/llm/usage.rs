@@ -46,6 +46,15 @@ impl Usage {
     pub fn total(self) -> u64 {
         self.input.saturating_add(self.output)
     }
+    /// The tokens a budget of this kind counts.
+    pub fn tokens(self, kind: crate::core::budget::TokenKind) -> u64 {
+        use crate::core::budget::TokenKind;
+        match kind {
+            TokenKind::Input => self.input,
+            TokenKind::Output => self.output,
+            TokenKind::Total => self.total(),
+        }
+    }
 }
 
 /// How a response body is read, from its `content-type`.

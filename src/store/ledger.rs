@@ -41,7 +41,7 @@ fn shard_key(n: usize, s: usize) -> String {
 }
 
 fn shard_of(key: &str) -> usize {
-    (crate::config::fnv1a(key.as_bytes()) as usize) % SHARDS
+    (crate::core::id::fnv1a(key.as_bytes()) as usize) % SHARDS
 }
 
 /// `[owner u64][heartbeat u64]`; heartbeat `u64::MAX` while a reclaimer takes it over.

@@ -42,7 +42,7 @@ pub trait SharedStore {
 
 pub const KEY_PREFIX: &str = "tq1|";
 pub const REGISTRY_KEY: &str = "tq1|registry";
-pub const OVERFLOW_TENANT: &str = "overflow";
+pub use crate::core::id::OVERFLOW as OVERFLOW_TENANT;
 /// CAS retries for one update before giving up (`on_error`).
 pub const MAX_CAS_RETRIES: usize = 256;
 /// How long a creation lock is honoured if its holder never releases it.

@@ -7,7 +7,7 @@
 //! (400-year eras of 146 097 days), in unsigned arithmetic since Unix time here is never
 //! before 1970. Defined for every `u64`; results that would pass `u64::MAX` saturate.
 
-use crate::core::Millis;
+use super::Millis;
 
 /// Milliseconds in a day (UTC has no leap seconds in Unix time).
 pub const DAY_MS: u64 = 86_400_000;
@@ -61,3 +61,7 @@ pub fn days_from_civil(year: u64, month: u32, day: u32) -> u64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era.saturating_mul(146_097).saturating_add(doe).saturating_sub(EPOCH_SHIFT)
 }
+
+#[cfg(test)]
+#[path = "month_tests.rs"]
+mod tests;
