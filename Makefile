@@ -20,7 +20,7 @@ ENVOY_RUN := $(VENV)/bin/envoy
 ENVOY_BIN_CMD := echo $(CURDIR)/$(VENV)/bin/envoy
 endif
 
-.PHONY: soak run-global redis rls-server noop bench bench-profile bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
+.PHONY: soak run-global redis noop bench bench-profile bench-tools all build run test unit-test wasm-test e2e-test check-config lint clean tools envoy wasm-targets
 
 all: build
 
@@ -66,21 +66,18 @@ wasm-test: wasm-targets $(WBG_STAMP)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner \
 	  cargo test --lib --target wasm32-unknown-unknown
 
-# Global budgets' tests (tests/e2e_global.rs) run a real Redis and the RLS test server of
-# tests/rls_server (envoyproxy/ratelimit's Redis semantics; a fixture, never shipped).
-RLS_SERVER := tests/rls_server/target/release/tq-rls-server
+# Global budgets' tests (tests/e2e_global.rs) run a real Redis and the real
+# envoyproxy/ratelimit, installed pinned by `make ratelimit` (mk/ratelimit.mk).
 redis:
 	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
-rls-server:
-	cd tests/rls_server && cargo build --release
 
 # The bench's no-op filter doubles as a test aid (tests/e2e_on_error.rs).
 NOOP_WASM := bench/noop/target/wasm32-wasip1/release/noop_filter.wasm
 noop: wasm-targets
 	cd bench/noop && cargo build --release --target wasm32-wasip1
 
-e2e-test: build envoy noop redis rls-server
-	TQ_NOOP_WASM=$(CURDIR)/$(NOOP_WASM) TQ_RLS_SERVER=$(CURDIR)/$(RLS_SERVER) ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --test '*' -- --test-threads 2
+e2e-test: build envoy noop ratelimit
+	TQ_NOOP_WASM=$(CURDIR)/$(NOOP_WASM) TQ_RATELIMIT=$(CURDIR)/$(RATELIMIT_BIN) ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --test '*' -- --test-threads 2
 
 lint: wasm-targets
 	@if cargo clippy --version >/dev/null 2>&1; then \
@@ -103,8 +100,8 @@ bench-tools: envoy
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
 
-bench: build bench-tools noop redis rls-server
-	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) $(VENV)/bin/python bench/run.py --rounds 3 --seconds 8
+bench: build bench-tools noop ratelimit
+	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) RATELIMIT_BIN=$(CURDIR)/$(RATELIMIT_BIN) $(VENV)/bin/python bench/run.py --rounds 3 --seconds 8
 
 # Instructions per request under callgrind: repeatable where timing on a shared VM is not.
 bench-profile: build envoy noop
@@ -115,10 +112,10 @@ clean:
 	cargo clean
 	rm -rf $(TOOLS)
 
-# Global budgets demo: Redis, the RLS test server (a fixture), the demo backend and 2 Envoys
-# (listeners 10000 and 10002) sharing envoy/envoy-global.yaml's global budgets; Ctrl-C stops all.
-run-global: build envoy redis rls-server
-	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) RLS_SERVER=$(CURDIR)/$(RLS_SERVER) bash envoy/run_global.sh
+# Global budgets demo: Redis, envoyproxy/ratelimit, the demo backend and 2 Envoys (listeners
+# 10000 and 10002) sharing envoy/envoy-global.yaml's global budgets; Ctrl-C stops all.
+run-global: build envoy ratelimit
+	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) RATELIMIT_BIN=$(CURDIR)/$(RATELIMIT_BIN) bash envoy/run_global.sh
 
 # Soak (bench/SOAK.md): one Envoy at ~80 % of its measured capacity for 10 minutes, with LDS
 # pushes every 30 s, one forced VM trap, client aborts, upstream timeouts and resets.

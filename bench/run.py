@@ -6,9 +6,9 @@ Envoy runs with --concurrency 1 pinned to CPU 0 (taskset), wrk pinned to CPU 1; 
 run is bounded in time. Writes bench/RESULTS.md and bench/results.png.
 
 Global budgets (SPEC 8, issue 9): variants (h) and (i) add a `"global"` requests_per_minute
-to (e), against the RLS test server of tests/rls_server and a real Redis, both pinned to CPU 1
-with wrk; (j) is Envoy's native ratelimit filter against the same service. Their CPU is
-counted beside Envoy's.
+to (e), against the real envoyproxy/ratelimit (`make ratelimit`) and a real Redis, both pinned
+to CPU 1 with wrk; (j) is Envoy's native ratelimit filter against the same service. Their CPU
+is counted beside Envoy's.
 """
 import argparse
 import copy
@@ -30,7 +30,8 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TQ_WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/tenant_quota.wasm")
 NOOP_WASM = os.path.join(ROOT, "bench/noop/target/wasm32-wasip1/release/noop_filter.wasm")
-RLS_SERVER = os.path.join(ROOT, "tests/rls_server/target/release/tq-rls-server")
+# envoyproxy/ratelimit's service_cmd, installed pinned by `make ratelimit` (mk/ratelimit.mk).
+RATELIMIT_BIN = os.environ.get("RATELIMIT_BIN") or os.path.join(ROOT, ".tools/go/bin/service_cmd")
 TOKEN_SHA256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"  # "secret"
 HUGE = 10**15
 # requests_per_minute's limit: high enough that nothing is rejected (about 3000 requests per
@@ -374,10 +375,30 @@ class Envoy:
             return [l.rstrip() for l in f if l.strip() and "global_downstream_max_connections" not in l]
 
 
+def tcp_listeners(port):
+    """Inodes of the sockets listening on 127.0.0.1:`port` (/proc/net/tcp, state 0A)."""
+    with open("/proc/net/tcp") as f:
+        rows = [l.split() for l in f.readlines()[1:]]
+    return {r[9] for r in rows if r[1] == "0100007F:%04X" % port and r[3] == "0A"}
+
+
+def socket_inodes(pid):
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(link[8:-1])
+    return out
+
+
 class RateLimitService:
-    """Redis and the RLS test server (tests/rls_server: envoyproxy/ratelimit's Redis semantics),
-    both pinned to CPU 1 beside wrk, so Envoy keeps CPU 0 to itself as in (a)-(f). One pair
-    serves the whole run; its `--limits` rule is (j)'s descriptor ("tenant", <id>)."""
+    """Redis and envoyproxy/ratelimit, both pinned to CPU 1 beside wrk, so Envoy keeps CPU 0 to
+    itself as in (a)-(f). One pair serves the whole run. Its domain file (the only file of its
+    config dir) holds (j)'s rule on ("tenant", <id>); (h) and (i) send limit overrides, which
+    the service applies for any configured domain without looking at the rules."""
 
     def __init__(self, workdir):
         self.procs = []
@@ -397,27 +418,45 @@ class RateLimitService:
             log.close()
         else:
             raise RuntimeError("could not start redis-server (`make redis` installs it)")
-        limits = os.path.join(workdir, "rls-limits.json")
-        with open(limits, "w") as f:
-            json.dump([{"domain": RLS_DOMAIN, "key": "tenant", "requests_per_unit": RPM_LIMIT, "unit": "MINUTE"}], f)
-        port_file = os.path.join(workdir, "rls.port")
-        log = open(os.path.join(workdir, "rls.log"), "w")
+        config = os.path.join(workdir, "rt", "ratelimit", "config")
+        os.makedirs(config)
+        with open(os.path.join(config, "config.yaml"), "w") as f:
+            f.write(f"domain: {RLS_DOMAIN}\n"
+                    f"descriptors:\n  - key: tenant\n    rate_limit: {{ unit: minute, requests_per_unit: {RPM_LIMIT} }}\n")
+        log = open(os.path.join(workdir, "ratelimit.log"), "w")
         self.logs.append(log)
-        self.rls_proc = subprocess.Popen(
-            ["taskset", "-c", "1", RLS_SERVER, "--listen", "127.0.0.1:0", "--redis", f"127.0.0.1:{self.redis_port}",
-             "--domain", RLS_DOMAIN, "--limits", limits, "--port-file", port_file], stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(self.rls_proc)
+        # The service binds its TCP listeners with SO_REUSEPORT: a port another process holds
+        # would be bound too, silently, and the connections split. So after it listens, check
+        # that the port's only listening socket is the service's; else try another port.
+        for _ in range(10):
+            self.port = free_port()
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                   "RUNTIME_ROOT": os.path.join(workdir, "rt"), "RUNTIME_SUBDIRECTORY": "ratelimit",
+                   "RUNTIME_APPDIRECTORY": "config", "RUNTIME_WATCH_ROOT": "false", "RUNTIME_IGNOREDOTFILES": "true",
+                   "REDIS_SOCKET_TYPE": "tcp", "REDIS_TYPE": "SINGLE", "REDIS_URL": f"127.0.0.1:{self.redis_port}",
+                   "REDIS_TIMEOUT": "1s", "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(self.port),
+                   "HOST": "127.0.0.1", "PORT": "0", "DEBUG_HOST": "127.0.0.1", "DEBUG_PORT": "0",
+                   "DISABLE_STATS": "true", "USE_STATSD": "false", "LOG_LEVEL": "warn",
+                   "EXPIRATION_JITTER_MAX_SECONDS": "0", "LOCAL_CACHE_SIZE_IN_BYTES": "0",
+                   "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "false"}
+            p = subprocess.Popen(["taskset", "-c", "1", RATELIMIT_BIN], env=env, stdout=log, stderr=subprocess.STDOUT)
 
-        def port():
-            try:
-                with open(port_file) as f:
-                    self.port = int(f.read().strip())
-                return True
-            except (OSError, ValueError):
-                return False
-        if not self._wait(port, self.rls_proc, 30):
-            self.stop()
-            raise RuntimeError(f"tq-rls-server did not start; see {log.name}")
+            def listening():
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            if self._wait(listening, p, 30) and self.owns_port(p):
+                self.rls_proc = p
+                self.procs.append(p)
+                return
+            p.kill()
+            p.wait()
+        self.stop()
+        raise RuntimeError(f"envoyproxy/ratelimit did not start alone on a port; see {log.name}")
+
+    def owns_port(self, proc=None):
+        """True if the service's socket is the only one listening on its gRPC port."""
+        held = tcp_listeners(self.port)
+        return len(held) == 1 and held <= socket_inodes((proc or self.rls_proc).pid)
 
     @staticmethod
     def _wait(ready, proc, seconds):
@@ -443,21 +482,23 @@ class RateLimitService:
                 return None if line == "$-1" else f.read(int(line[1:]) + 2)[:-2].decode()
             return line[1:]
 
-    def calls(self):
-        """ShouldRateLimit calls the server has answered (its fixture-only counter)."""
-        return int(self.redis(["GET", "tq_rls_calls"]) or 0)
-
     def cpu_ticks(self):
         return proc_ticks(self.rls_proc.pid), proc_ticks(self.redis_proc.pid)
 
     def stop(self):
+        """Stop both; the service's log lines worth showing (errors, not its startup notices)."""
         for p in self.procs:
             p.kill()
             p.wait()
         for log in self.logs:
             log.close()
         with open(self.logs[-1].name, errors="replace") as f:
-            return [l.rstrip() for l in f if l.strip()]
+            return [l.rstrip() for l in f if l.strip() and not re.search(r"level=(info|warning)", l)]
+
+
+def rls_calls(e):
+    """Calls Envoy made to the `ratelimit` cluster (the service has no call counter of its own)."""
+    return e.stats(r"^cluster\.ratelimit\.upstream_rq_total$").get("cluster.ratelimit.upstream_rq_total", 0)
 
 
 def unit_us(v, unit):
@@ -488,14 +529,14 @@ def measure(envoy_bin, kind, lua, workdir, seconds, warmup, rls=None):
     try:
         wrk(e.port, warmup, lua)
         if rls:
-            a0, calls0 = rls.cpu_ticks(), rls.calls()
+            a0, calls0 = rls.cpu_ticks(), rls_calls(e)
         t0 = e.cpu_ticks()
         r = wrk(e.port, seconds, lua)
         t1 = e.cpu_ticks()
         n = max(r["requests"], 1)
         r["cpu_us_per_req"] = (t1 - t0) * per_req / n
         if rls:
-            a1, calls1 = rls.cpu_ticks(), rls.calls()
+            a1, calls1 = rls.cpu_ticks(), rls_calls(e)
             r["rls_cpu_us_per_req"] = (a1[0] - a0[0]) * per_req / n
             r["redis_cpu_us_per_req"] = (a1[1] - a0[1]) * per_req / n
             r["svc_cpu_us_per_req"] = r["rls_cpu_us_per_req"] + r["redis_cpu_us_per_req"]
@@ -577,7 +618,7 @@ def main():
         sys.exit(f"unknown --only keys: {sorted(unknown)}")
     selected = [v for v in VARIANTS + GRPC_FLOOR + PROBES if not keys or v[0] in keys]
     need_rls = any("rls" in opts(v[2]) for v in selected)
-    for p in (TQ_WASM, NOOP_WASM) + ((RLS_SERVER,) if need_rls else ()):
+    for p in (TQ_WASM, NOOP_WASM) + ((RATELIMIT_BIN,) if need_rls else ()):
         if not os.path.exists(p):
             sys.exit(f"{p} missing: run `make bench`")
     if need_rls and not shutil.which("redis-server"):
@@ -603,9 +644,12 @@ def main():
                       f"non-2xx {r['non2xx']}{extra}", flush=True)
     finally:
         if rls:
-            errors = [l for l in rls.stop() if "listening on" not in l]
+            shared = not rls.owns_port()
+            errors = rls.stop()
             if errors:
-                print(f"  tq-rls-server log ({len(errors)} lines): " + " | ".join(errors[:5]), flush=True)
+                print(f"  envoyproxy/ratelimit log ({len(errors)} lines): " + " | ".join(errors[:5]), flush=True)
+            if shared:
+                print(f"  WARNING: another process listened on the service's port {rls.port} during the run", flush=True)
     sizes = [int(x) for x in a.scale.split(",") if x]
     sc = scale(a.envoy, lua, workdir, a.seconds, sizes) if sizes else []
     if a.keep:
@@ -737,16 +781,17 @@ def write_results(a, runs, sc, elapsed):
                   "one `ShouldRateLimit`); (j) Envoy's native `envoy.filters.http.ratelimit` (domain `tenant-quota`, "
                   "descriptor `(\"tenant\", <x-tenant-id>)` from a route `rate_limits` `request_headers` action, "
                   "`failure_mode_deny: false`, timeout 100 ms), the peer users would pick today. All three use one "
-                  "`tq-rls-server` (tests/rls_server: a test fixture with envoyproxy/ratelimit's Redis semantics) and one "
+                  "envoyproxy/ratelimit (commit 3fb702589d36, `make ratelimit`; gRPC over loopback TCP) and one "
                   "Redis, both pinned to CPU 1 beside wrk, so Envoy has CPU 0 to itself as above (the service competes "
-                  f"with the load generator instead). (j)'s limits file gives key `tenant` {RPM_LIMIT} requests per "
-                  "minute, the limit of (e)'s requests_per_minute: nothing is rejected. The native filter does nothing "
+                  f"with the load generator instead). (j)'s rule in the service's domain file, "
+                  f"`descriptors: [{{key: tenant, rate_limit: {{unit: minute, requests_per_unit: {RPM_LIMIT}}}}}]`, is "
+                  "the limit of (e)'s requests_per_minute: nothing is rejected. The native filter does nothing "
                   "on a route without a cluster (a direct_response route), so (i) and (j) route to a cluster and an "
                   "`envoy.filters.http.health_check` filter (no pass-through, every path) answers 200 before the "
                   "router: no request leaves Envoy, and (i) and (j) differ only in the rate limiting filter; (e) and (h) "
                   "keep the direct_response route. RLS+Redis CPU is the two processes' user+system time during the "
-                  "32-connection run, per request; total = Envoy + RLS + Redis. RLS calls per request from the "
-                  "server's own call counter; RLS errors are Envoy's counts of failed calls "
+                  "32-connection run, per request; total = Envoy + RLS + Redis. RLS calls per request from Envoy's "
+                  "`cluster.ratelimit.upstream_rq_total`; RLS errors are Envoy's counts of failed calls "
                   "(`quota_global_syncs_total`/`quota_global_checks_total` `result.error`, "
                   "`cluster.backend.ratelimit.error`), summed over rounds; non-2xx over both wrk runs.", "",
                   "| Variant | req/s | Envoy CPU µs/req | RLS+Redis CPU µs/req | total CPU µs/req | RLS calls/req | "

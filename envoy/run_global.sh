@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Global budgets demo (`make run-global`): Redis, the RLS test server, the demo backend and
+# Global budgets demo (`make run-global`): Redis, envoyproxy/ratelimit, the demo backend and
 # two Envoys (envoy/envoy-global.yaml) that share the budgets marked "global".
 #
 #   Envoy A  listener :10000  admin :9901
 #   Envoy B  listener :10002  admin :9902
-#   backend  :10001           RLS :8081 (tests/rls_server, a TEST FIXTURE)   Redis :6379
+#   backend  :10001           ratelimit gRPC :8081 (envoyproxy/ratelimit)   Redis :6379
 #
 # Everything runs in the foreground of this script; Ctrl-C (or any exit) stops all of it.
-# Ports can be moved with REDIS_PORT, RLS_PORT; ENVOY_BIN and RLS_SERVER pick the binaries.
+# Ports can be moved with REDIS_PORT, RLS_PORT; ENVOY_BIN and RATELIMIT_BIN pick the binaries
+# (RATELIMIT_BIN: envoyproxy/ratelimit's service_cmd, installed by `make ratelimit`).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,13 +18,13 @@ RLS_PORT=${RLS_PORT:-8081}
 BACKEND_PORT=10001
 CONCURRENCY=${CONCURRENCY:-2}
 ENVOY_BIN=${ENVOY_BIN:-$ROOT/.venv/bin/envoy}
-RLS_SERVER=${RLS_SERVER:-$ROOT/tests/rls_server/target/release/tq-rls-server}
+RATELIMIT_BIN=${RATELIMIT_BIN:-$ROOT/.tools/go/bin/service_cmd}
 WASM=$ROOT/target/wasm32-wasip1/release/tenant_quota.wasm
 # instance  listener  admin
 INSTANCES=("A 10000 9901" "B 10002 9902")
 
-for f in "$ENVOY_BIN" "$RLS_SERVER" "$WASM"; do
-  [[ -x $f || -f $f ]] || { echo "missing $f (run: make build envoy rls-server)" >&2; exit 1; }
+for f in "$ENVOY_BIN" "$RATELIMIT_BIN" "$WASM"; do
+  [[ -x $f || -f $f ]] || { echo "missing $f (run: make build envoy ratelimit)" >&2; exit 1; }
 done
 command -v redis-server >/dev/null || { echo "redis-server not installed (run: make redis)" >&2; exit 1; }
 
@@ -58,10 +59,22 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
 PIDS+=($!)
 wait_port "$REDIS_PORT" redis-server
 
-"$RLS_SERVER" --listen "127.0.0.1:$RLS_PORT" --redis "127.0.0.1:$REDIS_PORT" \
-  --domain tenant-quota >"$WORK/rls.log" 2>&1 &
+# envoyproxy/ratelimit (settings: deploy/ratelimit/README.md). After Redis: this version exits
+# at startup if Redis does not answer. It loads every file of its config dir, so the dir holds
+# deploy/ratelimit/config.yaml alone. env -i: it reads bare names such as HOST and PORT. Its
+# listeners use SO_REUSEPORT, so the port check above is what keeps two services apart.
+mkdir -p "$WORK/rt/ratelimit/config"
+cp deploy/ratelimit/config.yaml "$WORK/rt/ratelimit/config/config.yaml"
+env -i PATH="$PATH" \
+  RUNTIME_ROOT="$WORK/rt" RUNTIME_SUBDIRECTORY=ratelimit RUNTIME_APPDIRECTORY=config \
+  RUNTIME_WATCH_ROOT=false RUNTIME_IGNOREDOTFILES=true \
+  REDIS_SOCKET_TYPE=tcp REDIS_TYPE=SINGLE REDIS_URL="127.0.0.1:$REDIS_PORT" REDIS_TIMEOUT=1s \
+  GRPC_HOST=127.0.0.1 GRPC_PORT="$RLS_PORT" HOST=127.0.0.1 PORT=0 DEBUG_HOST=127.0.0.1 DEBUG_PORT=0 \
+  DISABLE_STATS=true USE_STATSD=false LOG_LEVEL=warn EXPIRATION_JITTER_MAX_SECONDS=0 \
+  LOCAL_CACHE_SIZE_IN_BYTES=0 STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT=false \
+  "$RATELIMIT_BIN" >"$WORK/ratelimit.log" 2>&1 &
 PIDS+=($!)
-wait_port "$RLS_PORT" tq-rls-server
+wait_port "$RLS_PORT" envoyproxy/ratelimit
 
 python3 envoy/demo_backend.py --port "$BACKEND_PORT" >"$WORK/backend.log" 2>&1 &
 PIDS+=($!)
@@ -82,7 +95,7 @@ wait_port 10002 "Envoy B"
 cat <<EOF
 
 tenant-quota global budgets: Envoy A :10000, Envoy B :10002 (admin :9901, :9902),
-RLS test server :$RLS_PORT, Redis :$REDIS_PORT, logs in $WORK. Ctrl-C stops everything.
+envoyproxy/ratelimit :$RLS_PORT, Redis :$REDIS_PORT, logs in $WORK. Ctrl-C stops everything.
 
 # requests_per_minute: 10 per tenant across both Envoys ("sync": decided locally, synced
 # every 200 ms; the sleeps give each Envoy time to learn the other's count)

@@ -1,6 +1,6 @@
 //! Global budgets (SPEC 8) end to end: 3 Envoys as separate processes (like 3 pods), one
-//! Redis (Debian's redis-server) and the RLS test server of tests/rls_server, which
-//! reproduces envoyproxy/ratelimit's Redis semantics.
+//! Redis (Debian's redis-server) and the real envoyproxy/ratelimit (pinned by
+//! mk/ratelimit.mk) loading deploy/ratelimit/config.yaml.
 
 mod common;
 use common::global::*;
@@ -79,7 +79,7 @@ fn drive(ports: &[u16], path: &str, tenant: &str, total: usize, rate: f64, threa
 
 /// Units of `tenant`'s `budget` in Redis, over every window key.
 fn redis_units(r: &Redis, tenant: &str, budget: &str) -> u64 {
-    r.scan(&format!("tenant-quota_tenant_{tenant}_budget_{budget}_*")).iter().map(|(_, v)| v).sum()
+    r.budget_keys("tenant", tenant, budget).iter().map(|(_, v)| v).sum()
 }
 
 /// Wait until Redis holds `want` units for the tenant (the sync loop sent them), or time out.
@@ -122,7 +122,7 @@ fn one_limit_across_three_envoys_sync_local_and_exact() {
     let redis = Redis::start();
     let rls = Rls::start(&redis);
     let up = Upstream::start();
-    let es = envoys(3, &plugin("\"local\"", RPM3), up.port, rls.port);
+    let es = envoys(3, &plugin("\"local\"", RPM3), up.port, &rls);
     let ports: Vec<u16> = es.iter().map(|e| e.port).collect();
     let rate = 600.0; // requests per second over all Envoys
     let total = 2400; // 4 s: each Envoy sees 800
@@ -167,7 +167,7 @@ fn service_outages_degrade_then_recover_and_held_units_reach_redis() {
     let up = Upstream::start();
     let budgets = r#""sync_rpm":{"counts":"requests","window_ms":60000,"limit":600,"global":"sync","match":{"path_prefix":"/sync"}},
        "exact_rpm":{"counts":"requests","window_ms":60000,"limit":600,"global":"exact","match":{"path_prefix":"/exact"}}"#;
-    let es = envoys(3, &plugin(r#"{"local_share":3}"#, budgets), up.port, rls.port);
+    let es = envoys(3, &plugin(r#"{"local_share":3}"#, budgets), up.port, &rls);
     let ports: Vec<u16> = es.iter().map(|e| e.port).collect();
     let tag = now_ms();
     minute_with(Duration::from_secs(25));
@@ -228,16 +228,38 @@ fn service_outages_degrade_then_recover_and_held_units_reach_redis() {
 #[test]
 fn one_second_windows_reset_everywhere_and_units_stay_in_their_window() {
     let redis = Redis::start();
-    // Keys of a 1 s window would expire after 1 s: the fixture keeps them 60 s longer.
-    let rls = Rls::start_keeping(&redis, 60);
+    let rls = Rls::start(&redis);
     let up = Upstream::start();
     let budgets = r#""per_second":{"counts":"requests","window_ms":1000,"limit":20,"global":"sync"}"#;
-    let es = envoys(3, &plugin("\"local\"", budgets), up.port, rls.port);
+    let es = envoys(3, &plugin("\"local\"", budgets), up.port, &rls);
     let ports: Vec<u16> = es.iter().map(|e| e.port).collect();
     let tenant = format!("w{}", now_ms());
+    // A 1 s window's key expires 1 s after its last call (EXPIRATION_JITTER_MAX_SECONDS=0):
+    // read the keys every 100 ms while the load runs and until 2 s after it, keeping each
+    // key's highest value (INCRBY only adds, so that is its final value).
+    let done = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (done, sock, tenant) = (done.clone(), redis.sock.clone(), tenant.clone());
+        std::thread::spawn(move || {
+            let r = Redis::attach(&sock);
+            let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
+            loop {
+                for (k, v) in r.budget_keys("tenant", &tenant, "per_second") {
+                    let e = seen.entry(k).or_default();
+                    *e = (*e).max(v);
+                }
+                let d = done.load(Ordering::SeqCst);
+                if d != 0 && now_ms() > d + 2000 {
+                    return seen;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
     // Start just after a second boundary: 4 whole seconds at 100 requests per second.
     std::thread::sleep(Duration::from_millis(1000 - now_ms() % 1000 + 5));
     let load = drive(&ports, "/", &tenant, 400, 100.0, 6);
+    done.store(now_ms(), Ordering::SeqCst);
     assert!(load.other.is_empty(), "{:?}", load.other);
     let mut per_second: std::collections::BTreeMap<u64, u64> = Default::default();
     for (t, s) in &load.log {
@@ -255,18 +277,21 @@ fn one_second_windows_reset_everywhere_and_units_stay_in_their_window() {
     for c in &whole[..3] {
         assert!(*c >= 20 && *c <= 20 + bound, "per second {counts:?}, bound 20 + {bound}");
     }
-    std::thread::sleep(Duration::from_millis(1000));
-    let keys = redis.scan(&format!("tenant-quota_tenant_{tenant}_budget_per_second_*"));
+    let keys = watcher.join().unwrap();
     let mut late = 0;
     let mut sum = 0;
+    let prefix = format!("tenant-quota_tenant_{tenant}_budget_per_second_");
     for (k, v) in &keys {
-        // `..._window_<index>_<server window start>`: for a 1 s window the index is the start
-        // in seconds; a unit sent late lands in a key of its own index, read by no other window.
-        let parts: Vec<&str> = k.rsplitn(3, '_').collect();
-        let (start, index): (u64, u64) = (parts[0].parse().unwrap(), parts[1].parse().unwrap());
-        assert!(start == index || start == index + 1, "{k}");
-        if start != index {
-            late += v;
+        // The last part is the service's window start (s). While the filter adds a `window`
+        // entry (its epoch window index, which for 1 s is the start in seconds), a unit sent
+        // after its window ended lands in a key of its own index, read by no other window.
+        let rest = &k[prefix.len()..];
+        let start: u64 = rest.rsplit('_').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{k}"));
+        if let Some(index) = rest.strip_prefix("window_").and_then(|r| r.split('_').next()).and_then(|i| i.parse::<u64>().ok()) {
+            assert!(start == index || start == index + 1, "{k}");
+            if start != index {
+                late += v;
+            }
         }
         sum += v;
     }
@@ -282,7 +307,7 @@ fn sync_leader_trap_hands_the_loop_to_another_worker() {
     let rls = Rls::start(&redis);
     let up = Upstream::start();
     let budgets = r#""rpm":{"counts":"requests","window_ms":60000,"limit":100000,"global":"sync"}"#;
-    let es = envoys(1, &plugin("\"local\"", budgets), up.port, rls.port);
+    let es = envoys(1, &plugin("\"local\"", budgets), up.port, &rls);
     let e = &es[0];
     let t = format!("x{}", now_ms());
     minute_with(Duration::from_secs(15));
@@ -321,7 +346,7 @@ fn ten_thousand_tenants_cost_calls_by_batch_not_by_tenant() {
     let rls = Rls::start(&redis);
     let up = Upstream::start();
     let budgets = r#""rpm":{"counts":"requests","window_ms":3600000,"limit":1000,"global":"sync"}"#;
-    let es = envoys(1, &plugin("\"local\"", budgets), up.port, rls.port);
+    let es = envoys(1, &plugin("\"local\"", budgets), up.port, &rls);
     let port = es[0].port;
     let tag = now_ms();
     let t0 = Instant::now();
@@ -342,15 +367,17 @@ fn ten_thousand_tenants_cost_calls_by_batch_not_by_tenant() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut sum = 0;
     while Instant::now() < deadline {
-        sum = redis.scan(&format!("tenant-quota_tenant_m{tag}-*")).iter().map(|(_, v)| v).sum::<u64>();
+        sum = redis.budget_keys("tenant", &format!("m{tag}-*"), "rpm").iter().map(|(_, v)| v).sum::<u64>();
         if sum >= 10_000 {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     let elapsed = t0.elapsed();
-    let calls = redis.get("tq_rls_calls");
-    let descriptors = redis.get("tq_rls_descriptors");
+    // Calls: Envoy's requests to the `ratelimit` cluster. Descriptors: the service runs one
+    // INCRBY per limited descriptor (reads too, with 0). Both include the few probes.
+    let calls = rls_calls(&es[0]);
+    let descriptors = redis.command_calls("incrby");
     eprintln!("10k tenants: {calls} calls, {descriptors} descriptors in {} ms", elapsed.as_millis());
     assert_eq!(sum, 10_000, "every tenant's unit reached Redis");
     // Batches of up to 500 descriptors, one call in flight, a round per period.

@@ -1,16 +1,15 @@
-//! Fixtures of the global tier's e2e tests: a real `redis-server` (Debian), the RLS test
-//! server of tests/rls_server (envoyproxy/ratelimit's Redis semantics; see its doc comment),
-//! a tiny RESP client to read Redis, and Envoys whose `ratelimit` cluster points at the
-//! RLS server over HTTP/2.
+//! Fixtures of the global tier's e2e tests: a real `redis-server` (Debian), the real
+//! envoyproxy/ratelimit (`service_cmd`, installed pinned by `make ratelimit`) loading
+//! deploy/ratelimit/config.yaml, a tiny RESP client to read Redis, and Envoys whose
+//! `ratelimit` cluster reaches the service over HTTP/2 on a unix socket.
 #![allow(dead_code)]
 
 use super::*;
 
-pub fn rls_bin() -> PathBuf {
-    let p = std::env::var("TQ_RLS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("tests/rls_server/target/release/tq-rls-server"));
-    assert!(p.exists(), "{} missing: run `make test` (it builds tests/rls_server)", p.display());
+/// The service binary: `TQ_RATELIMIT`, else `.tools/go/bin/service_cmd` (mk/ratelimit.mk).
+pub fn ratelimit_bin() -> PathBuf {
+    let p = std::env::var("TQ_RATELIMIT").map(PathBuf::from).unwrap_or_else(|_| repo().join(".tools/go/bin/service_cmd"));
+    assert!(p.exists(), "{} missing: run `make ratelimit` (it installs envoyproxy/ratelimit pinned)", p.display());
     p
 }
 
@@ -61,9 +60,25 @@ impl Redis {
         None
     }
 
-    /// The RLS server's `--redis` argument for this Redis.
-    pub fn addr(&self) -> String {
-        format!("unix:{}", self.sock.display())
+    /// `calls=` of `cmd` (lowercase, e.g. `incrby`) in `INFO commandstats`: how many times this
+    /// Redis ran it since it started (0 if never).
+    pub fn command_calls(&self, cmd: &str) -> u64 {
+        let Ok(Resp::Bulk(Some(info))) = self.cmd(&["INFO", "commandstats"]) else { return 0 };
+        let prefix = format!("cmdstat_{cmd}:calls=");
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.split(',').next()).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// The service's keys of `budget` for subject `id` in `scope` (`tenant`, or a scope such as
+    /// `team`), with their values. `id` may be a glob (`m123-*`). Only the prefix the filter's
+    /// descriptor begins with is matched, `tenant-quota_<scope>_<id>_budget_<name>_`: whatever
+    /// entries follow (a window index, a month) and the service's window start are not, so a
+    /// change of the filter's later entries does not change what this finds. Each key's last
+    /// `_` part is the service's window start in seconds (envoyproxy/ratelimit cache_key.go).
+    pub fn budget_keys(&self, scope: &str, id: &str, budget: &str) -> Vec<(String, u64)> {
+        self.scan(&format!("tenant-quota_{scope}_{id}_budget_{budget}_*"))
     }
 
     pub fn kill(&mut self) {
@@ -182,56 +197,90 @@ fn read_resp<R: BufRead>(r: &mut R) -> std::io::Result<Resp> {
     })
 }
 
-/// The RLS test server (tests/rls_server).
+/// The real envoyproxy/ratelimit, in a directory of its own: its runtime config (only
+/// deploy/ratelimit/config.yaml: any other YAML there would be loaded too, D10), its log, and
+/// its gRPC unix socket. A socket path, not a TCP port: the service binds TCP with
+/// SO_REUSEPORT, so a second service on a port already in use binds it silently and the
+/// kernel splits the connections (research note D2); a path in a fresh directory can never be
+/// shared. Its HTTP and debug listeners bind 127.0.0.1:0 (never used).
 pub struct Rls {
     child: Option<Child>,
-    pub port: u16,
-    redis: String,
+    /// The gRPC socket, which the Envoys' `ratelimit` cluster dials (`pipe` address).
+    pub sock: PathBuf,
+    redis: PathBuf,
     dir: PathBuf,
 }
 
 impl Rls {
+    /// Start the service on `redis`, which must be up: this version exits at startup if Redis
+    /// does not answer (the retry came with upstream PR #1144, after the pinned commit).
     pub fn start(redis: &Redis) -> Rls {
-        Rls::start_on(&redis.addr(), 0)
-    }
-
-    /// With keys kept `extra_s` seconds past their window (a fixture-only aid to read a 1 s
-    /// window's key afterwards; the service's semantics are otherwise unchanged).
-    pub fn start_keeping(redis: &Redis, extra_s: u64) -> Rls {
-        Rls::start_with(&redis.addr(), 0, &["--expire-extra-s", &extra_s.to_string()])
-    }
-
-    /// On `port` (0: the kernel picks; a restart reuses the old port so Envoys find it).
-    pub fn start_on(redis: &str, port: u16) -> Rls {
-        Rls::start_with(redis, port, &[])
-    }
-
-    fn start_with(redis: &str, port: u16, extra: &[&str]) -> Rls {
-        // A directory of its own: two tests starting a server in the same millisecond once
-        // shared one port file, and so one RLS server (and one Redis).
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!("tq-rls-{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst), now_ms()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port_file = dir.join("port");
-        let child = Command::new(rls_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--redis", redis, "--domain", "tenant-quota", "--port-file"])
-            .arg(&port_file)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let config = dir.join("rt/ratelimit/config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::copy(repo().join("deploy/ratelimit/config.yaml"), config.join("config.yaml")).unwrap();
+        let mut rls = Rls { child: None, sock: dir.join("rls.sock"), redis: redis.sock.clone(), dir };
+        rls.spawn();
+        rls
+    }
+
+    /// Run the service (again) on `self.sock`; return once a connect to it succeeds (it
+    /// listens only after Redis answered PING and the config loaded).
+    fn spawn(&mut self) {
+        // A service killed with SIGKILL leaves its socket file, and `net.Listen("unix")` does
+        // not unlink it: it would exit with "address already in use".
+        let _ = std::fs::remove_file(&self.sock);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("ratelimit.log")).unwrap();
+        // Settings: research note §2. env -i: envconfig reads bare names such as HOST and PORT.
+        let child = Command::new(ratelimit_bin())
+            .env_clear()
+            .env("RUNTIME_ROOT", self.dir.join("rt"))
+            .envs([
+                ("RUNTIME_SUBDIRECTORY", "ratelimit"),
+                ("RUNTIME_APPDIRECTORY", "config"),
+                ("RUNTIME_WATCH_ROOT", "false"),
+                ("RUNTIME_IGNOREDOTFILES", "true"),
+                ("REDIS_SOCKET_TYPE", "unix"),
+                ("REDIS_TYPE", "SINGLE"),
+                // The default 10 s would hold every call while Redis hangs (D3).
+                ("REDIS_TIMEOUT", "1s"),
+                ("DISABLE_STATS", "true"),
+                ("USE_STATSD", "false"),
+                // Keys expire exactly one unit after their last call (the default adds 0-300 s).
+                ("EXPIRATION_JITTER_MAX_SECONDS", "0"),
+                ("LOCAL_CACHE_SIZE_IN_BYTES", "0"),
+                ("STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT", "false"),
+                ("HOST", "127.0.0.1"),
+                ("PORT", "0"),
+                ("DEBUG_HOST", "127.0.0.1"),
+                ("DEBUG_PORT", "0"),
+                ("LOG_LEVEL", "warn"),
+            ])
+            .env("REDIS_URL", &self.redis)
+            .env("GRPC_UDS", &self.sock)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
-            .expect("cannot run tq-rls-server");
-        // Owned by the value from here on: dropped (killed and waited for) on any panic.
-        let mut rls = Rls { child: Some(child), port: 0, redis: redis.to_string(), dir };
+            .expect("cannot run envoyproxy/ratelimit's service_cmd");
+        // Owned from here on: killed and waited for on any panic.
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(p) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok()) {
-                rls.port = p;
-                return rls;
+            if std::os::unix::net::UnixStream::connect(&self.sock).is_ok() {
+                return;
             }
-            assert!(Instant::now() < deadline, "tq-rls-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                panic!("envoyproxy/ratelimit exited ({status}):\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "envoyproxy/ratelimit not listening after 20 s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ratelimit.log")).unwrap_or_default()
     }
 
     pub fn signal(&self, sig: &str) {
@@ -240,6 +289,7 @@ impl Rls {
         }
     }
 
+    /// SIGKILL, like a crash: the socket file stays.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -247,19 +297,10 @@ impl Rls {
         }
     }
 
-    /// Start again on the same port.
+    /// Start again on the same socket, so the Envoys find it (their Redis must be up).
     pub fn restart(&mut self) {
         self.kill();
-        let port = self.port;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = Rls::start_on(&self.redis.clone(), port);
-            if r.port == port {
-                *self = r;
-                return;
-            }
-            assert!(Instant::now() < deadline, "could not restart tq-rls-server on {port}");
-        }
+        self.spawn();
     }
 }
 
@@ -270,8 +311,8 @@ impl Drop for Rls {
     }
 }
 
-/// The Envoy cluster `ratelimit`: HTTP/2 to the RLS server.
-pub fn rls_cluster(port: u16) -> String {
+/// The Envoy cluster `ratelimit`: HTTP/2 to the service's unix socket `sock`.
+pub fn rls_cluster(sock: &std::path::Path) -> String {
     format!(
         r#"  - name: ratelimit
     connect_timeout: 0.25s
@@ -284,16 +325,22 @@ pub fn rls_cluster(port: u16) -> String {
       cluster_name: ratelimit
       endpoints:
       - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
-"#
+        - endpoint: {{ address: {{ pipe: {{ path: "{sock}" }} }} }}
+"#,
+        sock = sock.display()
     )
 }
 
-/// `n` Envoys (like `n` pods) with the same plugin config and the same RLS server.
-pub fn envoys(n: usize, plugin_json: &str, upstream: u16, rls_port: u16) -> Vec<Envoy> {
+/// `n` Envoys (like `n` pods) with the same plugin config and the same service.
+pub fn envoys(n: usize, plugin_json: &str, upstream: u16, rls: &Rls) -> Vec<Envoy> {
     (0..n)
-        .map(|_| Envoy::start(plugin_json, upstream, EnvoyOpts { extra_clusters: rls_cluster(rls_port), ..EnvoyOpts::default() }))
+        .map(|_| Envoy::start(plugin_json, upstream, EnvoyOpts { extra_clusters: rls_cluster(&rls.sock), ..EnvoyOpts::default() }))
         .collect()
+}
+
+/// Calls Envoy made to the `ratelimit` cluster (sync calls, exact checks and probes).
+pub fn rls_calls(e: &Envoy) -> u64 {
+    e.stat("cluster.ratelimit.upstream_rq_total").unwrap_or(0)
 }
 
 /// A counter or gauge from Envoy's `/stats` (`wasmcustom.` names are plain here).
