@@ -279,7 +279,7 @@ fn plugin() -> String {
     "team_requests_per_day": {{"counts":"requests","window_ms":86400000,"limit":10,"scope":"team"}},
     "tokens_per_day": {{"counts":{{"llm_tokens":"total"}},"window_ms":86400000,"limit":1000000,"match":{{"path_prefix":"/llm/"}}}},
     "spend_per_month": {{"counts":"llm_cost","window":"calendar_month","limit":500000000,"match":{{"path_prefix":"/llm/"}}}},
-    "global_requests_per_minute": {{"counts":"requests","window_ms":60000,"limit":100000,"global":"sync","match":{{"path_prefix":"/g"}}}}
+    "global_requests_per_day": {{"counts":"requests","window_ms":86400000,"limit":100000,"global":"sync","match":{{"path_prefix":"/g"}}}}
   }},
   "tenants": {{"acme":{{"priority":"normal"}}, "beta":{{}}, "batch":{{"priority":"low"}}}},
   "scopes": {{"team": {{"header":"x-team-id","ids":{{"blue":{{"budgets":{{"team_requests_per_day":{{"limit":2}}}}}}}}}}}},
@@ -382,7 +382,8 @@ fn dashboard_queries_and_alert_rules_against_a_real_prometheus() {
     }
 
     // From now on, in the background (at most 2 minutes): acme keeps knocking (refused), and
-    // requests of the global budget pile up units the dead service never acknowledges.
+    // requests of the global budget pile up units the dead service never acknowledges (a
+    // daily window, so no window closes and drops them while the test runs).
     let stop = Arc::new(AtomicBool::new(false));
     let (stop2, port) = (stop.clone(), e.port);
     let background = std::thread::spawn(move || {
