@@ -24,8 +24,8 @@ fn body_timeout_cfg(global: &str, on_unavailable: &str) -> String {
 }
 
 fn dead_rls() -> String {
-    // Port 9 (discard) on loopback: nothing listens, every call fails at connect.
-    rls_cluster(9)
+    // A unix socket nobody listens on: every call fails at connect.
+    rls_cluster(std::path::Path::new("/nonexistent/tq-dead-rls.sock"))
 }
 
 fn llm_post(e: &Envoy, tenant: &str) -> Response {
