@@ -550,7 +550,7 @@ impl RequestHeaders for HostHeaders {
 
 impl Http {
     fn policy(&self, sh: &Shared, a: &Admitted) -> TenantPolicy {
-        sh.overrides.get(&a.tenant).unwrap_or_else(|| self.config.policy(&a.tenant).clone())
+        verdict::policy(&self.config, sh, a)
     }
 
     fn send(&mut self, status: u32, details: &str, body: &str, headers: &[(String, String)]) -> Action {
