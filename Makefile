@@ -81,7 +81,7 @@ e2e-test: build envoy noop ratelimit
 
 lint: wasm-targets
 	@if cargo clippy --version >/dev/null 2>&1; then \
-	  cargo clippy --lib --target wasm32-wasip1 -- -D warnings && cargo clippy --lib --tests -- -D warnings; \
+	  cargo clippy --lib --target wasm32-wasip1 -- -D warnings && cargo clippy --all-targets -- -D warnings; \
 	else \
 	  echo "clippy not installed: checking with rustc -D warnings"; \
 	  RUSTFLAGS="-D warnings" cargo check --lib --target wasm32-wasip1; \

@@ -21,7 +21,7 @@ fn main() {
     let t = Instant::now();
     let mut ok = 0;
     for i in 0..n {
-        let input = RequestInput { headers: &mut H, tenant: Some(ids[i % 1000].clone()), end_of_stream: true, level: 0, now: 1_700_000_000_000 };
+        let input = RequestInput { headers: &mut H, tenant: Some(ids[i % 1000].clone()), end_of_stream: true, level: 0, now: 1_700_000_000_000, global_degraded: false, scope_ids: vec![], llm_body: None };
         if let Verdict::Admit(_) = evaluate(&cfg, &s, &mut w, input, &|_| None) {
             ok += 1;
         }

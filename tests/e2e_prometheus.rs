@@ -330,13 +330,17 @@ fn dashboard_queries_and_alert_rules_against_a_real_prometheus() {
     }
 
     // The rate limit service: a socket that accepts connections (in the kernel) and never answers.
-    let rls = TcpListener::bind("127.0.0.1:0").unwrap();
+    let rls_dir = std::env::temp_dir().join(format!("tq-prom-rls-{}", std::process::id()));
+    std::fs::create_dir_all(&rls_dir).unwrap();
+    let _ = std::fs::remove_file(rls_dir.join("rls.sock"));
+    let rls_sock = rls_dir.join("rls.sock");
+    let rls = std::os::unix::net::UnixListener::bind(&rls_sock).unwrap();
     let up = LlmUpstream::start();
     let poisoner = wasm_filter("poisoner", "tenant_quota", &noop_wasm(), r#"{"poison_key":"tq1|t|victim"}"#);
     let e = Envoy::start(
         &plugin(),
         up.port,
-        EnvoyOpts { pre_filters: poisoner, extra_clusters: common::global::rls_cluster(rls.local_addr().unwrap().port()), ..EnvoyOpts::default() },
+        EnvoyOpts { pre_filters: poisoner, extra_clusters: common::global::rls_cluster(&rls_sock), ..EnvoyOpts::default() },
     );
     let target = format!("127.0.0.1:{}", e.admin);
     let prom = Prometheus::start(std::slice::from_ref(&target), &rules);
@@ -501,4 +505,5 @@ fn dashboard_queries_and_alert_rules_against_a_real_prometheus() {
     stop.store(true, Ordering::SeqCst);
     background.join().unwrap();
     drop(rls);
+    let _ = std::fs::remove_dir_all(&rls_dir);
 }
