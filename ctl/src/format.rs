@@ -134,7 +134,7 @@ pub fn status(v: &Value) -> String {
         let _ = writeln!(out, "{k:<18} {val}");
     };
     line("mode", v.get("mode").and_then(Value::as_str).unwrap_or("?").to_string());
-    line("tracked tenants", format!("{} of at most {} ({} named in the configuration)", num(v.get("tracked_tenants")), num(v.get("max_tracked")), num(v.get("named_tenants"))));
+    line("tracked tenants", format!("{} of at most {} (not counting the {} named in the configuration)", num(v.get("tracked_tenants")), num(v.get("max_tracked")), num(v.get("named_tenants"))));
     line("runtime overrides", num(v.get("runtime_overrides")));
     if let Some(b) = v.get("budgets").and_then(Value::as_array) {
         line("budgets", b.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
@@ -261,7 +261,7 @@ mod tests {
         });
         let want = "\
 mode               enforce
-tracked tenants    3 of at most 100000 (2 named in the configuration)
+tracked tenants    3 of at most 100000 (not counting the 2 named in the configuration)
 runtime overrides  1
 budgets            rpm, export
 checks             12 allowed, 3 rejected, 0 shadow-rejected

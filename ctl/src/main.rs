@@ -145,13 +145,11 @@ enum Fail {
     NotFound(String),
     Malformed(String),
     Refused(String),
-    Other(String),
 }
 
 impl Fail {
     fn code(&self) -> u8 {
         match self {
-            Fail::Other(_) => 1,
             Fail::Usage(_) => 2,
             Fail::Unreachable(_) => 3,
             Fail::Auth(_) => 4,
@@ -162,7 +160,7 @@ impl Fail {
     }
     fn message(&self) -> &str {
         match self {
-            Fail::Usage(m) | Fail::Unreachable(m) | Fail::Auth(m) | Fail::NotFound(m) | Fail::Malformed(m) | Fail::Refused(m) | Fail::Other(m) => m,
+            Fail::Usage(m) | Fail::Unreachable(m) | Fail::Auth(m) | Fail::NotFound(m) | Fail::Malformed(m) | Fail::Refused(m) => m,
         }
     }
 }
