@@ -1,5 +1,6 @@
 //! tenant-quota-ctl (ctl/) against a real Envoy: every command's output, and its errors
 //! (wrong URL, wrong token, unknown tenant, malformed answer) with their exit codes.
+//! Daily windows: no window rolls over while a test runs (except at 00:00 UTC).
 //!
 //! The binary is `$TQ_CTL` (the Makefile's `ctl` target builds it before e2e-test), else
 //! target/release or target/debug. With `TQ_CTL_TRANSCRIPT=<file>` every call is appended to
@@ -19,11 +20,11 @@ const HASH: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
 
 fn cfg() -> String {
     format!(
-        r#"{{"budgets":{{"requests_per_hour":{{"counts":"requests","window_ms":3600000,"limit":5,"burst_credits":2}},
+        r#"{{"budgets":{{"requests_per_day":{{"counts":"requests","window_ms":86400000,"limit":5,"burst_credits":2}},
                        "export_concurrency":{{"counts":"in_flight","limit":2,"match":{{"path_prefix":"/export"}}}},
-                       "team_requests_per_hour":{{"counts":"requests","window_ms":3600000,"limit":3,"scope":"team"}}}},
+                       "team_requests_per_day":{{"counts":"requests","window_ms":86400000,"limit":3,"scope":"team"}}}},
             "scopes":{{"team":{{"header":"x-team-id","ids":{{"blue":{{}}}}}}}},
-            "tenants":{{"acme":{{"priority":"vip","budgets":{{"requests_per_hour":{{"limit":10,"burst_credits":0}}}}}},"beta.corp":{{}}}},
+            "tenants":{{"acme":{{"priority":"vip","budgets":{{"requests_per_day":{{"limit":10,"burst_credits":0}}}}}},"beta.corp":{{}}}},
             "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
     )
 }
@@ -123,46 +124,46 @@ fn every_command_against_a_real_envoy() {
 
     let u = ok(&env, &["usage", "acme"]);
     assert_eq!(u.lines().next(), Some("tenant acme, priority vip, named in the configuration, tracked"));
-    let rph = line(&u, "requests_per_hour");
+    let rph = line(&u, "requests_per_day");
     assert!(rph.contains("[####################] 10/10 100.0%  resets in "), "{u}");
     assert!(rph.ends_with("(requests)"), "{rph}");
     let exp = line(&u, "export_concurrency");
     assert!(exp.contains("[--------------------]"), "{exp}");
     assert!(exp.contains("0/2   0.0%  in flight now (no window)  (in_flight)"), "{exp}");
-    assert!(!u.contains("team_requests_per_hour"), "a tenant's report has the tenant's budgets only");
+    assert!(!u.contains("team_requests_per_day"), "a tenant's report has the tenant's budgets only");
     let t = ok(&env, &["usage", "t1"]);
     assert_eq!(t.lines().next(), Some("tenant t1, priority normal, not named in the configuration, tracked"));
-    assert!(line(&t, "requests_per_hour").contains("[####################! 7/5 140.0%  burst 2/2, resets in "), "{t}");
+    assert!(line(&t, "requests_per_day").contains("[####################! 7/5 140.0%  burst 2/2, resets in "), "{t}");
     let b = ok(&env, &["usage", "--scope", "team", "blue"]);
     assert_eq!(b.lines().next(), Some("team blue, named in the configuration, tracked"));
-    assert!(line(&b, "team_requests_per_hour").contains("[####################] 3/3 100.0%"), "{b}");
+    assert!(line(&b, "team_requests_per_day").contains("[####################] 3/3 100.0%"), "{b}");
     let j: Value = serde_json::from_str(&ok(&env, &["usage", "acme", "--json"])).unwrap();
-    assert_eq!(j["budgets"]["requests_per_hour"]["used"], 10);
+    assert_eq!(j["budgets"]["requests_per_day"]["used"], 10);
 
     // Overrides: set, seen in the report and enforced; removed again.
-    let o = ok(&env, &["override", "set", "t1", "requests_per_hour.limit=20", "requests_per_hour.burst_credits=0"]);
-    assert_eq!(o.lines().next(), Some(r#"override set for tenant `t1`: {"budgets":{"requests_per_hour":{"burst_credits":0,"limit":20}}}"#));
+    let o = ok(&env, &["override", "set", "t1", "requests_per_day.limit=20", "requests_per_day.burst_credits=0"]);
+    assert_eq!(o.lines().next(), Some(r#"override set for tenant `t1`: {"budgets":{"requests_per_day":{"burst_credits":0,"limit":20}}}"#));
     let t = ok(&env, &["usage", "t1"]);
-    assert_eq!(line(&t, "runtime override"), r#"runtime override: {"budgets":{"requests_per_hour":{"burst_credits":0,"limit":20}}}"#);
-    assert!(line(&t, "requests_per_hour").contains(" 7/20  35.0%  resets in "), "{t}");
+    assert_eq!(line(&t, "runtime override"), r#"runtime override: {"budgets":{"requests_per_day":{"burst_credits":0,"limit":20}}}"#);
+    assert!(line(&t, "requests_per_day").contains(" 7/20  35.0%  resets in "), "{t}");
     std::thread::sleep(Duration::from_millis(1100));
     let admitted = (0..15).filter(|_| get("t1", None) == 200).count();
     assert_eq!(admitted, 13, "20 - 7 used");
     assert!(ok(&env, &["status"]).contains("runtime overrides  1"));
     let bad = fails(&env, &["override", "set", "t1", "no_such_budget.limit=1"], 7, "the admin API refused the request (400): invalid override at `budgets.no_such_budget`");
     assert!(bad.contains("no_such_budget"), "{bad}");
-    fails(&env, &["override", "set", "t1", "requests_per_hour.limit=abc"], 2, "limit is a non-negative integer");
+    fails(&env, &["override", "set", "t1", "requests_per_day.limit=abc"], 2, "limit is a non-negative integer");
     assert_eq!(ok(&env, &["override", "rm", "t1"]), "override removed for tenant `t1`: the configuration's limits apply again\n");
-    assert!(line(&ok(&env, &["usage", "t1"]), "requests_per_hour").contains(" 20/5 400.0%  burst 2/2"));
+    assert!(line(&ok(&env, &["usage", "t1"]), "requests_per_day").contains(" 20/5 400.0%  burst 2/2"));
     fails(&env, &["override", "rm", "t1"], 5, "tenant `t1` has no runtime override");
     // A scope id's override, through the same command.
-    assert!(ok(&env, &["override", "set", "--scope", "team", "blue", "team_requests_per_hour.limit=4"]).starts_with("override set for team `blue`"));
-    assert!(line(&ok(&env, &["usage", "--scope", "team", "blue"]), "team_requests_per_hour").contains(" 3/4  75.0%"));
+    assert!(ok(&env, &["override", "set", "--scope", "team", "blue", "team_requests_per_day.limit=4"]).starts_with("override set for team `blue`"));
+    assert!(line(&ok(&env, &["usage", "--scope", "team", "blue"]), "team_requests_per_day").contains(" 3/4  75.0%"));
     fails(&env, &["override", "set", "--scope", "team", "blue", "--priority", "vip"], 2, "--priority is a tenant's");
 
     // Reset: counters cleared, in_flight kept unless asked.
     assert_eq!(ok(&env, &["reset", "t1"]), "reset tenant `t1`: counters cleared (in_flight slots kept)\n");
-    assert!(line(&ok(&env, &["usage", "t1"]), "requests_per_hour").contains("[--------------------] 0/5   0.0%"));
+    assert!(line(&ok(&env, &["usage", "t1"]), "requests_per_day").contains("[--------------------] 0/5   0.0%"));
     assert_eq!(ok(&env, &["reset", "acme", "--in-flight"]), "reset tenant `acme`: counters cleared (in_flight slots cleared too)\n");
     let j: Value = serde_json::from_str(&ok(&env, &["reset", "--scope", "team", "blue", "--json"])).unwrap();
     assert_eq!((j["reset"].as_bool(), j["scope"].as_str()), (Some(true), Some("team")));
@@ -172,8 +173,8 @@ fn every_command_against_a_real_envoy() {
     let top = ok(&env, &["top"]);
     let rows: Vec<&str> = top.lines().collect();
     assert_eq!(rows[0], "TENANT      REJECTED    ALLOWED  REJECTED%  MOST REJECTED BY");
-    assert_eq!(rows[1], "other              3         20      13.0%  requests_per_hour (3)", "{top}");
-    assert_eq!(rows[2], "acme               2         10      16.7%  requests_per_hour (2)", "{top}");
+    assert_eq!(rows[1], "other              3         20      13.0%  requests_per_day (3)", "{top}");
+    assert_eq!(rows[2], "acme               2         10      16.7%  requests_per_day (2)", "{top}");
     assert_eq!(rows[3], "beta_corp          0          0       0.0%  -", "{top}");
     assert_eq!(rows[4], "other: every tenant not named in the configuration (metrics count them together)");
     let by_allowed = ok(&env, &["top", "--by", "allowed", "-n", "1"]);
@@ -181,9 +182,9 @@ fn every_command_against_a_real_envoy() {
     assert_eq!(by_allowed.lines().filter(|l| !l.starts_with("other:")).count(), 2, "-n 1: one row");
     let j: Value = serde_json::from_str(&ok(&env, &["top", "--json"])).unwrap();
     assert_eq!(j[1]["tenant_id"], "acme");
-    assert_eq!(j[1]["rejected_by"]["requests_per_hour"], 2);
+    assert_eq!(j[1]["rejected_by"]["requests_per_day"], 2);
     let team = ok(&env, &["top", "--scope", "team"]);
-    assert_eq!(line(&team, "blue"), "blue           1          3      25.0%  team_requests_per_hour (1)", "{team}");
+    assert_eq!(line(&team, "blue"), "blue           1          3      25.0%  team_requests_per_day (1)", "{team}");
 }
 
 /// A one-shot HTTP server answering every connection with `answer`.
@@ -221,7 +222,7 @@ fn errors_have_one_line_and_distinct_exit_codes() {
     fails(&token, &["--url", "https://127.0.0.1/.quota", "status"], 3, "https is not supported");
     let deep = format!("{url}/x");
     fails(&token, &["--url", &deep, "status"], 3, "no such admin endpoint");
-    fails(&token, &["--stats-url", &dead, "top"], 3, "cannot reach");
+    fails(&token, &["--stats-url", &dead, "top"], 3, "is --stats-url right?");
     fails(&token, &["--stats-url", &url, "top"], 3, "--stats-url must be Envoy's admin address");
 
     // Token: 4 (wrong, missing, empty file); a token file works.

@@ -240,14 +240,14 @@ impl Api {
         if body.is_some() {
             headers.push(("content-type", "application/json"));
         }
-        let r = http::request(&self.url, method, suffix, &headers, body, self.timeout).map_err(|e| transport(&self.url, e))?;
+        let r = http::request(&self.url, method, suffix, &headers, body, self.timeout).map_err(|e| transport("--url", &self.url, e))?;
         classify(&self.url.display(), suffix, r)
     }
 }
 
-fn transport(url: &http::Url, e: http::HttpError) -> Fail {
+fn transport(flag: &str, url: &http::Url, e: http::HttpError) -> Fail {
     match e {
-        http::HttpError::Connect(m) => Fail::Unreachable(format!("cannot reach {}: {m} (is Envoy running, and is --url right?)", url.display())),
+        http::HttpError::Connect(m) => Fail::Unreachable(format!("cannot reach {}: {m} (is Envoy running, and is {flag} right?)", url.display())),
         http::HttpError::Timeout(m) => Fail::Unreachable(format!("no answer from {m}")),
         http::HttpError::Protocol(m) => Fail::Malformed(format!("malformed answer from {m}")),
     }
@@ -391,7 +391,7 @@ fn run(cli: &Cli, out: &mut String) -> Result<(), Fail> {
             }
             let url = http::Url::parse(&g.stats_url).map_err(|e| Fail::Unreachable(format!("--stats-url {e}")))?;
             let suffix = "/stats/prometheus?filter=quota_checks_total";
-            let r = http::request(&url, "GET", suffix, &[], None, Duration::from_secs(g.timeout.max(1))).map_err(|e| transport(&url, e))?;
+            let r = http::request(&url, "GET", suffix, &[], None, Duration::from_secs(g.timeout.max(1))).map_err(|e| transport("--stats-url", &url, e))?;
             if r.status != 200 {
                 return Err(Fail::Unreachable(format!("{}{suffix} answered {}: --stats-url must be Envoy's admin address (e.g. {DEFAULT_STATS_URL})", url.display(), r.status)));
             }
