@@ -52,6 +52,7 @@ $(TOOLS)/wasm-bindgen-%.stamp:
 tools: wasm-targets envoy $(WBG_STAMP)
 
 run: build envoy
+	@echo "operator CLI: make ctl, then TENANT_QUOTA_TOKEN=demo-token $(CTL) status  (or usage acme, top; see docs/cli.md)"
 	python3 envoy/demo_backend.py --port 10001 & trap "kill $$! 2>/dev/null" EXIT INT TERM; \
 	$(ENVOY_RUN) -c envoy/envoy.yaml --concurrency $(CONCURRENCY) --disable-hot-restart -l info
 
