@@ -269,7 +269,7 @@ impl Harness {
                 };
                 self.m.skewed |= ws > cur;
                 self.both(|st| {
-                    let changed = core::apply_answer(st, id, ws, n, *answer);
+                    let changed = core::apply_answer(st, id, w, ws, now, n, *answer);
                     (changed, changed)
                 })?;
             }

@@ -278,26 +278,13 @@ fn one_second_windows_reset_everywhere_and_units_stay_in_their_window() {
         assert!(*c >= 20 && *c <= 20 + bound, "per second {counts:?}, bound 20 + {bound}");
     }
     let keys = watcher.join().unwrap();
-    let mut late = 0;
-    let mut sum = 0;
-    let prefix = format!("tenant-quota_tenant_{tenant}_budget_per_second_");
-    for (k, v) in &keys {
-        // The last part is the service's window start (s). While the filter adds a `window`
-        // entry (its epoch window index, which for 1 s is the start in seconds), a unit sent
-        // after its window ended lands in a key of its own index, read by no other window.
-        let rest = &k[prefix.len()..];
-        let start: u64 = rest.rsplit('_').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{k}"));
-        if let Some(index) = rest.strip_prefix("window_").and_then(|r| r.split('_').next()).and_then(|i| i.parse::<u64>().ok()) {
-            assert!(start == index || start == index + 1, "{k}");
-            if start != index {
-                late += v;
-            }
-        }
-        sum += v;
-    }
-    eprintln!("redis keys {keys:?}; units sent after their window ended: {late}; {sum} of {} admitted units synced", load.admitted);
+    // The descriptor names no window (D1: the service's memory stays bounded), so the service
+    // counts a call in the window it processes it in: units sent in a window's last moments
+    // may count in the next (README, residual error), and none is counted twice.
+    let sum: u64 = keys.values().sum();
+    eprintln!("redis keys {keys:?}; {sum} of {} admitted units synced", load.admitted);
     assert!(keys.len() >= 4, "a key per window: {keys:?}");
-    // Units still unsent when their window ends are dropped, never sent into the next one.
+    // Units still unsent when their window ends are dropped, and no unit is sent twice.
     assert!(sum <= load.admitted && sum * 2 >= load.admitted, "{sum} units in Redis for {} admitted", load.admitted);
 }
 

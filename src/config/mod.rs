@@ -356,6 +356,7 @@ fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
             return err(gp, "sliding windows cannot be global (the rate limit service counts fixed windows)");
         }
         check_global_limits(&p, &limits)?;
+        check_global_name(&p, name)?;
     }
     let on_exceed = raw.on_exceed.unwrap_or_default();
     let mut queue = Queue::default();
@@ -399,14 +400,29 @@ fn compile_budget(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
 /// A global budget's window must be a unit of the rate limit service, and its cap fit the
 /// service's 32-bit `requests_per_unit`.
 fn check_global_limits(path: &str, l: &Limits) -> Result<(), ConfigError> {
-    if !GLOBAL_WINDOWS_MS.contains(&l.window_ms) {
+    if !GLOBAL_WINDOWS_MS.contains(&l.window_ms) && l.window_ms != CALENDAR_MONTH {
         return err(
             format!("{path}.window_ms"),
-            format!("a global budget's window must be 1000, 60000, 3600000 or 86400000 ms (the rate limit service's units), got {}", l.window_ms),
+            format!(
+                "a global budget's window must be 1000, 60000, 3600000 or 86400000 ms (the rate limit service's units) or \"window\": \"calendar_month\", got {}",
+                l.window_ms
+            ),
         );
     }
-    if l.limit.saturating_add(l.burst_credits) > u64::from(u32::MAX) {
-        return err(format!("{path}.limit"), "a global budget's limit + burst_credits must fit the service's 32-bit requests_per_unit");
+    Ok(())
+}
+
+/// envoyproxy/ratelimit keys a descriptor by joining its entries with `_`
+/// (`<domain>_tenant_<id>_budget_<name>[_month_<YYYY-MM>]`, research note D9), and tenant ids
+/// are anyone's: a global budget's name must not let two (id, name) pairs join to one key.
+/// With names that neither contain `_budget_` or `_month_` nor begin with `budget_`, the key
+/// splits back one way only.
+fn check_global_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    if name.contains("_budget_") || name.contains("_month_") || name.starts_with("budget_") {
+        return err(
+            format!("{path}.global"),
+            format!("a global budget's name may not contain `_budget_` or `_month_` nor begin with `budget_` (the rate limit service joins descriptor entries with `_`, so `{name}` could share a counter with another tenant's budget)"),
+        );
     }
     Ok(())
 }
@@ -633,9 +649,6 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         if b.counts == Counts::LlmCost && llm.prices.is_empty() {
             return err(format!("budgets.{}.counts", b.name), "an `llm_cost` budget needs `llm.prices`");
         }
-        if b.counts.is_llm() && b.global.is_some() {
-            return err(format!("budgets.{}.global", b.name), "LLM token and cost budgets cannot be global yet");
-        }
     }
     let scope_names: Vec<&String> = raw.scopes.keys().collect();
     for (b, (name, rb)) in budgets.iter_mut().zip(raw.budgets.iter()) {
@@ -644,8 +657,11 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         let Some(i) = scope_names.iter().position(|n| *n == sname) else {
             return err(p, format!("unknown scope `{sname}` (not in `scopes`)"));
         };
-        if b.global.is_some() {
-            return err(format!("budgets.{name}.global"), "a scoped budget cannot be global (global budgets count per tenant)");
+        if b.global.is_some() && (sname == "tenant" || sname.contains('_')) {
+            return err(
+                format!("budgets.{name}.global"),
+                format!("a scope with global budgets needs a name without `_` other than `tenant` (its name is the first descriptor entry's key, and the rate limit service joins entries with `_`), got `{sname}`"),
+            );
         }
         b.scope = Some(i);
     }

@@ -9,9 +9,38 @@
 //! sends next. Both fields belong to the slot's window: a new window starts them at 0, and an
 //! answer for another window than the slot's is never applied to it, so units and counts
 //! never cross a window boundary.
+//!
+//! A calendar month is counted by the service in its YEAR unit (365 days from the epoch)
+//! under a month entry, so once a year a month's key changes in the middle of the month.
+//! Such a slot keeps in `prev` (unused by fixed windows) [`YEAR_MARK`] with the service year
+//! its `acked` units went to; in another year every unit of the month is unacknowledged
+//! again and sent in full to the new key, which then holds the whole month's count of every
+//! Envoy that sends again (an Envoy idle since the change does not: see docs/global-budgets.md).
 
 use super::{rolled, window_start, Admit, Demand, Millis, Slot, TenantState};
-use super::budget::{Budget, Limits};
+use super::budget::{Budget, Limits, CALENDAR_MONTH};
+
+/// Tags `prev` of a calendar-month global slot: the service year of its acknowledged units.
+pub const YEAR_MARK: u64 = 1 << 63;
+const SERVICE_YEAR_MS: u64 = 365 * 86_400_000;
+
+/// The service's epoch-aligned YEAR (envoyproxy/ratelimit: 365-day units from the epoch).
+pub fn service_year(now: Millis) -> u64 {
+    now / SERVICE_YEAR_MS
+}
+
+/// Whether a month slot's acknowledged units went to the service key of `year`.
+fn acked_in(slot: &Slot, window_ms: u64, year: u64) -> bool {
+    window_ms != CALENDAR_MONTH || slot.prev == YEAR_MARK | year
+}
+
+/// Make a month slot's acknowledged units those of `year`'s key (none when it changed).
+fn enter_year(slot: &mut Slot, window_ms: u64, year: u64) {
+    if !acked_in(slot, window_ms, year) {
+        slot.acked = 0;
+        slot.prev = YEAR_MARK | year;
+    }
+}
 
 /// The service's verdict on one descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,16 +66,17 @@ pub fn unsent(state: &TenantState, budget_id: u32, window_ms: u64, now: Millis) 
     let slot = state.slot(budget_id)?;
     let ws = window_start(now, window_ms);
     if slot.window_start >= ws {
-        Some((slot.window_start, slot.used.saturating_sub(slot.acked)))
+        let acked = if acked_in(slot, window_ms, service_year(now)) { slot.acked } else { 0 };
+        Some((slot.window_start, slot.used.saturating_sub(acked)))
     } else {
         Some((ws, 0))
     }
 }
 
-/// Apply the service's answer to `sent` units of window `ws`. An answer for a window older
-/// than the slot's is dropped; one for a newer window starts the slot's new window. Returns
-/// whether the state changed.
-pub fn apply_answer(state: &mut TenantState, budget_id: u32, ws: Millis, sent: u64, answer: Answer) -> bool {
+/// Apply the service's answer to `sent` units of window `ws`, sent at `sent_at`. An answer
+/// for a window older than the slot's is dropped; one for a newer window starts the slot's
+/// new window. Returns whether the state changed.
+pub fn apply_answer(state: &mut TenantState, budget_id: u32, window_ms: u64, ws: Millis, sent_at: Millis, sent: u64, answer: Answer) -> bool {
     let slot = state.slot_mut(budget_id);
     if slot.window_start > ws {
         return false;
@@ -54,6 +84,7 @@ pub fn apply_answer(state: &mut TenantState, budget_id: u32, ws: Millis, sent: u
     if slot.window_start < ws {
         *slot = Slot { budget: budget_id, window_start: ws, ..Slot::default() };
     }
+    enter_year(slot, window_ms, service_year(sent_at));
     // Units sent are at most `used - acked` at sending time, and `used` only grows within a
     // window (admin reset aside), so this keeps `acked <= used`.
     slot.acked = slot.acked.saturating_add(sent).min(slot.used);
@@ -65,6 +96,7 @@ pub fn apply_answer(state: &mut TenantState, budget_id: u32, ws: Millis, sent: u
 pub fn record_exact(state: &mut TenantState, budget_id: u32, window_ms: u64, now: Millis, units: u64, answer: Answer) {
     let slot = state.slot_mut(budget_id);
     let (mut cur, _) = rolled(slot, now, window_ms, false);
+    enter_year(&mut cur, window_ms, service_year(now));
     cur.used = cur.used.saturating_add(units);
     cur.acked = cur.acked.saturating_add(units).min(cur.used);
     learn(&mut cur, answer);

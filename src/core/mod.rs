@@ -11,7 +11,7 @@ pub mod saturation;
 pub mod state;
 
 use budget::{Algorithm, Budget, Counts, Limits, OnExceed, CALENDAR_MONTH};
-pub use global_slot::{apply_answer, record_exact, unsent, unreserve, Answer};
+pub use global_slot::{apply_answer, record_exact, service_year, unsent, unreserve, Answer};
 
 mod global_slot;
 pub use state::{Slot, TenantState};

@@ -109,6 +109,15 @@ impl Admitted {
         }
     }
 
+    /// The state keys of the subjects whose global budgets this request charged (the sync
+    /// loop sends their units).
+    pub fn global_keys<'a>(&'a self, cfg: &'a Config) -> impl Iterator<Item = &'a str> + 'a {
+        let global_of = move |scope: Option<usize>| self.usage.iter().any(|u| cfg.budgets[u.budget].global.is_some() && cfg.budgets[u.budget].scope == scope);
+        let tenant = global_of(None);
+        let scopes = self.scopes.iter().filter(move |c| global_of(Some(c.scope)));
+        tenant.then_some(self.key.as_str()).into_iter().chain(scopes.map(|c| c.key.as_str())).filter(|k| !k.is_empty())
+    }
+
     /// The scope id a budget was counted under (None: a tenant budget).
     pub fn scope_id_of(&self, cfg: &Config, budget: usize) -> Option<(usize, &str)> {
         let s = cfg.budgets.get(budget)?.scope?;
@@ -484,7 +493,9 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     let mut tenant_key = String::new();
     let mut all_usage: Vec<Usage> = Vec::new();
     let tenant_reserved: Vec<Demand> = if scoped || !exact.is_empty() { w.demands.clone() } else { Vec::new() };
-    if !w.demands.is_empty() || !exact.is_empty() {
+    // An `exact` budget's subject needs its key resolved here, for its units to be recorded.
+    let exact_in = |scope: Option<usize>| exact.iter().any(|d| cfg.budgets[d.budget].scope == scope);
+    if !w.demands.is_empty() || exact_in(None) {
         let Worker { scratch, demands, usage, .. } = &mut *w;
         store::tenant_key(&tenant, &mut scratch.key);
         let mut run = |scratch: &mut Scratch| {
@@ -517,7 +528,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     }
     let mut charged: Vec<ScopeCharge> = Vec::new();
     for (sc, ds) in scope_demands.into_iter().enumerate() {
-        if ds.is_empty() {
+        if ds.is_empty() && !exact_in(Some(sc)) {
             continue;
         }
         let Some((id, skind, runtime)) = scope_ids[sc].take() else { continue };
@@ -611,7 +622,7 @@ fn undo<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, tenant_key: &st
 }
 
 /// Whether admitted usage touched a global budget, and whether one is near its cap.
-fn global_marks(cfg: &Config, usage: &[Usage]) -> (bool, bool) {
+pub(crate) fn global_marks(cfg: &Config, usage: &[Usage]) -> (bool, bool) {
     let mut dirty = false;
     let mut urgent = false;
     for u in usage {
@@ -623,121 +634,14 @@ fn global_marks(cfg: &Config, usage: &[Usage]) -> (bool, bool) {
     (dirty, urgent)
 }
 
-/// The `ShouldRateLimit` request of an admitted request's `exact` budgets: its units as
-/// per-descriptor `hits_addend`.
-pub fn exact_request(cfg: &Config, policy: &TenantPolicy, a: &Admitted) -> Vec<u8> {
-    let Some(g) = &cfg.global else { return Vec::new() };
-    let tenant = if a.key.is_empty() { a.tenant.as_str() } else { crate::global::tenant_of(&a.key).unwrap_or(&a.tenant) };
-    let ds = a
-        .exact
-        .iter()
-        .map(|d| {
-            let l = &policy.limits[d.budget];
-            let ws = core::window_start(a.at, l.window_ms);
-            crate::global::rls::descriptor(tenant, &cfg.budgets[d.budget].name, l.window_ms, ws, l.limit.saturating_add(l.burst_credits), d.units)
-        })
-        .collect();
-    crate::global::rls::encode(&g.domain, ds)
-}
-
 /// Undo the local reservations of an admitted request the service then refused.
 pub fn rollback<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitted, policy: &TenantPolicy) -> Result<(), StoreError> {
     undo(cfg, store, w, &a.key, policy, &a.reserved, a.at, &a.scopes);
     Ok(())
 }
 
-/// The outcome of an `exact` request once the service answered or could not.
-#[derive(Debug)]
-pub enum ExactOutcome {
-    Admit,
-    Reject(Reply, Option<Rejection>),
-}
-
-fn exact_rejection(cfg: &Config, policy: &TenantPolicy, d: &Demand, now: Millis) -> Rejection {
-    let l = &policy.limits[d.budget];
-    let reset_ms = core::window_start(now, l.window_ms).saturating_add(l.window_ms).saturating_sub(now).max(1);
-    let reset_s = reset_ms.div_ceil(1000).max(1);
-    let reason = if l.burst_credits > 0 { Reason::BurstExhausted } else { Reason::Exceeded };
-    let _ = cfg;
-    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false, window_s: core::window_s(now, l.window_ms) }
-}
-
-/// Finish an `exact` request. `answers`: the service's answer per `a.exact` demand, or
-/// `None` when the call failed or timed out (then `on_unavailable` decides).
-pub fn exact_finish<S: SharedStore>(
-    cfg: &Config,
-    store: &S,
-    w: &mut Worker,
-    a: &mut Admitted,
-    policy: &TenantPolicy,
-    answers: Option<&[crate::global::Answer]>,
-    now: Millis,
-) -> Result<ExactOutcome, StoreError> {
-    let exact = std::mem::take(&mut a.exact);
-    let g = cfg.global.as_ref().map_or(OnUnavailable::Local, |g| g.on_unavailable);
-    let refuse = |w: &mut Worker, a: &Admitted, reply: Reply, r: Option<Rejection>| -> Result<ExactOutcome, StoreError> {
-        rollback(cfg, store, w, a, policy)?;
-        Ok(ExactOutcome::Reject(reply, r))
-    };
-    if a.key.is_empty() {
-        // No local budget applied: resolve the tenant's key now, to record the units.
-        let token = w.token();
-        let kind = if cfg.tenants.contains_key(&a.tenant) { TenantKind::Named } else { TenantKind::Dynamic };
-        store::resolve(store, &a.tenant, kind, cfg.max_tracked, now, token, &mut w.scratch)?;
-        a.key.clone_from(&w.scratch.key);
-    }
-    w.scratch.key.clone_from(&a.key);
-    match answers {
-        Some(ans) => {
-            if let Some((d, _)) = exact.iter().zip(ans).find(|(_, x)| matches!(x, crate::global::Answer::Over { .. })) {
-                let r = exact_rejection(cfg, policy, d, now);
-                return refuse(w, a, reject_reply(cfg, policy, &a.tenant, &r), Some(r));
-            }
-            // Record the units and read the budgets' standing in the same transaction.
-            let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1, global: core::GlobalView::Remote };
-            let Worker { scratch, usage, .. } = w;
-            store::transact(store, scratch, |st| {
-                usage.clear();
-                for (d, x) in exact.iter().zip(ans) {
-                    let l = &policy.limits[d.budget];
-                    core::record_exact(st, cfg.budgets[d.budget].id, l.window_ms, now, d.units, *x);
-                    let mut u = core::standing(&pol, st, now, d.budget);
-                    u.used_before = u.used.saturating_sub(d.units);
-                    usage.push(u);
-                }
-                (true, ())
-            })?;
-        }
-        None => {
-            if g == OnUnavailable::Deny {
-                let reply = plain_reply(503, "quota_unavailable", "Global quota service unavailable", Some(&a.tenant));
-                return refuse(w, a, reply, None);
-            }
-            let view = match g {
-                OnUnavailable::LocalShare(n) => core::GlobalView::LocalShare(n),
-                _ => core::GlobalView::Remote,
-            };
-            let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1, global: view };
-            let Worker { scratch, usage, .. } = w;
-            let r = store::transact(store, scratch, |st| match core::decide(&pol, st, now, &exact, usage) {
-                Ok(()) => (true, Ok(())),
-                Err(r) => (false, Err(r)),
-            })?;
-            if let Err(r) = r {
-                let reply = reject_reply(cfg, policy, &a.tenant, &r);
-                return refuse(w, a, reply, Some(r));
-            }
-            // Admitted on local counts: the units are unacknowledged, the sync loop sends them.
-            a.global_dirty = true;
-        }
-    }
-    // The exact budgets' standing (left in `w.usage` by either branch), for headers and metrics.
-    a.usage.extend_from_slice(&w.usage);
-    a.headline = core::closest_to_exhaustion(&a.usage).copied().or(a.headline);
-    let (_, urgent) = global_marks(cfg, &a.usage);
-    a.global_urgent |= urgent;
-    Ok(ExactOutcome::Admit)
-}
+mod exact;
+pub use exact::{exact_finish, exact_request, ExactOutcome};
 
 fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Rejection, keep: f64, priority: Priority) -> Verdict {
     finish_rejection_in(cfg, policy, tenant, r, keep, priority, None)

@@ -2,7 +2,7 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
-use crate::store::{init_registry, MemStore};
+use crate::store::{init_registry, init_registry_in, MemStore};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -270,4 +270,48 @@ mod scopes {
         assert_eq!(tenants.iter().sum::<u64>(), team, "nothing charged for refusals: {tenants:?} vs team {team}");
         assert_eq!(team, admitted);
     }
+}
+
+/// SPEC 8: a scope id's `exact` budget asks the service under `(<scope>, id)` and records
+/// its units in the scope id's state, next to the tenant's own exact budget.
+#[test]
+fn scoped_exact_budgets_ask_and_record_under_their_scope_id() {
+    let c = Config::parse(
+        br#"{"global":{"cluster":"rls"},"scopes":{"team":{"header":"x-team"}},
+             "budgets":{"t_day":{"counts":"requests","window_ms":86400000,"limit":5,"global":"exact"},
+                        "team_day":{"counts":"requests","window_ms":86400000,"limit":3,"scope":"team","global":"exact"}}}"#,
+    )
+    .unwrap();
+    let s = MemStore::new();
+    init_registry(&s).unwrap();
+    init_registry_in(&s, store::Space::Scope("team")).unwrap();
+    let mut w = Worker::new(7);
+    let mut headers = Map(HashMap::new());
+    let input = RequestInput { headers: &mut headers, tenant: Some(b"acme".to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: vec![Some(b"blue".to_vec())], llm_body: None };
+    let Verdict::Admit(mut a) = evaluate(&c, &s, &mut w, input, &|_| None) else { panic!("not admitted") };
+    assert_eq!(a.exact.len(), 2);
+    let p = c.policy("acme").clone();
+    let body = exact_request(&c, &p, &a);
+    let req: crate::global::rls::RateLimitRequest = prost::Message::decode(body.as_slice()).unwrap();
+    let firsts: Vec<(String, String)> = req.descriptors.iter().map(|d| (d.entries[0].key.clone(), d.entries[0].value.clone())).collect();
+    assert_eq!(firsts, vec![("tenant".to_string(), "acme".to_string()), ("team".to_string(), "blue".to_string())]);
+    let ans = [crate::global::Answer::Total(2), crate::global::Answer::Total(3)];
+    assert!(matches!(exact_finish(&c, &s, &mut w, &mut a, &p, Some(&ans), NOW).unwrap(), ExactOutcome::Admit));
+    let keys: Vec<&str> = a.global_keys(&c).collect();
+    assert_eq!(keys, vec!["tq1|t|acme", "tq1|s|team|blue"]);
+    let team = c.budget_index("team_day").unwrap();
+    let mut b = Vec::new();
+    s.get("tq1|s|team|blue", &mut b).unwrap().unwrap();
+    let slot = *TenantState::decode(&b).unwrap().slot(c.budgets[team].id).unwrap();
+    // 1 used here and acknowledged; the service counted 3: the others used 2.
+    assert_eq!((slot.used, slot.acked, slot.remote), (1, 1, 2));
+    // The team's cap is reached: the service refuses the next one, and the refusal names the
+    // scope id and undoes the tenant's reservation.
+    let mut headers = Map(HashMap::new());
+    let input = RequestInput { headers: &mut headers, tenant: Some(b"acme".to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: vec![Some(b"blue".to_vec())], llm_body: None };
+    let Verdict::Admit(mut a) = evaluate(&c, &s, &mut w, input, &|_| None) else { panic!("not admitted") };
+    let ans = [crate::global::Answer::Total(3), crate::global::Answer::Over { cap: 3 }];
+    let ExactOutcome::Reject(reply, _) = exact_finish(&c, &s, &mut w, &mut a, &p, Some(&ans), NOW).unwrap() else { panic!("admitted") };
+    assert_eq!(reply.status, 429);
+    assert!(reply.headers.contains(&("x-tenant-quota-scope-id".to_string(), "blue".to_string())), "{:?}", reply.headers);
 }

@@ -22,6 +22,8 @@ struct Ids {
     checks_over: u32,
     checks_error: u32,
     degraded: u32,
+    pending: u32,
+    answer_age: u32,
 }
 
 pub struct GlobalWorker {
@@ -35,6 +37,8 @@ pub struct GlobalWorker {
     degraded: bool,
     /// When this worker last wrote an exact call's answer to the shared health.
     last_answer_written: u64,
+    /// When this worker first ran the sync loop (the answer age before any answer).
+    started: u64,
     ids: Ids,
     buf: Vec<u8>,
 }
@@ -73,6 +77,8 @@ impl GlobalWorker {
             checks_over: counter("quota_global_checks_total.result.over_limit"),
             checks_error: counter("quota_global_checks_total.result.error"),
             degraded: host::define_metric(GAUGE, "quota_global_degraded").unwrap_or(0),
+            pending: host::define_metric(GAUGE, "quota_global_pending_units").unwrap_or(0),
+            answer_age: host::define_metric(GAUGE, "quota_global_last_answer_age_ms").unwrap_or(0),
         };
         GlobalWorker {
             dirty: HashSet::new(),
@@ -83,6 +89,7 @@ impl GlobalWorker {
             health: Health::default(),
             degraded: false,
             last_answer_written: 0,
+            started: 0,
             ids,
             buf: Vec::new(),
         }
@@ -146,6 +153,7 @@ impl GlobalWorker {
         if !self.leader {
             return;
         }
+        self.gauges(now);
         if cfg.trap_sync_leader_path.is_some() {
             use crate::store::SharedStore;
             if let Ok(Some(cas)) = HostStore.get(TRAP_KEY, &mut self.buf) {
@@ -184,6 +192,21 @@ impl GlobalWorker {
         }
     }
 
+    /// The drift gauges (SPEC 8), set by the lease holder: units found unacknowledged by the
+    /// last complete sync round, and the age of the last answer (since start while none came).
+    fn gauges(&mut self, now: u64) {
+        if self.ids.pending != 0 {
+            host::record_metric(self.ids.pending, self.sync.pending);
+        }
+        if self.ids.answer_age != 0 {
+            if self.started == 0 {
+                self.started = now;
+            }
+            let since = if self.health.last_answer == 0 { self.started } else { self.health.last_answer };
+            host::record_metric(self.ids.answer_age, now.saturating_sub(since));
+        }
+    }
+
     /// The answer to a sync call (root context).
     pub fn sync_answered(&mut self, cfg: &Config, token: u32, status_code: u32, size: usize, now: u64) {
         let Some(b) = &self.sync.inflight else { return };
@@ -192,11 +215,11 @@ impl GlobalWorker {
         }
         let sent_at = b.sent_at;
         let n = b.items.len().max(1);
-        let decoded = answer_bytes(status_code, size).ok_or(None).and_then(|bytes| rls::decode(&bytes, n).map_err(Some));
+        let decoded = answer_bytes(status_code, size).ok_or(None).and_then(|bytes| rls::decode_statuses(&bytes, n).map_err(Some));
         match decoded {
             Ok(answers) => {
                 inc(self.ids.syncs_ok);
-                let errors = self.sync.answered(cfg, &HostStore, &answers);
+                let errors = self.sync.answered(cfg, &HostStore, &answers, now);
                 if errors > 0 {
                     host::log(host::LOG_WARN, &format!("tenant-quota: global: {errors} answers could not be stored"));
                 }

@@ -299,13 +299,8 @@ impl Metrics {
         host::record_metric(id, v);
     }
 
-    /// Standing after an admission or a charge: allowed checks, burst use, remaining,
-    /// threshold crossings (logged once each per window).
-    pub fn usage(&mut self, cfg: &Config, tenant_id: &str, u: &Usage, count_check: bool) {
-        self.usage_of(cfg, None, tenant_id, u, count_check);
-    }
-
-    /// [`Metrics::usage`] of a tenant (`scope` None) or of a scope id.
+    /// Standing after an admission or a charge, of a tenant (`scope` None) or of a scope id:
+    /// allowed checks, burst use, remaining, threshold crossings (logged once each per window).
     pub fn usage_of(&mut self, cfg: &Config, scope: Option<usize>, tenant_id: &str, u: &Usage, count_check: bool) {
         let t = self.label_index(scope, tenant_id);
         let who = match scope.and_then(|s| cfg.scopes.get(s)) {

@@ -695,6 +695,10 @@ impl Http {
                 for u in &us {
                     let (scope, who) = a.scope_id_of(&cfg, u.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
                     sh.metrics.usage_of(&cfg, scope, who, u, false);
+                    // Settled units of a global budget (beyond or below the reserve) are synced.
+                    if cfg.budgets[u.budget].global.is_some() {
+                        sh.global.touched(a.subject_of(&cfg, u.budget, &p).map_or("", |x| x.0), false);
+                    }
                 }
             }
             Err(e) => {
@@ -884,7 +888,7 @@ impl Http {
                 match engine::charge(&self.config, &HostStore, &mut sh.worker, &a, &p, b, self.body_bytes, now) {
                     Ok(Some(u)) => {
                         if self.config.budgets[b].global.is_some() {
-                            sh.global.touched(&a.key, false);
+                            sh.global.touched(a.subject_of(&self.config, b, &p).map_or("", |x| x.0), false);
                         }
                         let (scope, who) = a.scope_id_of(&self.config, b).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
                         sh.metrics.usage_of(&self.config, scope, who, &u, false)
@@ -1092,7 +1096,7 @@ impl HttpContext for Http {
                     match engine::charge(&cfg, &HostStore, &mut sh.worker, &a, &p, b, n, now) {
                         Ok(Some(u)) => {
                             if cfg.budgets[b].global.is_some() {
-                                sh.global.touched(&a.key, false);
+                                sh.global.touched(a.subject_of(&cfg, b, &p).map_or("", |x| x.0), false);
                             }
                             let (scope, who) = a.scope_id_of(&cfg, b).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
                             sh.metrics.usage_of(&cfg, scope, who, &u, false);

@@ -49,7 +49,9 @@ pub(super) fn after_verdict(cfg: &Config, sh: &mut Shared, v: Verdict) -> Next {
         }
         Verdict::Admit(a) => {
             if a.global_dirty {
-                sh.global.touched(&a.key, a.global_urgent);
+                for k in a.global_keys(cfg) {
+                    sh.global.touched(k, a.global_urgent);
+                }
             }
             let counted = count_in_flight(sh);
             if a.exact.is_empty() {
@@ -99,10 +101,13 @@ pub(super) fn exact_answered(cfg: &Config, sh: &mut Shared, mut a: Box<Admitted>
         Ok(engine::ExactOutcome::Admit) => {
             ledger_acquired(cfg, sh, &a);
             if a.global_dirty {
-                sh.global.touched(&a.key, false);
+                for k in a.global_keys(cfg) {
+                    sh.global.touched(k, false);
+                }
             }
             for u in a.usage.iter().filter(|u| cfg.budgets[u.budget].global.is_some()) {
-                sh.metrics.usage(cfg, &a.tenant, u, true);
+                let (scope, who) = a.scope_id_of(cfg, u.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                sh.metrics.usage_of(cfg, scope, who, u, true);
             }
             Ok(a)
         }

@@ -239,7 +239,25 @@ pub fn take_dirty<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<(Vec<S
     Err(StoreError::Contended)
 }
 
-/// The tenant id a state key belongs to (the descriptor's `tenant` value).
+/// Whose counts a state key holds: `(None, tenant id)` or `(Some(scope index), scope id)`.
+pub fn subject_of<'a>(cfg: &Config, key: &'a str) -> Option<(Option<usize>, &'a str)> {
+    if key == "tq1|overflow" {
+        return Some((None, crate::core::id::OVERFLOW));
+    }
+    if let Some(id) = key.strip_prefix("tq1|t|") {
+        return Some((None, id));
+    }
+    let (scope, id) = if let Some(name) = key.strip_prefix("tq1|so|") {
+        (name, crate::core::id::OVERFLOW)
+    } else {
+        // Scope names have no `|` (config), ids may.
+        key.strip_prefix("tq1|s|")?.split_once('|')?
+    };
+    let i = cfg.scopes.iter().position(|s| s.name == scope)?;
+    Some((Some(i), id))
+}
+
+/// The tenant id a tenant's state key belongs to (None for a scope id's key).
 pub fn tenant_of(key: &str) -> Option<&str> {
     if key == "tq1|overflow" {
         Some(crate::core::id::OVERFLOW)
@@ -248,22 +266,47 @@ pub fn tenant_of(key: &str) -> Option<&str> {
     }
 }
 
+/// A subject's policy: a runtime override (kept under the tenant id, or "<scope> <id>") or
+/// the configured one.
+pub fn policy_of(cfg: &Config, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, scope: Option<usize>, id: &str) -> TenantPolicy {
+    match scope {
+        None => overrides(id).unwrap_or_else(|| cfg.policy(id).clone()),
+        Some(i) => {
+            let sc = &cfg.scopes[i];
+            overrides(&format!("{} {}", sc.name, id)).unwrap_or_else(|| sc.policy(id).clone())
+        }
+    }
+}
+
+/// The descriptor's first entry for a subject.
+pub fn rls_subject<'a>(cfg: &'a Config, scope: Option<usize>, id: &'a str) -> rls::Subject<'a> {
+    rls::Subject { entry: scope.map_or("tenant", |i| cfg.scopes[i].name.as_str()), id }
+}
+
 /// One descriptor of a sync call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
-    /// The tenant's state key.
+    /// The subject's state key.
     pub key: String,
     pub budget: usize,
     pub window_start: Millis,
     /// Units sent (0: a read).
     pub units: u64,
+    /// The cap sent (the answer is read back in its scale).
+    pub cap: u64,
+    /// The subject's window (a tenant entry may set its own).
+    pub window_ms: u64,
 }
 
-/// The descriptors a tenant's state calls for at `now`: every global budget it has a slot
-/// for (`exact` ones only when they hold units admitted while degraded).
-pub fn plan(cfg: &Config, policy: &TenantPolicy, key: &str, state: &TenantState, now: Millis, out: &mut Vec<Pending>) {
+/// The descriptors a subject's state calls for at `now`: every global budget of its scope it
+/// has a slot for (`exact` ones only when they hold units not acknowledged: admitted while
+/// degraded, or found after the response beyond the reserve).
+pub fn plan(cfg: &Config, policy: &TenantPolicy, scope: Option<usize>, key: &str, state: &TenantState, now: Millis, out: &mut Vec<Pending>) {
     for (i, b) in cfg.budgets.iter().enumerate() {
         let Some(mode) = b.global else { continue };
+        if b.scope != scope {
+            continue;
+        }
         let l = &policy.limits[i];
         if l.unlimited {
             continue;
@@ -272,7 +315,7 @@ pub fn plan(cfg: &Config, policy: &TenantPolicy, key: &str, state: &TenantState,
             if mode == GlobalMode::Exact && units == 0 {
                 continue;
             }
-            out.push(Pending { key: key.to_string(), budget: i, window_start: ws, units });
+            out.push(Pending { key: key.to_string(), budget: i, window_start: ws, units, cap: l.limit.saturating_add(l.burst_credits), window_ms: l.window_ms });
         }
     }
 }
@@ -281,8 +324,28 @@ pub fn plan(cfg: &Config, policy: &TenantPolicy, key: &str, state: &TenantState,
 pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::RateLimitDescriptor {
     let b = &cfg.budgets[p.budget];
     let l = &policy.limits[p.budget];
-    let tenant = tenant_of(&p.key).unwrap_or(crate::core::id::OVERFLOW);
-    rls::descriptor(tenant, &b.name, l.window_ms, p.window_start, l.limit.saturating_add(l.burst_credits), p.units)
+    let (scope, id) = subject_of(cfg, &p.key).unwrap_or((None, crate::core::id::OVERFLOW));
+    rls::descriptor(rls_subject(cfg, scope, id), &b.name, l.window_ms, p.window_start, p.cap, p.units)
+}
+
+/// Whether the service counted a status in the window the units were sent for. Without the
+/// window in the descriptor (D1) the service counts a call in the window it processes it in,
+/// at some moment in `[sent_at, answered_at]`, and says when that window ends:
+/// `duration_until_reset`, in whole seconds from the second it processed the call
+/// (envoyproxy/ratelimit `CalculateReset`; Limitador gives ms). So the service's window ends
+/// in `(sent_at + reset - 1 s, answered_at + reset]`, and the units were counted in ours iff
+/// our window's end lies there. A call processed after our window ended (sent in its last
+/// moments) is counted in the next one: its answer is not applied (its units stay counted by
+/// the service, the safe side: README, residual error), and as our window is over too its
+/// units are never sent again. Answers without a reset, and calendar months (the month is
+/// in the descriptor), are taken as they are.
+pub fn same_window(window_ms: u64, window_start: Millis, sent_at: Millis, answered_at: Millis, reset_ms: Option<u64>) -> bool {
+    let Some(reset) = reset_ms else { return true };
+    if window_ms == crate::core::budget::CALENDAR_MONTH || window_ms == 0 {
+        return true;
+    }
+    let end = window_start.saturating_add(window_ms);
+    end > sent_at.saturating_add(reset).saturating_sub(1000) && end <= answered_at.saturating_add(reset)
 }
 
 /// A call in flight.
@@ -307,6 +370,10 @@ pub struct SyncLoop {
     scratch: Scratch,
     /// Calls sent (for tests and status).
     pub calls: u64,
+    /// Units found unacknowledged by the round being sent, and by the last complete round
+    /// (`quota_global_pending_units`).
+    round_pending: u64,
+    pub pending: u64,
 }
 
 /// How long a tenant stays watched after it last changed here: its `remote` keeps being
@@ -353,9 +420,10 @@ impl SyncLoop {
             }
             self.queue = self.watch.keys().cloned().collect();
             self.last_round = now;
+            self.round_pending = 0;
             if self.queue.is_empty() && probe {
                 // A read of a descriptor no tenant can have: tells whether the service is back.
-                let d = rls::descriptor("-", "-", 1000, core::window_start(now, 1000), 1, 0);
+                let d = rls::descriptor(rls::Subject { entry: "tenant", id: "-" }, "-", 1000, core::window_start(now, 1000), 1, 0);
                 return Some((rls::encode(&g.domain, vec![d]), Vec::new()));
             }
         }
@@ -363,18 +431,22 @@ impl SyncLoop {
         let mut descriptors = Vec::new();
         while items.len() < BATCH {
             let Some(key) = self.queue.pop() else { break };
-            let Some(tenant) = tenant_of(&key) else { continue };
-            let policy = overrides(tenant).unwrap_or_else(|| cfg.policy(tenant).clone());
+            let Some((scope, id)) = subject_of(cfg, &key) else { continue };
+            let policy = policy_of(cfg, overrides, scope, id);
             self.scratch.key.clone_from(&key);
             let Ok(Some(_)) = store.get(&key, &mut self.scratch.buf) else { continue };
             if self.scratch.state.decode_from(&self.scratch.buf).is_err() {
                 continue;
             }
             let from = items.len();
-            plan(cfg, &policy, &key, &self.scratch.state, now, &mut items);
+            plan(cfg, &policy, scope, &key, &self.scratch.state, now, &mut items);
             for p in &items[from..] {
+                self.round_pending = self.round_pending.saturating_add(p.units);
                 descriptors.push(descriptor_of(cfg, &policy, p));
             }
+        }
+        if self.queue.is_empty() {
+            self.pending = self.round_pending;
         }
         if items.is_empty() {
             return None;
@@ -398,14 +470,19 @@ impl SyncLoop {
 
     /// Apply an answer to the call in flight. Returns the store errors met (the affected
     /// tenants are synced again next round).
-    pub fn answered<S: SharedStore>(&mut self, cfg: &Config, store: &S, answers: &[Answer]) -> usize {
+    pub fn answered<S: SharedStore>(&mut self, cfg: &Config, store: &S, answers: &[rls::Status], now: Millis) -> usize {
         let Some(batch) = self.inflight.take() else { return 0 };
         self.failing = false;
         let mut errors = 0;
-        for (p, a) in batch.items.iter().zip(answers) {
+        for (p, st) in batch.items.iter().zip(answers) {
             self.scratch.key.clone_from(&p.key);
             let Some(b) = cfg.budgets.get(p.budget) else { continue };
-            let r = store::transact(store, &mut self.scratch, |st| (core::apply_answer(st, b.id, p.window_start, p.units, *a), ()));
+            let window_ms = p.window_ms;
+            if !same_window(window_ms, p.window_start, batch.sent_at, now, st.reset_ms) {
+                continue;
+            }
+            let a = rls::unscale(st.answer, p.cap);
+            let r = store::transact(store, &mut self.scratch, |s| (core::apply_answer(s, b.id, window_ms, p.window_start, batch.sent_at, p.units, a), ()));
             if r.is_err() {
                 errors += 1;
             }

@@ -96,31 +96,68 @@ pub struct DescriptorStatus {
 pub const CODE_OK: i32 = 1;
 pub const CODE_OVER_LIMIT: i32 = 2;
 
-/// The service's unit for a window (config refuses other windows for global budgets).
+/// `RateLimitUnit` YEAR: 365 days from the epoch (envoyproxy/ratelimit's divider).
+pub const UNIT_YEAR: i32 = 5;
+const YEAR_MS: u64 = 365 * 86_400_000;
+
+/// The service's unit for a window (config refuses other windows for global budgets). A
+/// calendar month is counted in the service's YEAR with the month in an entry of its own.
 pub fn unit(window_ms: u64) -> i32 {
     match window_ms {
         1000 => 1,
         60_000 => 2,
         3_600_000 => 3,
-        _ => 4,
+        86_400_000 => 4,
+        _ => UNIT_YEAR,
     }
 }
 
-/// One (tenant, budget) descriptor: entries `tenant`, `budget`, and `window`, the index of
-/// the epoch-aligned window the units belong to. With envoyproxy/ratelimit's key layout
-/// (`domain_tenant_<id>_budget_<name>_window_<index>_<window start>`) units sent late, or
-/// read back across a window edge by a skewed clock, land in a key that no other window
-/// reads, instead of being charged to the next window.
-pub fn descriptor(tenant: &str, budget: &str, window_ms: u64, window_start: u64, cap: u64, hits: u64) -> RateLimitDescriptor {
-    let index = window_start / window_ms.max(1);
+/// The service's epoch-aligned YEAR (365 days) that `now` falls in: a calendar month's key
+/// changes when one ends (see `core::global_slot`).
+pub fn epoch_year(now: u64) -> u64 {
+    now / YEAR_MS
+}
+
+/// The scale of a cap: 1 while it fits the protocol's 32-bit `requests_per_unit`, else the
+/// smallest whole number of units per service unit that makes it fit (SPEC 8). The override
+/// is sent rounded down and every `hits_addend` rounded up, so the service never counts less
+/// than was admitted and never admits more than the cap.
+pub fn scale(cap: u64) -> u64 {
+    cap.div_ceil(u64::from(u32::MAX)).max(1)
+}
+
+/// Who a descriptor counts: `("tenant", id)` or `(<scope name>, id)` (SPEC 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject<'a> {
+    pub entry: &'a str,
+    pub id: &'a str,
+}
+
+/// One (subject, budget) descriptor: entries `(tenant|<scope>, id)`, `("budget", name)`, and
+/// for a calendar month `("month", "YYYY-MM")`. No entry changes with the window (the
+/// service keys its counters by window itself, and keeps a set of stats counters for every
+/// distinct descriptor for the life of its process: research note D1), so what the service
+/// holds per subject and budget is one descriptor, or one per month for calendar months.
+pub fn descriptor(who: Subject<'_>, budget: &str, window_ms: u64, window_start: u64, cap: u64, hits: u64) -> RateLimitDescriptor {
+    let mut entries = vec![Entry { key: who.entry.into(), value: who.id.into() }, Entry { key: "budget".into(), value: budget.into() }];
+    if window_ms == crate::core::budget::CALENDAR_MONTH {
+        let (y, m, _) = crate::core::month::civil_from_days(window_start / 86_400_000);
+        entries.push(Entry { key: "month".into(), value: format!("{y:04}-{m:02}") });
+    }
+    let k = scale(cap);
     RateLimitDescriptor {
-        entries: vec![
-            Entry { key: "tenant".into(), value: tenant.into() },
-            Entry { key: "budget".into(), value: budget.into() },
-            Entry { key: "window".into(), value: index.to_string() },
-        ],
-        limit: Some(RateLimitOverride { requests_per_unit: cap.min(u64::from(u32::MAX)) as u32, unit: unit(window_ms) }),
-        hits_addend: Some(UInt64Value { value: hits }),
+        entries,
+        limit: Some(RateLimitOverride { requests_per_unit: (cap / k).min(u64::from(u32::MAX)) as u32, unit: unit(window_ms) }),
+        hits_addend: Some(UInt64Value { value: hits.div_ceil(k) }),
+    }
+}
+
+/// An answer in the service's (scaled) units, back in the budget's units.
+pub fn unscale(a: Answer, cap: u64) -> Answer {
+    let k = scale(cap);
+    match a {
+        Answer::Total(t) => Answer::Total(t.saturating_mul(k)),
+        Answer::Over { cap } => Answer::Over { cap: cap.saturating_mul(k) },
     }
 }
 
@@ -141,10 +178,36 @@ pub enum AnswerError {
     UnknownCode(usize, i32),
 }
 
+/// One status of an answer: the verdict and, when the service said, the time until its
+/// window resets (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub answer: Answer,
+    pub reset_ms: Option<u64>,
+}
+
+/// Like [`decode`], with each status's `duration_until_reset`.
+pub fn decode_statuses(bytes: &[u8], sent: usize) -> Result<Vec<Status>, AnswerError> {
+    let r: RateLimitResponse = prost::Message::decode(bytes).map_err(|_| AnswerError::Undecodable)?;
+    let answers = answers_of(&r, sent)?;
+    Ok(answers
+        .into_iter()
+        .zip(&r.statuses)
+        .map(|(answer, s)| Status {
+            answer,
+            reset_ms: s.duration_until_reset.as_ref().map(|d| (d.seconds.max(0) as u64).saturating_mul(1000).saturating_add((d.nanos.max(0) as u64) / 1_000_000)),
+        })
+        .collect())
+}
+
 /// Decode an answer to `sent` descriptors into one [`Answer`] each, in order. Any doubt is
 /// an error, never "at the limit".
 pub fn decode(bytes: &[u8], sent: usize) -> Result<Vec<Answer>, AnswerError> {
     let r: RateLimitResponse = prost::Message::decode(bytes).map_err(|_| AnswerError::Undecodable)?;
+    answers_of(&r, sent)
+}
+
+fn answers_of(r: &RateLimitResponse, sent: usize) -> Result<Vec<Answer>, AnswerError> {
     if r.statuses.len() != sent {
         return Err(AnswerError::Statuses { sent, got: r.statuses.len() });
     }

@@ -40,18 +40,94 @@ fn answer(statuses: Vec<(i32, Option<u32>, u32)>) -> Vec<u8> {
 }
 
 #[test]
-fn descriptor_carries_tenant_budget_window_override_and_hits() {
-    let d = rls::descriptor("acme", "rpm", MIN, T0 - T0 % MIN, 12, 0);
+fn descriptor_carries_subject_budget_override_and_hits_and_no_window() {
+    let acme = rls::Subject { entry: "tenant", id: "acme" };
+    let d = rls::descriptor(acme, "rpm", MIN, T0 - T0 % MIN, 12, 0);
     let e: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
-    let idx = ((T0 - T0 % MIN) / MIN).to_string();
-    assert_eq!(e, vec![("tenant", "acme"), ("budget", "rpm"), ("window", idx.as_str())]);
+    assert_eq!(e, vec![("tenant", "acme"), ("budget", "rpm")]);
     assert_eq!(d.limit.as_ref().map(|l| (l.requests_per_unit, l.unit)), Some((12, 2)));
     // 0 hits is expressible (a read), unlike the request-level field.
     assert_eq!(d.hits_addend.as_ref().map(|h| h.value), Some(0));
     let bytes = rls::encode("tenant-quota", vec![d.clone()]);
     let back: rls::RateLimitRequest = prost::Message::decode(bytes.as_slice()).unwrap();
     assert_eq!(back.domain, "tenant-quota");
-    assert_eq!(back.descriptors, vec![d]);
+    assert_eq!(back.descriptors, vec![d.clone()]);
+    // D1: the next window, a day or a year later, sends the very same entries.
+    for later in [MIN, 86_400_000, 400 * 86_400_000] {
+        let ws = T0 + later - (T0 + later) % MIN;
+        assert_eq!(rls::descriptor(acme, "rpm", MIN, ws, 12, 3).entries, d.entries);
+    }
+    // A scope id's descriptor begins with (<scope>, id).
+    let blue = rls::descriptor(rls::Subject { entry: "team", id: "blue" }, "team_day", 86_400_000, 0, 5, 1);
+    let e: Vec<(&str, &str)> = blue.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+    assert_eq!(e, vec![("team", "blue"), ("budget", "team_day")]);
+    assert_eq!(blue.limit.as_ref().map(|l| l.unit), Some(4));
+}
+
+#[test]
+fn calendar_months_have_a_month_entry_and_the_service_year() {
+    use crate::core::budget::CALENDAR_MONTH;
+    // 2026-12-01 00:00 UTC.
+    let dec = crate::core::month::month_start(T0 + 100 * 86_400_000);
+    let d = rls::descriptor(rls::Subject { entry: "tenant", id: "acme" }, "spend", CALENDAR_MONTH, dec, 1000, 7);
+    let e: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+    let (y, m, _) = crate::core::month::civil_from_days(dec / 86_400_000);
+    let month = format!("{y:04}-{m:02}");
+    assert_eq!(e, vec![("tenant", "acme"), ("budget", "spend"), ("month", month.as_str())]);
+    assert_eq!(d.limit.as_ref().map(|l| (l.requests_per_unit, l.unit)), Some((1000, rls::UNIT_YEAR)));
+}
+
+#[test]
+fn caps_past_32_bits_are_scaled_down_and_hits_up() {
+    let cap = 10_000_000_000u64; // 10^10, e.g. $10,000 in micro-dollars
+    assert_eq!(rls::scale(u64::from(u32::MAX)), 1);
+    assert_eq!(rls::scale(u64::from(u32::MAX) + 1), 2);
+    let k = rls::scale(cap);
+    assert_eq!(k, 3);
+    let d = rls::descriptor(rls::Subject { entry: "tenant", id: "a" }, "usd", 86_400_000, 0, cap, 4);
+    let sent_cap = u64::from(d.limit.unwrap().requests_per_unit);
+    // The service's cap never admits more than ours, and hits never count less than sent.
+    assert!(sent_cap * k <= cap && (sent_cap + 1) * k > cap, "{sent_cap}");
+    assert_eq!(d.hits_addend.unwrap().value, 2);
+    assert_eq!(rls::unscale(Answer::Total(5), cap), Answer::Total(15));
+    assert_eq!(rls::unscale(Answer::Over { cap: sent_cap }, cap), Answer::Over { cap: sent_cap * 3 });
+    assert_eq!(rls::unscale(Answer::Total(5), 100), Answer::Total(5));
+}
+
+#[test]
+fn an_answer_counted_in_another_window_is_not_applied() {
+    let ws = T0 - T0 % MIN;
+    // Sent and answered 20 s before the window's end, reset in 20 s: the same window.
+    assert!(same_window(MIN, ws, ws + 39_990, ws + 40_000, Some(20_000)));
+    // The service counts whole seconds: processed at ws + 40.5 s, it says 20 s.
+    assert!(same_window(MIN, ws, ws + 40_490, ws + 40_510, Some(20_000)));
+    // Sent 10 ms before the end, processed after it: the service counted it in the next window.
+    assert!(!same_window(MIN, ws, ws + MIN - 10, ws + MIN + 100, Some(60_000)));
+    // No duration said: applied (an older service).
+    assert!(same_window(MIN, ws, ws + MIN - 10, ws + MIN + 100, None));
+    // 1 s windows: the service always says 1 s (whole seconds). Answered late in the window
+    // is still this window (it was not, with a half-window tolerance: units were sent twice).
+    let s = T0 - T0 % 1000;
+    for at in [s + 10, s + 499, s + 501, s + 990] {
+        assert!(same_window(1000, s, at - 5, at, Some(1000)), "{at}");
+    }
+    // Sent in the next second (a window this slot no longer is in): not this window.
+    assert!(!same_window(1000, s, s + 1005, s + 1010, Some(1000)));
+}
+
+#[test]
+fn subjects_are_read_back_from_state_keys() {
+    let c = Config::parse(
+        br#"{"global":{"cluster":"rls"},"scopes":{"team":{"header":"x-team"}},
+             "budgets":{"team_day":{"counts":"requests","window_ms":86400000,"limit":5,"scope":"team","global":"sync"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(subject_of(&c, "tq1|t|acme|x"), Some((None, "acme|x")));
+    assert_eq!(subject_of(&c, "tq1|overflow"), Some((None, crate::core::id::OVERFLOW)));
+    assert_eq!(subject_of(&c, "tq1|s|team|blue|1"), Some((Some(0), "blue|1")));
+    assert_eq!(subject_of(&c, "tq1|so|team"), Some((Some(0), crate::core::id::OVERFLOW)));
+    assert_eq!(subject_of(&c, "tq1|s|nosuch|blue"), None);
+    assert_eq!(subject_of(&c, "tq1|registry"), None);
 }
 
 #[test]
@@ -104,7 +180,7 @@ fn sync_sends_unacknowledged_units_and_learns_remote() {
     // A second call waits for the first (one in flight), and for the period.
     assert!(sl.next_call(&c, &store, &|_| None, T0 + 1, true, false).is_none());
     // The service counted 9 after our 5: the others used 4.
-    assert_eq!(sl.answered(&c, &store, &[Answer::Total(9)]), 0);
+    assert_eq!(sl.answered(&c, &store, &[rls::Status { answer: Answer::Total(9), reset_ms: None }], T0 + 3), 0);
     let s = *get(&store, "tq1|t|acme").slot(rpm).unwrap();
     assert_eq!((s.used, s.acked, s.remote), (5, 5, 4));
     // Decisions count remote: 9 used of 12, so 3 more fit, the 4th does not.
@@ -148,20 +224,20 @@ fn failed_calls_keep_units_for_the_next_round_and_windows_never_mix() {
     assert_eq!(items[0].units, 4);
     // An answer for the window is applied to it...
     let mut s2 = get(&store, "tq1|t|a");
-    assert!(core::apply_answer(&mut s2, rpm, ws, 4, Answer::Total(10)));
+    assert!(core::apply_answer(&mut s2, rpm, MIN, ws, T0, 4, Answer::Total(10)));
     assert_eq!(s2.slot(rpm).unwrap().remote, 6);
     // ... one for an older window is dropped ...
-    assert!(!core::apply_answer(&mut s2, rpm, ws - MIN, 4, Answer::Total(50)));
+    assert!(!core::apply_answer(&mut s2, rpm, MIN, ws - MIN, T0, 4, Answer::Total(50)));
     assert_eq!(s2.slot(rpm).unwrap().remote, 6);
     // ... and one for the next window starts it: nothing of this window's units carries over.
-    assert!(core::apply_answer(&mut s2, rpm, ws + MIN, 0, Answer::Total(3)));
+    assert!(core::apply_answer(&mut s2, rpm, MIN, ws + MIN, T0, 0, Answer::Total(3)));
     let s = *s2.slot(rpm).unwrap();
     assert_eq!((s.window_start, s.used, s.acked, s.remote), (ws + MIN, 0, 0, 3));
     // Once the window has rolled, old unsent units are not sent: a read of the new window.
     assert_eq!(core::unsent(&st, rpm, MIN, ws + MIN + 5), Some((ws + MIN, 0)));
     // OVER_LIMIT: the count exceeds the cap, whatever we knew.
     let mut s3 = st.clone();
-    core::apply_answer(&mut s3, rpm, ws, 4, Answer::Over { cap: 12 });
+    core::apply_answer(&mut s3, rpm, MIN, ws, T0, 4, Answer::Over { cap: 12 });
     assert_eq!(s3.slot(rpm).unwrap().remote, 9);
 }
 
@@ -181,7 +257,7 @@ fn exact_units_are_recorded_acknowledged_and_undone_on_refusal() {
     assert_eq!((s.used, s.acked, s.remote), (1, 1, 2));
     // Acknowledged units are not sent again by the sync loop.
     let mut out = Vec::new();
-    plan(&c, &p, "tq1|t|x", &st, T0, &mut out);
+    plan(&c, &p, None, "tq1|t|x", &st, T0, &mut out);
     assert!(out.iter().all(|x| x.budget != wire));
     core::unreserve(&mut st, &c.budgets, &p.limits, T0, &d);
     assert_eq!(st.slot(c.budgets[local].id).unwrap().used, 0);
@@ -251,13 +327,64 @@ fn config_refuses_what_the_service_cannot_express() {
         (r#"{"global":{"cluster":"x","on_unavailable":"maybe"}}"#, "global.on_unavailable"),
         (r#"{"global":{"cluster":"x","sync_period_ms":0}}"#, "global.sync_period_ms"),
         (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"requests","window_ms":60000,"limit":1,"global":"sync"}},"tenants":{"a":{"budgets":{"r":{"window_ms":5000}}}}}"#, "tenants.a.budgets.r.window_ms"),
-        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"requests","window_ms":60000,"limit":5000000000,"global":"sync"}}}"#, "budgets.r.limit"),
+        // D9: names that could join to another tenant's key in the service.
+        (r#"{"global":{"cluster":"x"},"budgets":{"llm_budget_daily":{"counts":"requests","window_ms":60000,"limit":1,"global":"sync"}}}"#, "budgets.llm_budget_daily.global"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"budget_x":{"counts":"requests","window_ms":60000,"limit":1,"global":"sync"}}}"#, "budgets.budget_x.global"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"a_month_b":{"counts":"requests","window_ms":60000,"limit":1,"global":"exact"}}}"#, "budgets.a_month_b.global"),
+        (r#"{"global":{"cluster":"x"},"scopes":{"cost_center":{"header":"x-cc"}},"budgets":{"cc":{"counts":"requests","window_ms":60000,"limit":1,"scope":"cost_center","global":"sync"}}}"#, "budgets.cc.global"),
+        (r#"{"global":{"cluster":"x"},"scopes":{"tenant":{"header":"x-t2"}},"budgets":{"cc":{"counts":"requests","window_ms":60000,"limit":1,"scope":"tenant","global":"sync"}}}"#, "budgets.cc.global"),
     ];
     for (json, path) in bad {
         let e = Config::parse(json.as_bytes()).unwrap_err();
         assert_eq!(e.path, path, "{json}: {e}");
     }
+    // SPEC 8: every windowed kind, in any scope, calendar months, caps past 32 bits.
+    let good = r#"{"global":{"cluster":"x"},"scopes":{"team":{"header":"x-team"}},
+        "llm":{"model":{"header":"x-model"},"prices":{"m":{"input":1,"output":2}}},
+        "budgets":{"b":{"counts":"request_bytes","window_ms":1000,"limit":1,"global":"sync"},
+                   "h":{"counts":{"request_header":"x-cost"},"window_ms":3600000,"limit":1,"global":"exact"},
+                   "rh":{"counts":{"response_header":"x-cost"},"window_ms":86400000,"limit":1,"global":"sync"},
+                   "tok":{"counts":{"llm_tokens":"total"},"window_ms":60000,"limit":5000000000,"global":"sync"},
+                   "usd":{"counts":"llm_cost","window":"calendar_month","limit":1,"global":"exact"},
+                   "team_day":{"counts":"requests","window_ms":86400000,"limit":1,"scope":"team","global":"exact"},
+                   "monthly_budget":{"counts":"requests","window":"calendar_month","limit":1,"scope":"team","global":"sync"}}}"#;
+    if let Err(e) = Config::parse(good.as_bytes()) {
+        panic!("{e}");
+    }
     let c = cfg(r#","on_unavailable":{"local_share":3}"#);
     assert_eq!(c.global.as_ref().unwrap().on_unavailable, crate::config::OnUnavailable::LocalShare(3));
     assert_eq!(c.global.as_ref().unwrap().domain, "tenant-quota");
+}
+
+/// A calendar month's service key changes when the service's 365-day year ends, possibly in
+/// mid-month: the month's units are then all sent again, to the new key.
+#[test]
+fn a_month_crossing_the_service_year_sends_its_units_again() {
+    use crate::core::budget::CALENDAR_MONTH;
+    let year = 365 * 86_400_000u64;
+    // The first service-year boundary after T0, and the month around it.
+    let boundary = (core::service_year(T0) + 1) * year;
+    let month = core::window_start(boundary, CALENDAR_MONTH);
+    assert!(month < boundary, "the boundary is inside its month");
+    let id = 77;
+    let mut st = TenantState::default();
+    *st.slot_mut(id) = Slot { budget: id, window_start: month, used: 10, ..Slot::default() };
+    // Before the boundary: 10 sent, the service counts 25 (15 by others).
+    let before = boundary - 1000;
+    assert_eq!(core::unsent(&st, id, CALENDAR_MONTH, before), Some((month, 10)));
+    assert!(core::apply_answer(&mut st, id, CALENDAR_MONTH, month, before, 10, Answer::Total(25)));
+    assert_eq!(core::unsent(&st, id, CALENDAR_MONTH, before), Some((month, 0)));
+    assert_eq!(st.slot(id).unwrap().remote, 15);
+    // After it the key is new and empty: everything this Envoy counted goes again.
+    let after = boundary + 1000;
+    assert_eq!(core::unsent(&st, id, CALENDAR_MONTH, after), Some((month, 10)));
+    // The others sent theirs again too: the new key holds 25 + 10 = 35 after ours.
+    assert!(core::apply_answer(&mut st, id, CALENDAR_MONTH, month, after, 10, Answer::Total(35)));
+    let s = *st.slot(id).unwrap();
+    assert_eq!((s.used, s.acked, s.remote), (10, 10, 25));
+    assert_eq!(core::unsent(&st, id, CALENDAR_MONTH, after), Some((month, 0)));
+    // Fixed windows are not affected: their acknowledged units stay acknowledged.
+    let mut st = TenantState::default();
+    *st.slot_mut(id) = Slot { budget: id, window_start: boundary - boundary % 86_400_000, used: 4, acked: 4, ..Slot::default() };
+    assert_eq!(core::unsent(&st, id, 86_400_000, after), Some((boundary - boundary % 86_400_000, 0)));
 }
