@@ -335,6 +335,9 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Su
             }
             e["resets_in_ms"] = json!(u.resets_in_ms);
         }
+        if let Some(mode) = b.global {
+            e["global"] = global_usage(mode, st, b.id, l.window_ms, now);
+        }
         budgets.insert(b.name.clone(), e);
     }
     let mut out = who.ident(cfg);
@@ -350,6 +353,23 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Su
     out.insert("override".into(), overrides.raw.get(&okey).cloned().unwrap_or(Value::Null));
     out.insert("budgets".into(), Value::Object(budgets));
     reply(200, Value::Object(out))
+}
+
+/// SPEC 8: a global budget's `used` split into this Envoy's own units (`local`) and the
+/// other Envoys' as last learned (`remote`), and the age of that figure (null: never learned
+/// in this window).
+fn global_usage(mode: crate::core::budget::GlobalMode, st: &TenantState, id: u32, window_ms: u64, now: Millis) -> Value {
+    let slot = st.slot(id).filter(|s| s.window_start == core::window_start(now, window_ms));
+    let (local, remote, at) = slot.map_or((0, 0, 0), |s| (s.used, s.remote, s.remote_at));
+    json!({
+        "mode": match mode {
+            crate::core::budget::GlobalMode::Sync => "sync",
+            crate::core::budget::GlobalMode::Exact => "exact",
+        },
+        "local": local,
+        "remote": remote,
+        "remote_age_ms": if at == 0 { Value::Null } else { now.saturating_sub(at).into() },
+    })
 }
 
 fn counts_name(c: &Counts) -> Value {

@@ -223,3 +223,38 @@ fn a_calendar_month_budget_is_reported_as_such_never_as_a_sentinel_window() {
     let r = m["resets_in_ms"].as_u64().unwrap();
     assert!(r > 0 && r <= 31 * 86_400_000, "{v}");
 }
+
+/// SPEC 8: a global budget's report splits `used` into this Envoy's units and the others',
+/// with the age of the others' figure; a budget that is not global has no such block.
+#[test]
+fn a_global_budgets_usage_shows_local_remote_and_age() {
+    let c = Config::parse(
+        format!(
+            r#"{{"global":{{"cluster":"rls"}},
+                 "budgets":{{"g":{{"counts":"requests","window_ms":60000,"limit":100,"global":"sync"}},"l":{{"counts":"requests","window_ms":60000,"limit":5}}}},
+                 "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let s = MemStore::new();
+    init_registry(&s).unwrap();
+    init(&s).unwrap();
+    let mut o = Overrides::default();
+    let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/acme", "");
+    assert_eq!(v["budgets"]["g"]["global"], json!({"mode": "sync", "local": 0, "remote": 0, "remote_age_ms": null}));
+    assert_eq!(v["budgets"]["l"].get("global"), None);
+    // 7 used here, 5 of them acknowledged; the service counted 12: the others used 7.
+    let ws = NOW - NOW % 60_000;
+    let mut st = TenantState::default();
+    st.slot_mut(c.budgets[0].id).window_start = ws;
+    st.slot_mut(c.budgets[0].id).used = 7;
+    assert!(core::apply_answer(&mut st, c.budgets[0].id, 60_000, ws, NOW - 1500, 5, core::Answer::Total(12)));
+    let mut sc = Scratch::default();
+    store::resolve(&s, "acme", store::TenantKind::Dynamic, 100, NOW, 1, &mut sc).unwrap();
+    let cas = s.get(&sc.key, &mut sc.buf).unwrap().unwrap();
+    s.set(&sc.key, &st.encode(), cas).unwrap();
+    let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/acme", "");
+    assert_eq!(v["budgets"]["g"]["used"], 14);
+    assert_eq!(v["budgets"]["g"]["global"], json!({"mode": "sync", "local": 7, "remote": 7, "remote_age_ms": 1500}));
+}

@@ -399,13 +399,16 @@ fn field() -> impl Strategy<Value = u64> {
 fn slot(ids: Vec<u32>) -> impl Strategy<Value = Slot> {
     let id = prop_oneof![3 => prop::sample::select(ids), 1 => any::<u32>()];
     let global = prop_oneof![2 => Just((0, 0)), 1 => (field(), field())];
-    (id, field(), field(), field(), global).prop_map(|(budget, window_start, used, prev, (acked, remote))| Slot {
+    // When `remote` was learned: never, or in the slot's window (as `learn` sets it).
+    let age = prop_oneof![3 => Just(None), 1 => (0..100_000u64).prop_map(Some)];
+    (id, field(), field(), field(), global, age).prop_map(|(budget, window_start, used, prev, (acked, remote), age)| Slot {
         budget,
         window_start,
         used,
         prev,
         acked,
         remote,
+        remote_at: age.map_or(0, |d| window_start.saturating_add(d).max(1)),
     })
 }
 
@@ -417,13 +420,14 @@ fn state() -> impl Strategy<Value = TenantState> {
 proptest! {
     #![proptest_config(pt(256))]
 
-    /// Property 2: encode/decode round-trips; version 3 exactly when some slot has acked or
-    /// remote, else 2.
+    /// Property 2: encode/decode round-trips; version 4 exactly when some slot has
+    /// remote_at, else 3 when some slot has acked or remote, else 2.
     #[test]
     fn state_encoding_round_trips(st in state()) {
         let b = st.encode();
+        let v4 = st.slots.iter().any(|s| s.remote_at != 0);
         let v3 = st.slots.iter().any(|s| s.acked != 0 || s.remote != 0);
-        prop_assert_eq!(b[0], if v3 { 3 } else { 2 });
+        prop_assert_eq!(b[0], if v4 { 4 } else if v3 { 3 } else { 2 });
         prop_assert_eq!(b[1] as usize, st.slots.len());
         prop_assert_eq!(TenantState::decode(&b), Ok(st.clone()));
         // decode_from reuses a dirty value and leaves the same.
@@ -446,7 +450,7 @@ proptest! {
                 b.extend_from_slice(&v.to_le_bytes());
             }
         }
-        let want = TenantState { slots: st.slots.iter().map(|s| Slot { acked: 0, remote: 0, ..*s }).collect() };
+        let want = TenantState { slots: st.slots.iter().map(|s| Slot { acked: 0, remote: 0, remote_at: 0, ..*s }).collect() };
         prop_assert_eq!(TenantState::decode(&b), Ok(want));
     }
 
@@ -454,7 +458,7 @@ proptest! {
     /// never panic; whatever decodes re-encodes to the same state.
     #[test]
     fn state_decode_never_panics(
-        head in prop_oneof![Just(vec![]), (0..=4u8, 0..=4u8).prop_map(|(v, n)| vec![v, n])],
+        head in prop_oneof![Just(vec![]), (0..=5u8, 0..=4u8).prop_map(|(v, n)| vec![v, n])],
         tail in prop::collection::vec(any::<u8>(), 0..80),
     ) {
         let mut b = head;

@@ -6,7 +6,7 @@ mod common;
 use common::global::*;
 use common::*;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const P_MS: u64 = 200;
@@ -20,97 +20,19 @@ fn plugin(on_unavailable: &str, budgets: &str) -> String {
     )
 }
 
-/// What a paced load saw.
-#[derive(Debug, Default, Clone)]
-struct Load {
-    admitted: u64,
-    rejected: u64,
-    other: Vec<u16>,
-    max_latency_ms: u64,
-    /// (client time ms, status) per request.
-    log: Vec<(u64, u16)>,
-}
-
 /// `total` requests of `tenant` to `path`, round robin over `ports`, at `rate` per second
 /// from `threads` keep-alive clients.
 fn drive(ports: &[u16], path: &str, tenant: &str, total: usize, rate: f64, threads: usize) -> Load {
-    let out = Arc::new(Mutex::new(Load::default()));
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (out, next, ports, path, tenant) = (out.clone(), next.clone(), ports.to_vec(), path.to_string(), tenant.to_string());
-            std::thread::spawn(move || {
-                let mut conns: Vec<Conn> = ports.iter().map(|p| Conn::open(*p)).collect();
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst) as usize;
-                    if i >= total {
-                        break;
-                    }
-                    let due = Duration::from_secs_f64(i as f64 / rate);
-                    if let Some(wait) = due.checked_sub(start.elapsed()) {
-                        std::thread::sleep(wait);
-                    }
-                    let k = i % conns.len();
-                    let t0 = Instant::now();
-                    let r = conns[k].send("GET", &path, &[("x-tenant-id", tenant.as_str())], None);
-                    let ms = t0.elapsed().as_millis() as u64;
-                    if r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
-                        conns[k] = Conn::open(ports[k]);
-                    }
-                    let mut o = out.lock().unwrap();
-                    o.max_latency_ms = o.max_latency_ms.max(ms);
-                    o.log.push((now_ms(), r.status));
-                    match r.status {
-                        200 => o.admitted += 1,
-                        429 => o.rejected += 1,
-                        s => o.other.push(s),
-                    }
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-    let o = out.lock().unwrap().clone();
-    o
+    let (path, tenant) = (path.to_string(), tenant.to_string());
+    drive_with(ports, total, rate, threads, move |_| Req::get(&path, &[("x-tenant-id", &tenant)]))
 }
 
-/// Units of `tenant`'s `budget` in Redis, over every window key.
 fn redis_units(r: &Redis, tenant: &str, budget: &str) -> u64 {
-    r.budget_keys("tenant", tenant, budget).iter().map(|(_, v)| v).sum()
+    r.units("tenant", tenant, budget)
 }
 
-/// Wait until Redis holds `want` units for the tenant (the sync loop sent them), or time out.
 fn wait_redis(r: &Redis, tenant: &str, budget: &str, want: u64, within: Duration) -> u64 {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = redis_units(r, tenant, budget);
-        if got >= want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Make sure at least `need` of the current minute remains.
-fn minute_with(need: Duration) {
-    let into = now_ms() % 60_000;
-    if 60_000 - into < need.as_millis() as u64 {
-        std::thread::sleep(Duration::from_millis(60_000 - into + 50));
-    }
-}
-
-fn wait_degraded(es: &[Envoy], want: u64, within: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < within {
-        if es.iter().all(|e| stat(e, "quota_global_degraded") == want) {
-            return Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
+    r.wait_units("tenant", tenant, budget, want, within)
 }
 
 const RPM3: &str = r#""sync_rpm":{"counts":"requests","window_ms":60000,"limit":600,"global":"sync","match":{"path_prefix":"/sync"}},

@@ -51,7 +51,9 @@ pub enum Answer {
     Over { cap: u64 },
 }
 
-fn learn(slot: &mut Slot, answer: Answer) {
+/// Take the service's count, as of `at`, into the slot's `remote`.
+fn learn(slot: &mut Slot, answer: Answer, at: Millis) {
+    slot.remote_at = at.max(slot.window_start).max(1);
     match answer {
         Answer::Total(t) => slot.remote = t.saturating_sub(slot.acked),
         // The count is at least cap + 1; an earlier, larger figure still holds in the window.
@@ -88,7 +90,8 @@ pub fn apply_answer(state: &mut TenantState, budget_id: u32, window_ms: u64, ws:
     // Units sent are at most `used - acked` at sending time, and `used` only grows within a
     // window (admin reset aside), so this keeps `acked <= used`.
     slot.acked = slot.acked.saturating_add(sent).min(slot.used);
-    learn(slot, answer);
+    // The count is as of some moment between sending and answering: the older one is stated.
+    learn(slot, answer, sent_at);
     true
 }
 
@@ -99,7 +102,7 @@ pub fn record_exact(state: &mut TenantState, budget_id: u32, window_ms: u64, now
     enter_year(&mut cur, window_ms, service_year(now));
     cur.used = cur.used.saturating_add(units);
     cur.acked = cur.acked.saturating_add(units).min(cur.used);
-    learn(&mut cur, answer);
+    learn(&mut cur, answer, now);
     *slot = cur;
 }
 

@@ -424,6 +424,7 @@ pub fn reset(state: &mut TenantState, budget_id: u32) {
         s.prev = 0;
         s.acked = 0;
         s.remote = 0;
+        s.remote_at = 0;
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Slot {
     pub acked: u64,
     /// Global budgets: the other Envoys' usage in this window, as of the last answer.
     pub remote: u64,
+    /// Global budgets: when `remote` was learned (Unix ms; 0: never in this window). Stored
+    /// as an offset from `window_start`, so it costs a few bytes only where it is set.
+    pub remote_at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -85,8 +88,11 @@ impl TenantState {
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.clear();
-        let global = self.slots.iter().any(|s| s.acked != 0 || s.remote != 0);
-        out.push(if global { 3 } else { STATE_VERSION });
+        // v3 adds `acked` and `remote` to every slot, v4 also `remote_at`: a tenant pays for
+        // the fields of global budgets only once it has one.
+        let aged = self.slots.iter().any(|s| s.remote_at != 0);
+        let global = aged || self.slots.iter().any(|s| s.acked != 0 || s.remote != 0);
+        out.push(if aged { 4 } else if global { 3 } else { STATE_VERSION });
         out.push(self.slots.len().min(255) as u8);
         for s in self.slots.iter().take(255) {
             out.extend_from_slice(&s.budget.to_le_bytes());
@@ -97,6 +103,9 @@ impl TenantState {
                 put_varint(out, s.acked);
                 put_varint(out, s.remote);
             }
+            if aged {
+                put_varint(out, if s.remote_at == 0 { 0 } else { s.remote_at.saturating_sub(s.window_start).saturating_add(1) });
+            }
         }
     }
 
@@ -106,13 +115,14 @@ impl TenantState {
         v
     }
 
-    /// Decode into `self`, reusing its allocation (versions 1 and 2).
+    /// Decode into `self`, reusing its allocation (versions 1 to 4).
     pub fn decode_from(&mut self, b: &[u8]) -> Result<(), DecodeError> {
         self.slots.clear();
         let r = match b {
             [1, n, rest @ ..] => self.decode_v1(*n as usize, rest),
-            [2, n, rest @ ..] => self.decode_v2(*n as usize, rest, false),
-            [3, n, rest @ ..] => self.decode_v2(*n as usize, rest, true),
+            [2, n, rest @ ..] => self.decode_v2(*n as usize, rest, 2),
+            [3, n, rest @ ..] => self.decode_v2(*n as usize, rest, 3),
+            [4, n, rest @ ..] => self.decode_v2(*n as usize, rest, 4),
             _ => Err(DecodeError),
         };
         if r.is_err() {
@@ -121,7 +131,8 @@ impl TenantState {
         r
     }
 
-    fn decode_v2(&mut self, n: usize, b: &[u8], global: bool) -> Result<(), DecodeError> {
+    /// Versions 2 to 4 (see `encode_into`).
+    fn decode_v2(&mut self, n: usize, b: &[u8], version: u8) -> Result<(), DecodeError> {
         let mut at = 0;
         for _ in 0..n {
             let id = b.get(at..at + 4).ok_or(DecodeError)?;
@@ -130,8 +141,12 @@ impl TenantState {
             let window_start = get_varint(b, &mut at)?;
             let used = get_varint(b, &mut at)?;
             let prev = get_varint(b, &mut at)?;
-            let (acked, remote) = if global { (get_varint(b, &mut at)?, get_varint(b, &mut at)?) } else { (0, 0) };
-            self.slots.push(Slot { budget, window_start, used, prev, acked, remote });
+            let (acked, remote) = if version >= 3 { (get_varint(b, &mut at)?, get_varint(b, &mut at)?) } else { (0, 0) };
+            let remote_at = match version {
+                4 => get_varint(b, &mut at)?.checked_sub(1).map_or(0, |d| window_start.saturating_add(d)),
+                _ => 0,
+            };
+            self.slots.push(Slot { budget, window_start, used, prev, acked, remote, remote_at });
         }
         if at != b.len() {
             return Err(DecodeError);
@@ -150,7 +165,7 @@ impl TenantState {
                 a.copy_from_slice(&c[o..o + 8]);
                 u64::from_le_bytes(a)
             };
-            self.slots.push(Slot { budget: u32_at(0), window_start: u64_at(4), used: u64_at(12), prev: u64_at(20), acked: 0, remote: 0 });
+            self.slots.push(Slot { budget: u32_at(0), window_start: u64_at(4), used: u64_at(12), prev: u64_at(20), acked: 0, remote: 0, remote_at: 0 });
         }
         Ok(())
     }

@@ -179,7 +179,7 @@ fn state_encoding_round_trips_and_rejects_garbage() {
     assert_eq!(TenantState::decode(&enc).unwrap(), s);
     assert_eq!(TenantState::decode(&[2, 0]).unwrap(), TenantState::default());
     assert!(TenantState::decode(&[]).is_err());
-    assert!(TenantState::decode(&[4, 0]).is_err());
+    assert!(TenantState::decode(&[5, 0]).is_err());
     assert!(TenantState::decode(&[1, 1]).is_err());
     // Version 3 (global budgets' acked and remote) round-trips; without them, version 2.
     assert_eq!(enc[0], 2);
@@ -188,6 +188,13 @@ fn state_encoding_round_trips_and_rejects_garbage() {
     g.slot_mut(9).remote = 1 << 40;
     let genc = g.encode();
     assert_eq!(genc[0], 3);
+    // Version 4: when remote was learned, as an offset from the window's start.
+    let mut a = g.clone();
+    a.slot_mut(9).remote_at = 1_700_000_000_000 + 1234;
+    let aenc = a.encode();
+    assert_eq!(aenc[0], 4);
+    assert_eq!(TenantState::decode(&aenc).unwrap(), a);
+    assert_eq!(aenc.len(), genc.len() + 2 + 2, "two slots with a 1-byte 0, one with 1235 in 2 bytes");
     assert_eq!(TenantState::decode(&genc).unwrap(), g);
     for cut in 0..genc.len() {
         assert!(TenantState::decode(&genc[..cut]).is_err(), "v3 truncated at {cut}");

@@ -81,6 +81,23 @@ impl Redis {
         self.scan(&format!("tenant-quota_{scope}_{id}_budget_{budget}_*"))
     }
 
+    /// Units of `budget` for subject `id` in `scope`, over every window key.
+    pub fn units(&self, scope: &str, id: &str, budget: &str) -> u64 {
+        self.budget_keys(scope, id, budget).iter().map(|(_, v)| v).sum()
+    }
+
+    /// Wait until Redis holds `want` units (the sync loop sent them), or time out.
+    pub fn wait_units(&self, scope: &str, id: &str, budget: &str, want: u64, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.units(scope, id, budget);
+            if got >= want || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -279,6 +296,13 @@ impl Rls {
         }
     }
 
+    /// The service's resident memory (kB, `VmRSS` of /proc/<pid>/status).
+    pub fn rss_kb(&self) -> u64 {
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else { return 0 };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.dir.join("ratelimit.log")).unwrap_or_default()
     }
@@ -346,4 +370,106 @@ pub fn rls_calls(e: &Envoy) -> u64 {
 /// A counter or gauge from Envoy's `/stats` (`wasmcustom.` names are plain here).
 pub fn stat(e: &Envoy, name: &str) -> u64 {
     e.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
+}
+
+/// One request of a paced load.
+pub struct Req {
+    pub method: &'static str,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl Req {
+    pub fn get(path: &str, headers: &[(&str, &str)]) -> Req {
+        Req { method: "GET", path: path.into(), headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), body: None }
+    }
+}
+
+/// What a paced load saw.
+#[derive(Debug, Default, Clone)]
+pub struct Load {
+    pub admitted: u64,
+    pub rejected: u64,
+    pub other: Vec<u16>,
+    pub max_latency_ms: u64,
+    /// (client time ms, status) per request.
+    pub log: Vec<(u64, u16)>,
+    /// Admitted requests per Envoy (index into `ports`).
+    pub per_envoy: Vec<u64>,
+}
+
+/// `total` requests made by `make(i)`, request `i` to `ports[i % ports.len()]`, at `rate` per
+/// second from `threads` keep-alive clients (each with a connection to every Envoy).
+pub fn drive_with<F>(ports: &[u16], total: usize, rate: f64, threads: usize, make: F) -> Load
+where
+    F: Fn(usize) -> Req + Send + Sync + 'static,
+{
+    let out = Arc::new(std::sync::Mutex::new(Load { per_envoy: vec![0; ports.len()], ..Load::default() }));
+    let next = Arc::new(AtomicUsize::new(0));
+    let make = Arc::new(make);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (out, next, ports, make) = (out.clone(), next.clone(), ports.to_vec(), make.clone());
+            std::thread::spawn(move || {
+                let mut conns: Vec<Conn> = ports.iter().map(|p| Conn::open(*p)).collect();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= total {
+                        break;
+                    }
+                    let due = Duration::from_secs_f64(i as f64 / rate);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    let k = i % conns.len();
+                    let q = make(i);
+                    let hs: Vec<(&str, &str)> = q.headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                    let t0 = Instant::now();
+                    let r = conns[k].send(q.method, &q.path, &hs, q.body.as_deref());
+                    let ms = t0.elapsed().as_millis() as u64;
+                    if r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                        conns[k] = Conn::open(ports[k]);
+                    }
+                    let mut o = out.lock().unwrap();
+                    o.max_latency_ms = o.max_latency_ms.max(ms);
+                    o.log.push((now_ms(), r.status));
+                    match r.status {
+                        200 => {
+                            o.admitted += 1;
+                            o.per_envoy[k] += 1;
+                        }
+                        429 => o.rejected += 1,
+                        s => o.other.push(s),
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let o = out.lock().unwrap().clone();
+    o
+}
+
+/// Make sure at least `need` of the current minute remains.
+pub fn minute_with(need: Duration) {
+    let into = now_ms() % 60_000;
+    if 60_000 - into < need.as_millis() as u64 {
+        std::thread::sleep(Duration::from_millis(60_000 - into + 50));
+    }
+}
+
+/// Wait until every Envoy's `quota_global_degraded` is `want`; how long it took.
+pub fn wait_degraded(es: &[Envoy], want: u64, within: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if es.iter().all(|e| stat(e, "quota_global_degraded") == want) {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
