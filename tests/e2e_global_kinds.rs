@@ -245,7 +245,7 @@ fn a_team_budget_holds_across_tenants_on_different_envoys() {
 #[test]
 fn an_llm_budget_through_a_service_outage() {
     let redis = Redis::start();
-    let mut rls = Rls::start(&redis);
+    let rls = Rls::start(&redis);
     let up = LlmUpstream::start();
     let budgets = r#""tokens":{"counts":{"llm_tokens":"total"},"window_ms":86400000,"limit":1000000,"global":"exact"}"#;
     let es = envoys(3, &plugin("\"local\"", "", budgets), up.port, &rls);
