@@ -38,7 +38,7 @@ fn the_services_memory_does_not_grow_with_windows() {
             c = Conn::open(port);
         }
         i += 1;
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             samples.push((t0.elapsed().as_secs(), rls.rss_kb()));
         }
     }
