@@ -329,7 +329,8 @@ fn console_transcripts_in_the_docs_are_what_make_run_answers() {
         let name = f.strip_prefix(repo()).unwrap().display().to_string();
         blocks.extend(parse_blocks(&name, &std::fs::read_to_string(&f).unwrap()).unwrap_or_else(|e| panic!("{e}")));
     }
-    assert!(blocks.iter().any(|b| b.file == "README.md"), "README.md has no console transcript: the tour is gone?");
+    let only = std::env::var("TQ_DOCS_ONLY").is_ok();
+    assert!(only || blocks.iter().any(|b| b.file == "README.md"), "README.md has no console transcript: the tour is gone?");
     let mut failures = Vec::new();
     for b in &blocks {
         failures.extend(run_block(b, show));
