@@ -1,7 +1,7 @@
 //! The console transcripts of README.md and docs/*.md, run against `make run`'s Envoy: a docs
 //! example that no longer matches the filter fails `make test`.
 //!
-//! The convention (docs/writing-docs.md says the same, for writers):
+//! The convention (docs/development.md, "Docs transcripts", says the same for writers):
 //! - A block fenced as ```` ```console ```` is a transcript. Each block runs against a fresh
 //!   `make run`: envoy/envoy.yaml (listener, admin and backend ports rewritten to the ones the
 //!   kernel picks, listener renamed `main` for the harness, `--concurrency 2`) in front of
