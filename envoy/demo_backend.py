@@ -31,6 +31,18 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _body(self):
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            # Envoy sends a body chunked when the filter drops its content-length (it may
+            # rewrite an LLM request's body).
+            out = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return out
+                out += self.rfile.read(size)
+                self.rfile.readline()
         n = int(self.headers.get("content-length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -128,6 +140,9 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, default=10001)
+    p.add_argument("--port", type=int, default=10001, help="0: any free port (the one bound is printed)")
     a = p.parse_args()
-    ThreadingHTTPServer(("127.0.0.1", a.port), Handler).serve_forever()
+    server = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    # tests/e2e_docs.rs starts it on port 0 and reads the bound port from this line.
+    print(f"demo backend listening on 127.0.0.1:{server.server_address[1]}", flush=True)
+    server.serve_forever()

@@ -229,6 +229,15 @@ impl Envoy {
         Envoy::launch(dir, &cfg, opts.concurrency)
     }
 
+    /// Start Envoy on a whole bootstrap (`yaml`, e.g. envoy/envoy.yaml rewritten): its admin
+    /// and listeners should bind port 0, and one listener must be named `main`.
+    pub fn start_yaml(yaml: &str, concurrency: u32) -> Envoy {
+        let dir = tmpdir("envoy-yaml");
+        let cfg = dir.join("envoy.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        Envoy::launch(dir, &cfg, concurrency).unwrap_or_else(|log| panic!("envoy did not become ready:\n{log}"))
+    }
+
     /// Run Envoy on the bootstrap `cfg` (in `dir`, which it owns): ready once the admin
     /// answers `/ready` and the `main` listener is bound; on failure, its log.
     fn launch(dir: PathBuf, cfg: &std::path::Path, concurrency: u32) -> Result<Envoy, String> {
