@@ -85,3 +85,51 @@ fn the_access_log_carries_each_decision() {
     drop(e);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Envoy 1.40's tracing `custom_tags` take a substitution format string (`value`), so a span
+/// can carry the same fields: Zipkin spans, posted to a test collector, have the tags.
+#[test]
+fn trace_tags_read_the_same_fields() {
+    let up = llm::LlmUpstream::start();
+    let collector = Upstream::start();
+    let tracing = r#"          tracing:
+            random_sampling: { value: 100 }
+            custom_tags:
+            - tag: tenant_quota.tenant
+              value: "%FILTER_STATE(wasm.tenant_quota.tenant:PLAIN)%"
+            - tag: tenant_quota.result
+              value: "%FILTER_STATE(wasm.tenant_quota.result:PLAIN)%"
+            - tag: gen_ai.usage.output_tokens
+              value: "%FILTER_STATE(wasm.tenant_quota.gen_ai.usage.output_tokens:PLAIN)%"
+            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON
+"#;
+    let zipkin = format!(
+        "  - name: zipkin\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: zipkin\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
+        collector.port
+    );
+    let opts = EnvoyOpts { concurrency: 1, access_log: tracing.into(), extra_clusters: zipkin, ..EnvoyOpts::default() };
+    let e = Envoy::start(CFG, up.port, opts);
+    // The Zipkin tracer posts once 5 spans are buffered.
+    for t in ["t1", "t2", "t3", "t4"] {
+        assert_eq!(e.get("/llm/openai-json", &[("x-tenant-id", t)]).status, 200);
+    }
+    assert_eq!(e.get("/llm/openai-json", &[("x-tenant-id", "t5"), ("x-model", "gpt-4o")]).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let spans: Vec<Value> = loop {
+        let posted = collector.bodies.lock().unwrap().clone();
+        let spans: Vec<Value> = posted.iter().filter_map(|(_, b)| serde_json::from_str::<Vec<Value>>(b).ok()).flatten().collect();
+        if spans.len() >= 5 || Instant::now() > deadline {
+            break spans;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let t5 = spans.iter().find(|s| s["tags"]["tenant_quota.tenant"] == "t5").unwrap_or_else(|| panic!("no span of t5 in {spans:?}"));
+    assert_eq!(t5["tags"]["tenant_quota.result"], "allowed");
+    assert_eq!(t5["tags"]["gen_ai.usage.output_tokens"], llm::OPENAI_JSON.usage.unwrap().1.to_string());
+}
