@@ -131,7 +131,7 @@ def main():
     rows = []
     work = tempfile.mkdtemp(prefix="tq-profile-")
     # Variants that need the rate limit service ((h), (i), (j)) are left to `make bench`.
-    jobs = [(k, name, kind) for k, name, kind in B.VARIANTS if kind is None or kind == "native" or len(kind) == 3]
+    jobs = [(k, name, kind) for k, name, kind in B.VARIANTS if kind is None or kind == "native" or len(kind) == 3 or B.opts(kind) == ("access_log",)]
     jobs += [(k, name, ("wasm", B.NOOP_WASM, cfg)) for k, name, cfg in PROBES]
     for key, name, kind in jobs:
         if only and key not in only:

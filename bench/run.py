@@ -118,6 +118,11 @@ VARIANTS = [
     ("g1", "no-op wasm, 40 KB SSE answer", ("wasm", NOOP_WASM, "{}", ("sse40",))),
     ("l", "(e), requests_per_minute on_exceed queue (never fills)", ("wasm", TQ_WASM, json.dumps(QUEUE_NEVER_FILLS))),
     ("m", "(e) + 8 slots with queue: every request waits", ("wasm", TQ_WASM, json.dumps(QUEUE_ALWAYS_WAITS))),
+    # The decision in access logs (`filter_state`): the filter's host calls (n), envoy/envoy.yaml's
+    # JSON access log alone, formatting nulls (n1), and both (n2). The log goes to /dev/null.
+    ("n", "(e) + filter_state (decision fields, no access log)", ("wasm", TQ_WASM, json.dumps(dict(FOUR_BUDGETS, filter_state=True)))),
+    ("n1", "(e) + envoy.yaml's access log, filter_state off", ("wasm", TQ_WASM, json.dumps(FOUR_BUDGETS), ("access_log",))),
+    ("n2", "(e) + filter_state + envoy.yaml's access log", ("wasm", TQ_WASM, json.dumps(dict(FOUR_BUDGETS, filter_state=True)), ("access_log",))),
     ("h", "(e), requests_per_minute global sync", ("wasm", TQ_WASM, json.dumps(global_budgets("sync")), ("rls",))),
     ("i", "(e), requests_per_minute global exact", ("wasm", TQ_WASM, json.dumps(global_budgets("exact")), ("rls", "cluster_route"))),
     ("j", "native ratelimit filter + RLS", ("native_rls", ("rls", "cluster_route"))),
@@ -271,6 +276,7 @@ def bootstrap(kind, port, admin, rls_port=None):
     sse_header = ""
     if any(x.startswith("sse") for x in o):
         sse_header = "\n                - header: { key: content-type, value: text/event-stream }\n                  append_action: OVERWRITE_IF_EXISTS_OR_ADD"
+    access_log = access_log_yaml() if "access_log" in o else ""
     return f"""admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 static_resources:
@@ -283,7 +289,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
-          route_config:
+{access_log}          route_config:
             max_direct_response_body_size_bytes: 1048576
             virtual_hosts:
             - name: all
@@ -298,6 +304,19 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
 {clusters}"""
+
+
+def access_log_yaml():
+    """envoy/envoy.yaml's access log format, written to /dev/null (the formatting is the cost)."""
+    with open(os.path.join(ROOT, "envoy", "envoy.yaml")) as f:
+        lines = f.read().splitlines()
+    start = lines.index("              log_format:")
+    end = start + 1
+    while end < len(lines) and lines[end].startswith("                "):
+        end += 1
+    return "\n".join(["          access_log:", "          - name: envoy.access_loggers.file", "            typed_config:",
+                      '              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
+                      "              path: /dev/null"] + lines[start:end]) + "\n"
 
 
 def sse_body(kb):

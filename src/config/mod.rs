@@ -213,6 +213,9 @@ pub struct Config {
     /// SPEC 5 (defaults when the block is absent).
     pub llm: Llm,
     pub alerts_webhook: Option<Webhook>,
+    /// Write each request's decision into Envoy filter state, for access logs and trace tags
+    /// (`engine::log_fields`). Off by default: every field is a host call per request.
+    pub filter_state: bool,
     /// Test-only: see [`raw::RawTestHooks`].
     pub trap_sync_leader_path: Option<String>,
     pub trap_path: Option<String>,
@@ -712,6 +715,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         scopes,
         llm,
         alerts_webhook,
+        filter_state: raw.filter_state.unwrap_or(false),
         trap_sync_leader_path: raw.test_hooks.as_ref().and_then(|t| t.trap_sync_leader_path.clone()),
         trap_path: raw.test_hooks.as_ref().and_then(|t| t.trap_path.clone()),
     })

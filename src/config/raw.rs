@@ -31,6 +31,9 @@ pub struct RawConfig {
     pub llm: Option<RawLlm>,
     #[serde(default)]
     pub alerts_webhook: Option<RawWebhook>,
+    /// Write each request's decision into Envoy filter state (access logs, trace tags).
+    #[serde(default)]
+    pub filter_state: Option<bool>,
     /// Test-only hooks (tests/e2e_global.rs); never set in production.
     #[serde(default)]
     pub test_hooks: Option<RawTestHooks>,

@@ -256,3 +256,13 @@ fn alerts_and_the_webhook_are_checked() {
     assert_eq!(refused(r#"{"alerts_webhook":{"cluster":"a","path":"nope"}}"#).path, "alerts_webhook.path");
     assert_eq!(refused(r#"{"alerts_webhook":{"cluster":"a"}}"#).path, "alerts_webhook");
 }
+
+#[test]
+fn filter_state_is_an_opt_in_bool() {
+    assert!(!parse("{}").unwrap().filter_state);
+    assert!(parse(r#"{"filter_state":true}"#).unwrap().filter_state);
+    let e = refused(r#"{"filter_state":"yes"}"#);
+    assert_eq!(e.path, "filter_state", "{e}");
+    let e = refused(r#"{"filter_sate":true}"#);
+    assert!(e.to_string().contains("filter_sate"), "{e}");
+}

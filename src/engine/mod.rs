@@ -20,6 +20,8 @@ pub struct Reply {
     pub reason: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The tenant the reply is for, when it is known (access-log fields).
+    pub tenant: Option<String>,
 }
 
 /// Units charged after admission.
@@ -131,7 +133,7 @@ pub enum Verdict {
     Pass { error: Option<StoreError> },
     Admit(Box<Admitted>),
     Reject {
-        reply: Reply,
+        reply: Box<Reply>,
         tenant: Option<String>,
         rejection: Option<Rejection>,
         error: Option<StoreError>,
@@ -214,6 +216,7 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[s..e]
 }
 
+pub mod log_fields;
 mod reply;
 pub use reply::{admitted_headers, plain_reply, policy_header, ratelimit_header, reject_reply, reject_reply_in};
 
@@ -248,7 +251,7 @@ fn store_error_verdict(cfg: &Config, e: StoreError, tenant: Option<String>) -> V
     match cfg.on_error {
         OnError::Allow => Verdict::Pass { error: Some(e) },
         OnError::Deny => Verdict::Reject {
-            reply: plain_reply(503, "quota_unavailable", "Quota state unavailable", tenant.as_deref()),
+            reply: Box::new(plain_reply(503, "quota_unavailable", "Quota state unavailable", tenant.as_deref())),
             tenant,
             rejection: None,
             error: Some(e),
@@ -266,7 +269,7 @@ fn shadow_or_reject(cfg: &Config, reply: Reply, tenant: Option<String>) -> Verdi
             ..Admitted::default()
         }))
     } else {
-        Verdict::Reject { reply, tenant, rejection: None, error: None, scope: None }
+        Verdict::Reject { reply: Box::new(reply), tenant, rejection: None, error: None, scope: None }
     }
 }
 
@@ -405,7 +408,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                             shadow_cost = Some(reply.reason);
                             Demand { budget: i, units: 0, admit: Admit::Reserve }
                         } else {
-                            return Verdict::Reject { reply, tenant: Some(tenant), rejection: None, error: None, scope: None };
+                            return Verdict::Reject { reply: Box::new(reply), tenant: Some(tenant), rejection: None, error: None, scope: None };
                         }
                     }
                 },
@@ -436,7 +439,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
                                 shadow_cost = Some(reply.reason);
                                 continue;
                             }
-                            return Verdict::Reject { reply, tenant: Some(tenant), rejection: None, error: None, scope: None };
+                            return Verdict::Reject { reply: Box::new(reply), tenant: Some(tenant), rejection: None, error: None, scope: None };
                         }
                     },
                 };
@@ -665,7 +668,7 @@ fn finish_rejection_in(cfg: &Config, policy: &TenantPolicy, tenant: String, r: R
             ..Admitted::default()
         }));
     }
-    Verdict::Reject { reply, tenant: Some(tenant), rejection: Some(r), error: None, scope }
+    Verdict::Reject { reply: Box::new(reply), tenant: Some(tenant), rejection: Some(r), error: None, scope }
 }
 
 /// Charge units after the fact to an admitted request's tenant.

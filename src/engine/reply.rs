@@ -37,6 +37,7 @@ pub fn plain_reply(status: u32, reason: &str, title: &str, tenant: Option<&str>)
             ("x-tenant-quota-reason".into(), reason.to_string()),
         ],
         body,
+        tenant: tenant.map(str::to_string),
     }
 }
 
@@ -99,6 +100,7 @@ pub fn reject_reply_in(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Re
             ("content-type".into(), "application/problem+json".into()),
         ],
         body,
+        tenant: Some(tenant.to_string()),
     };
     if let Some((sn, id)) = scope {
         reply.headers.push(("x-tenant-quota-scope".into(), sn.to_string()));

@@ -315,3 +315,73 @@ fn scoped_exact_budgets_ask_and_record_under_their_scope_id() {
     assert_eq!(reply.status, 429);
     assert!(reply.headers.contains(&("x-tenant-quota-scope-id".to_string(), "blue".to_string())), "{:?}", reply.headers);
 }
+
+fn fields_of(f: impl FnOnce(&mut dyn FnMut(&str, &str))) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    f(&mut |k: &str, v: &str| out.push((k.to_string(), v.to_string())));
+    out
+}
+
+fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn log_fields_of_an_admitted_a_rejected_and_a_scoped_request() {
+    use log_fields::*;
+    let s = MemStore::new();
+    init_registry(&s).unwrap();
+    let mut w = Worker::new(1);
+    let c = cfg(r#","filter_state":true"#);
+    assert!(c.filter_state);
+    let Verdict::Admit(a) = run(&c, &s, &mut w, Some("acme"), &[]) else { panic!() };
+    let f = fields_of(|put| admitted_fields(&c, &a, put));
+    assert_eq!(field(&f, TENANT), Some("acme"));
+    assert_eq!(field(&f, RESULT), Some("allowed"));
+    assert_eq!((field(&f, BUDGET), field(&f, REMAINING)), (Some("rpm"), Some("1")));
+    assert_eq!(field(&f, REASON), None);
+    assert_eq!(field(&f, MODEL), None, "no model, no field");
+    run(&c, &s, &mut w, Some("acme"), &[]);
+    let Verdict::Reject { reply, .. } = run(&c, &s, &mut w, Some("acme"), &[]) else { panic!() };
+    let f = fields_of(|put| reply_fields(&reply, put));
+    assert_eq!(f.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), [
+        "tenant_quota.tenant=acme",
+        "tenant_quota.result=rejected",
+        "tenant_quota.reason=rpm_exceeded",
+        "tenant_quota.budget=rpm",
+        "tenant_quota.remaining=0"
+    ]);
+    // A scoped budget's refusal names its scope id.
+    let sc = Config::parse(br#"{"scopes":{"team":{"header":"x-team-id"}},"budgets":{"team_rpm":{"counts":"requests","window_ms":60000,"limit":1,"scope":"team"}}}"#).unwrap();
+    crate::store::init_registry_in(&s, crate::store::Space::Scope("team")).unwrap();
+    let mut headers = Map(HashMap::new());
+    let mut go = |w: &mut Worker| {
+        let input = RequestInput { headers: &mut headers, tenant: Some(b"t".to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: vec![Some(b"blue".to_vec())], llm_body: None };
+        evaluate(&sc, &s, w, input, &|_| None)
+    };
+    let v = go(&mut w);
+    let Verdict::Admit(a) = v else { panic!("{v:?}") };
+    assert_eq!(field(&fields_of(|put| admitted_fields(&sc, &a, put)), "tenant_quota.scope.team"), Some("blue"));
+    let Verdict::Reject { reply, .. } = go(&mut w) else { panic!() };
+    let f = fields_of(|put| reply_fields(&reply, put));
+    assert_eq!((field(&f, "tenant_quota.scope.team"), field(&f, BUDGET)), (Some("blue"), Some("team_rpm")));
+}
+
+#[test]
+fn log_field_outcomes_and_tokens() {
+    use log_fields::*;
+    let mut a = Admitted { tenant: "t".into(), model: Some("gpt-4o".into()), ..Admitted::default() };
+    assert_eq!(Outcome::of_admitted(&a), Outcome::Allowed);
+    a.queued_ms = Some(3);
+    assert_eq!(Outcome::of_admitted(&a), Outcome::Queued);
+    a.warnings = vec!["soft_exceeded".into(), "burst_exhausted".into()];
+    assert_eq!(Outcome::of_admitted(&a), Outcome::Warned);
+    let f = fields_of(|put| admitted_fields(&cfg(""), &a, put));
+    assert_eq!((field(&f, RESULT), field(&f, REASON)), (Some("warned"), Some("soft_exceeded,burst_exhausted")));
+    assert_eq!(field(&f, MODEL), Some("gpt-4o"));
+    a.shadow = Some("rpm_exceeded".into());
+    let f = fields_of(|put| admitted_fields(&cfg(""), &a, put));
+    assert_eq!((field(&f, RESULT), field(&f, REASON)), (Some("shadow"), Some("rpm_exceeded")));
+    let f = fields_of(|put| usage_fields(crate::llm::Usage { input: 12, output: 30 }, put));
+    assert_eq!((field(&f, INPUT_TOKENS), field(&f, OUTPUT_TOKENS)), (Some("12"), Some("30")));
+}

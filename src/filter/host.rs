@@ -50,6 +50,7 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -177,6 +178,14 @@ pub fn property(path: &[String]) -> Option<Vec<u8>> {
         OK => Some(owned(p, n)),
         _ => None,
     }
+}
+
+/// Set a property of the current request: Envoy stores it as filter state `wasm.<path>`
+/// (a one-segment path; Envoy's `setProperty`), readable by access logs and tracers. False
+/// when the host refuses (no stream: NotFound; a read-only value already set: BadArgument).
+pub fn set_property(path: &str, value: &[u8]) -> bool {
+    // SAFETY: pointers and lengths of a live str and slice.
+    unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) == OK }
 }
 
 pub fn define_metric(metric_type: u32, name: &str) -> Option<u32> {

@@ -4,6 +4,7 @@
 
 mod global;
 mod host;
+mod log_fields;
 mod metrics;
 mod queue;
 mod saturation;
@@ -411,7 +412,7 @@ fn pass(cfg: &Config, sh: &mut Shared, now: u64) {
                 sh.queues.leave_place(&e.count_key, now);
                 sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(metrics::Kind::QueuedTimeout));
                 sh.metrics.rejected_of(cfg, scope, &who, e.waiting.rejection.budget, e.waiting.rejection.reason, false);
-                queue::answer(e.ctx, &e.waiting.reply);
+                queue::answer(cfg, e.ctx, &e.waiting.reply);
                 continue;
             }
             let mut headers = HostHeaders::All(std::mem::take(&mut e.headers));
@@ -441,7 +442,7 @@ fn pass(cfg: &Config, sh: &mut Shared, now: u64) {
                         sh.queues.leave_place(&x.count_key, now);
                         sh.metrics.queued(cfg, scope, &who, x.budget, -1, Some(metrics::Kind::QueuedTimeout));
                         sh.metrics.rejected_of(cfg, scope, &who, x.waiting.rejection.budget, x.waiting.rejection.reason, false);
-                        queue::answer(x.ctx, &x.waiting.reply);
+                        queue::answer(cfg, x.ctx, &x.waiting.reply);
                     }
                     break;
                 }
@@ -563,6 +564,12 @@ impl Http {
         Action::Pause
     }
 
+    /// Answer with the quota's reply (its decision goes to the access-log fields too).
+    fn reply(&mut self, r: &engine::Reply) -> Action {
+        log_fields::reply(&self.config, r);
+        self.send(r.status, &r.reason, &r.body, &r.headers)
+    }
+
     /// Requests under the admin prefix: authenticate, then answer (after the body, if any).
     fn admin_headers(&mut self, path: &str, end_of_stream: bool) -> Action {
         let Some(adm) = &self.config.admin else { return Action::Continue };
@@ -672,7 +679,7 @@ impl Http {
                 self.admitted = Some(a);
                 Action::Continue
             }
-            Err(reply) => self.send(reply.status, &reply.reason, &reply.body, &reply.headers),
+            Err(reply) => self.reply(&reply),
         }
     }
 
@@ -686,7 +693,10 @@ impl Http {
         let cfg = self.config.clone();
         let p = self.policy(sh, a);
         match usage {
-            Some(u) => sh.metrics.llm_tokens(&a.tenant, u),
+            Some(u) => {
+                sh.metrics.llm_tokens(&a.tenant, u);
+                log_fields::usage(&cfg, u);
+            }
             None if !failed => sh.metrics.llm_usage_missing(),
             None => {}
         }
@@ -742,7 +752,7 @@ impl Http {
                 self.counted_in_flight = counted;
                 self.ask_exact()
             }
-            Next::Reply(reply) => self.send(reply.status, &reply.reason, &reply.body, &reply.headers),
+            Next::Reply(reply) => self.reply(&reply),
             Next::Wait(w) => self.wait(w, headers, tenant_copy, scope_copy, end_of_stream),
         }
     }
@@ -803,7 +813,7 @@ impl Http {
             placed
         };
         if !placed {
-            return self.send(w.reply.status, &w.reply.reason, &w.reply.body, &w.reply.headers);
+            return self.reply(&w.reply);
         }
         let headers = match headers {
             HostHeaders::All(v) => v,
@@ -1119,6 +1129,7 @@ impl HttpContext for Http {
         engine::admitted_headers(&a, |k, v| {
             host::add_header(map::RESPONSE_HEADERS, k, v);
         });
+        log_fields::admitted(&cfg, &a);
         self.admitted = Some(a);
         Action::Continue
     }

@@ -144,7 +144,12 @@ pub fn resume(ctx: u32) -> bool {
     host::set_effective_context(ctx) && host::resume_request()
 }
 
-/// Answer a paused request from the root context.
-pub fn answer(ctx: u32, reply: &crate::engine::Reply) -> bool {
-    host::set_effective_context(ctx) && host::send_local_response(reply.status, &reply.reason, &reply.body, &reply.headers)
+/// Answer a paused request from the root context (its decision goes to the access-log
+/// fields first, while its context is the effective one).
+pub fn answer(cfg: &crate::config::Config, ctx: u32, reply: &crate::engine::Reply) -> bool {
+    if !host::set_effective_context(ctx) {
+        return false;
+    }
+    super::log_fields::reply(cfg, reply);
+    host::send_local_response(reply.status, &reply.reason, &reply.body, &reply.headers)
 }

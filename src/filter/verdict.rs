@@ -65,7 +65,7 @@ pub(super) fn after_verdict(cfg: &Config, sh: &mut Shared, v: Verdict) -> Next {
             if let Some(e) = error {
                 host::log(host::LOG_WARN, &format!("tenant-quota: could not decide, denying: {e:?}"));
             }
-            Next::Reply(reply)
+            Next::Reply(*reply)
         }
         Verdict::Wait(w) => Next::Wait(w),
     }
@@ -149,10 +149,10 @@ pub(super) fn deliver(cfg: &Config, sh: &mut Shared, ctx: u32, next: Next, now: 
             }
         }
         Next::Reply(reply) => {
-            queue::answer(ctx, &reply);
+            queue::answer(cfg, ctx, &reply);
         }
         Next::Wait(w) => {
-            queue::answer(ctx, &w.reply);
+            queue::answer(cfg, ctx, &w.reply);
         }
     }
 }
@@ -174,7 +174,7 @@ fn exact_delivered(cfg: &Config, sh: &mut Shared, ctx: u32, r: Result<Box<Admitt
         Ok(a) => resume(cfg, sh, ctx, Delivered { admitted: Some(a), counted }),
         Err(reply) => {
             uncount_in_flight(sh, counted);
-            queue::answer(ctx, &reply);
+            queue::answer(cfg, ctx, &reply);
         }
     }
 }

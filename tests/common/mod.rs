@@ -68,6 +68,9 @@ pub struct EnvoyOpts {
     /// 2-space indent, e.g. from [`http_listener`] with port 0). Each one's bound port is
     /// [`Envoy::listener_port`]`(name)`.
     pub extra_listeners: String,
+    /// An `access_log:` block for the `main` listener's connection manager (10-space indent,
+    /// e.g. from [`shipped_access_log`]).
+    pub access_log: String,
 }
 
 impl Default for EnvoyOpts {
@@ -80,8 +83,38 @@ impl Default for EnvoyOpts {
             allow_stop_iteration: false,
             extra_clusters: String::new(),
             extra_listeners: String::new(),
+            access_log: String::new(),
         }
     }
+}
+
+/// envoy/envoy.yaml's access log, its `log_format` verbatim, written to the file `path`
+/// instead of stdout: tests read the shipped format strings.
+pub fn shipped_access_log(path: &std::path::Path) -> String {
+    let yaml = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    let mut format = String::new();
+    let mut inside = false;
+    for line in yaml.lines() {
+        if line == "              log_format:" {
+            inside = true;
+        } else if inside && !line.starts_with("                ") {
+            break;
+        }
+        if inside {
+            format.push_str(line);
+            format.push('\n');
+        }
+    }
+    assert!(format.contains("FILTER_STATE"), "no access log format in envoy/envoy.yaml");
+    format!(
+        r#"          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: "{}"
+{format}"#,
+        path.display()
+    )
 }
 
 /// The `stats_config` block of envoy/envoy.yaml, verbatim: tests use the shipped tag rules.
@@ -149,7 +182,8 @@ static_resources:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
 {extra_clusters}"#,
         extra = opts.extra_bootstrap,
-        main = http_listener("main", port, &filters, "upstream", opts.route_timeout_ms),
+        main = http_listener("main", port, &filters, "upstream", opts.route_timeout_ms)
+            .replacen("          stat_prefix: ingress\n", &format!("          stat_prefix: ingress\n{}", opts.access_log), 1),
         extra_listeners = opts.extra_listeners,
         extra_clusters = opts.extra_clusters,
     )
