@@ -88,6 +88,12 @@ QUEUE_ALWAYS_WAITS["budgets"]["slots"] = {"counts": "in_flight", "limit": 8, "on
 
 GLOBAL = {"cluster": "ratelimit", "domain": RLS_DOMAIN, "sync_period_ms": 200, "timeout_ms": 100, "on_unavailable": "local"}
 
+# (h2): (g)'s token budget global `sync` (SPEC 8): the same SSE answer, its usage sent to the
+# rate limit service by the sync loop.
+TOKENS_GLOBAL = copy.deepcopy(TOKENS_BUDGET)
+TOKENS_GLOBAL["budgets"]["tokens"]["global"] = "sync"
+TOKENS_GLOBAL["global"] = dict(GLOBAL)
+
 
 def global_budgets(mode):
     """(e)'s four budgets with requests_per_minute global (`sync` or `exact`), SPEC 8."""
@@ -124,10 +130,11 @@ VARIANTS = [
     ("n1", "(e) + envoy.yaml's access log, filter_state off", ("wasm", TQ_WASM, json.dumps(FOUR_BUDGETS), ("access_log",))),
     ("n2", "(e) + filter_state + envoy.yaml's access log", ("wasm", TQ_WASM, json.dumps(dict(FOUR_BUDGETS, filter_state=True)), ("access_log",))),
     ("h", "(e), requests_per_minute global sync", ("wasm", TQ_WASM, json.dumps(global_budgets("sync")), ("rls",))),
+    ("h2", "(g), the token budget global sync", ("wasm", TQ_WASM, json.dumps(TOKENS_GLOBAL), ("sse4", "rls"))),
     ("i", "(e), requests_per_minute global exact", ("wasm", TQ_WASM, json.dumps(global_budgets("exact")), ("rls", "cluster_route"))),
     ("j", "native ratelimit filter + RLS", ("native_rls", ("rls", "cluster_route"))),
 ]
-GLOBAL_KEYS = ("h", "i", "j")
+GLOBAL_KEYS = ("h", "h2", "i", "j")
 # The no-op filter doing one kind of host call each: what the quota's host calls cost.
 PROBE_REPEAT = 10  # the no-op filter repeats the probed operation this many times per request
 PROBES = [
@@ -833,6 +840,10 @@ def write_results(a, runs, sc, elapsed):
                       f"| (h) ÷ (e), p99 unloaded | {target(h['lp99'] / e['lp99'], 1.10)} | ≤ 1.1 |",
                       f"| (h) ÷ (e), p99 saturated | {target(h['p99'] / e['p99'], 1.10)} | ≤ 1.1 |",
                       f"| (h) ÷ (e), total CPU/req (Envoy + RLS + Redis) | {h['total_cpu'] / e['cpu']:.2f} | – |"]
+        if "h2" in by and "g" in by:
+            h2, g = by["h2"], by["g"]
+            lines += [f"| (h2) ÷ (g), Envoy CPU/req (token budget over SSE, global sync ÷ local) | {target(h2['cpu'] / g['cpu'], 1.10)} | ≤ 1.10 |",
+                      f"| (h2) ÷ (g), total CPU/req (Envoy + RLS + Redis) | {h2['total_cpu'] / g['cpu']:.2f} | – |"]
         if "i" in by and "j" in by:
             i, j = by["i"], by["j"]
             lines += [f"| (i) ÷ (j), p99 unloaded | {target(i['lp99'] / j['lp99'], 1.0)} | ≤ 1 (no worse) |",
