@@ -77,8 +77,8 @@ NOOP_WASM := bench/noop/target/wasm32-wasip1/release/noop_filter.wasm
 noop: wasm-targets
 	cd bench/noop && cargo build --release --target wasm32-wasip1
 
-e2e-test: build envoy noop ratelimit
-	TQ_NOOP_WASM=$(CURDIR)/$(NOOP_WASM) TQ_RATELIMIT=$(CURDIR)/$(RATELIMIT_BIN) ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --test '*' -- --test-threads 2
+e2e-test: build envoy noop ratelimit sdk
+	TQ_SDK_PYTHON=$(CURDIR)/$(VENV)/bin/python TQ_NOOP_WASM=$(CURDIR)/$(NOOP_WASM) TQ_RATELIMIT=$(CURDIR)/$(RATELIMIT_BIN) ENVOY_BIN=$$($(ENVOY_BIN_CMD)) TQ_WASM=$(CURDIR)/$(WASM) cargo test --test '*' -- --test-threads 2
 
 lint: wasm-targets
 	@if cargo clippy --version >/dev/null 2>&1; then \

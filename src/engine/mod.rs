@@ -22,6 +22,8 @@ pub struct Reply {
     pub body: String,
     /// The tenant the reply is for, when it is known (access-log fields).
     pub tenant: Option<String>,
+    /// The error as an LLM provider's SDK reads it, for replies on LLM API paths (SPEC 2).
+    pub provider: reply::ProviderError,
 }
 
 /// Units charged after admission.
@@ -217,8 +219,8 @@ fn trim(v: &[u8]) -> &[u8] {
 }
 
 pub mod log_fields;
-mod reply;
-pub use reply::{admitted_headers, plain_reply, policy_header, ratelimit_header, reject_reply, reject_reply_in};
+pub mod reply;
+pub use reply::{admitted_headers, plain_reply, LlmApi, ProviderError, policy_header, ratelimit_header, reject_reply, reject_reply_in};
 
 /// Inputs from the host for one request.
 pub struct RequestInput<'h, H: RequestHeaders> {

@@ -837,3 +837,33 @@ pub fn wasm_with_custom_section(wasm: &std::path::Path, to: &std::path::Path, na
     std::fs::write(to, bytes).unwrap();
 }
 // ================================================================ end of issue 10 block
+
+/// envoy/demo_backend.py (the `make run` upstream: OpenAI and Anthropic APIs with usage) on a
+/// port of the kernel's; stopped on drop.
+pub struct DemoBackend {
+    pub port: u16,
+    child: Child,
+}
+
+impl DemoBackend {
+    pub fn start() -> DemoBackend {
+        let mut child = Command::new("python3")
+            .arg(repo().join("envoy/demo_backend.py"))
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start python3 envoy/demo_backend.py");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let port = first.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("demo backend said {first:?}"));
+        DemoBackend { port, child }
+    }
+}
+
+impl Drop for DemoBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
