@@ -13,7 +13,7 @@ use crate::store::{self, SharedStore, StoreError, TenantKind};
 #[derive(Debug)]
 pub enum ExactOutcome {
     Admit,
-    Reject(Reply, Option<Rejection>),
+    Reject(Box<Reply>, Option<Rejection>),
 }
 
 /// A demand's subject: its descriptor entry, its key and its policy.
@@ -96,7 +96,7 @@ pub fn exact_finish<S: SharedStore>(
         Ok(u) => u,
         Err((reply, r)) => {
             rollback(cfg, store, w, a, policy)?;
-            return Ok(ExactOutcome::Reject(reply, r));
+            return Ok(ExactOutcome::Reject(Box::new(reply), r));
         }
     };
     // The exact budgets' standing, for headers and metrics.

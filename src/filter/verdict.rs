@@ -115,7 +115,7 @@ pub(super) fn exact_answered(cfg: &Config, sh: &mut Shared, mut a: Box<Admitted>
             if let Some(rej) = rej {
                 sh.metrics.rejected(cfg, &a.tenant, rej.budget, rej.reason, false);
             }
-            Err(reply)
+            Err(*reply)
         }
         Err(e) => {
             sh.metrics.error();
