@@ -3,129 +3,26 @@
 //! The proxy-wasm layer feeds it header values and a store; tests feed it the same.
 
 use crate::config::{Config, Counts, GlobalMode, Mode, OnError, OnUnavailable, Priority, TenantPolicy};
-use crate::core::{self, saturation, Admit, Demand, Millis, Policy, Reason, Rejection, TenantState, Usage};
+use crate::core::{self, saturation, Admit, Demand, Policy, Reason, Rejection, TenantState, Usage};
 use crate::store::{self, Scratch, SharedStore, StoreError, TenantKind};
 
-/// What the engine needs to know about a request's headers.
-pub trait RequestHeaders {
-    /// The value of a request header (lower-case name, pseudo-headers included).
-    fn get(&mut self, name: &str) -> Option<Vec<u8>>;
-}
+mod admitted;
+mod after;
+mod commit;
+mod exact;
+mod facts;
+pub mod log_fields;
+mod reply;
 
-/// A local reply the filter sends instead of forwarding the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u32,
-    /// `x-tenant-quota-reason`, also used as Envoy's response code details.
-    pub reason: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-    /// The tenant the reply is for, when it is known (access-log fields).
-    pub tenant: Option<String>,
-}
-
-/// Units charged after admission.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AfterCharge {
-    pub budget: usize,
-    /// Response header carrying the cost, or `None` for streamed request bytes.
-    pub response_header: Option<String>,
-}
-
-/// An admitted request's bookkeeping, kept until the stream ends.
-#[derive(Debug, Clone, Default)]
-pub struct Admitted {
-    /// Tenant id as reported (the overflow tenant reports `overflow`).
-    pub tenant: String,
-    /// The store key the decision was committed under.
-    pub key: String,
-    pub priority: Option<Priority>,
-    pub keep: f64,
-    /// The budget closest to exhaustion, for the response headers.
-    pub headline: Option<Usage>,
-    /// `x-tenant-quota-shadow` reason of a would-be rejection (shadow mode).
-    pub shadow: Option<String>,
-    /// Budgets holding an in_flight slot, released when the stream ends.
-    pub in_flight: Vec<usize>,
-    pub after: Vec<AfterCharge>,
-    /// Every budget's standing after admission (metrics).
-    pub usage: Vec<Usage>,
-    /// `exact` global budgets still to be asked of the rate limit service (SPEC 8).
-    pub exact: Vec<Demand>,
-    /// What the local decision reserved, and when (to undo it if the service refuses).
-    pub reserved: Vec<Demand>,
-    pub at: Millis,
-    /// The request charged a global budget locally: the tenant needs a sync.
-    pub global_dirty: bool,
-    /// A global budget is near its cap: sync sooner.
-    pub global_urgent: bool,
-    /// What the request reserved in each scope (SPEC 7), in scope order.
-    pub scopes: Vec<ScopeCharge>,
-    /// `x-tenant-quota-warning` reasons of `warn` budgets admitted past their cap, in budget
-    /// name order (SPEC 6).
-    pub warnings: Vec<String>,
-    /// How long the request waited in a queue before admission (SPEC 6).
-    pub queued_ms: Option<u64>,
-    /// LLM token and cost budgets to settle once the response's usage is known (SPEC 5).
-    pub llm: Vec<LlmCharge>,
-    /// The request's model, when known (prices the actual usage).
-    pub model: Option<String>,
-}
-
-/// An LLM budget's reservation at admission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LlmCharge {
-    pub budget: usize,
-    pub reserved: u64,
-}
-
-/// A scope id's part of an admitted request.
-#[derive(Debug, Clone)]
-pub struct ScopeCharge {
-    /// Index into `Config::scopes`.
-    pub scope: usize,
-    /// The id as reported (`overflow` for ids past `max_tracked`).
-    pub id: String,
-    /// The store key the reservation was committed under.
-    pub key: String,
-    /// A runtime override's policy; `None`: the configured one ([`ScopeCharge::policy`]).
-    pub runtime: Option<TenantPolicy>,
-    pub reserved: Vec<Demand>,
-}
-
-impl ScopeCharge {
-    pub fn policy<'a>(&'a self, cfg: &'a Config) -> &'a TenantPolicy {
-        match &self.runtime {
-            Some(p) => p,
-            None => cfg.scopes[self.scope].policy(&self.id),
-        }
-    }
-}
-
-impl Admitted {
-    /// The store key and policy a budget's units belong to: its scope id's, or the tenant's.
-    pub fn subject_of<'a>(&'a self, cfg: &'a Config, budget: usize, tenant_policy: &'a TenantPolicy) -> Option<(&'a str, &'a TenantPolicy)> {
-        match cfg.budgets.get(budget)?.scope {
-            None => Some((self.key.as_str(), tenant_policy)),
-            Some(s) => self.scopes.iter().find(|c| c.scope == s).map(|c| (c.key.as_str(), c.policy(cfg))),
-        }
-    }
-
-    /// The state keys of the subjects whose global budgets this request charged (the sync
-    /// loop sends their units).
-    pub fn global_keys<'a>(&'a self, cfg: &'a Config) -> impl Iterator<Item = &'a str> + 'a {
-        let global_of = move |scope: Option<usize>| self.usage.iter().any(|u| cfg.budgets[u.budget].global.is_some() && cfg.budgets[u.budget].scope == scope);
-        let tenant = global_of(None);
-        let scopes = self.scopes.iter().filter(move |c| global_of(Some(c.scope)));
-        tenant.then_some(self.key.as_str()).into_iter().chain(scopes.map(|c| c.key.as_str())).filter(|k| !k.is_empty())
-    }
-
-    /// The scope id a budget was counted under (None: a tenant budget).
-    pub fn scope_id_of(&self, cfg: &Config, budget: usize) -> Option<(usize, &str)> {
-        let s = cfg.budgets.get(budget)?.scope?;
-        self.scopes.iter().find(|c| c.scope == s).map(|c| (s, c.id.as_str()))
-    }
-}
+pub(crate) use admitted::global_marks;
+pub use admitted::{AfterCharge, Admitted, LlmCharge, ScopeCharge};
+pub use after::{charge, llm_settle, release};
+use commit::undo;
+pub use commit::rollback;
+pub use exact::{exact_finish, exact_request, ExactOutcome};
+pub use facts::{parse_priority, parse_units, LlmBody, RequestHeaders, RequestInput};
+use facts::trim;
+pub use reply::{admitted_headers, plain_reply, policy_header, ratelimit_header, reject_reply, reject_reply_in, Reply};
 
 #[derive(Debug)]
 pub enum Verdict {
@@ -185,67 +82,8 @@ impl Worker {
     }
 }
 
-pub fn parse_priority(v: &[u8]) -> Option<Priority> {
-    if v.eq_ignore_ascii_case(b"low") {
-        Some(Priority::Low)
-    } else if v.eq_ignore_ascii_case(b"normal") {
-        Some(Priority::Normal)
-    } else if v.eq_ignore_ascii_case(b"vip") {
-        Some(Priority::Vip)
-    } else {
-        None
-    }
-}
 
-/// A non-negative decimal integer, at most 19 digits; `None` for anything else.
-pub fn parse_units(v: &[u8]) -> Option<u64> {
-    let v = trim(v);
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for d in v {
-        n = n * 10 + u64::from(d - b'0');
-    }
-    Some(n)
-}
 
-fn trim(v: &[u8]) -> &[u8] {
-    let s = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let e = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(s, |e| e + 1);
-    &v[s..e]
-}
-
-pub mod log_fields;
-mod reply;
-pub use reply::{admitted_headers, plain_reply, policy_header, ratelimit_header, reject_reply, reject_reply_in};
-
-/// Inputs from the host for one request.
-pub struct RequestInput<'h, H: RequestHeaders> {
-    pub headers: &'h mut H,
-    /// The tenant id as read from the header or property (None: absent).
-    pub tenant: Option<Vec<u8>>,
-    /// The request has no body (headers carried end_of_stream).
-    pub end_of_stream: bool,
-    /// Current saturation level (0 normal, 1 elevated, 2 critical).
-    pub level: u8,
-    pub now: Millis,
-    /// The rate limit service has not answered for long enough (SPEC 8).
-    pub global_degraded: bool,
-    /// Each scope's id as read (by scope index; None: absent). Empty without scopes.
-    pub scope_ids: Vec<Option<Vec<u8>>>,
-    /// What the JSON request body said, when it was read before admission (SPEC 5).
-    pub llm_body: Option<LlmBody>,
-}
-
-/// The fields of an LLM request body that admission uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LlmBody {
-    pub model: Option<String>,
-    pub max_tokens: Option<u64>,
-    /// The client's body size (before any rewrite).
-    pub bytes: u64,
-}
 
 fn store_error_verdict(cfg: &Config, e: StoreError, tenant: Option<String>) -> Verdict {
     match cfg.on_error {
@@ -603,48 +441,7 @@ pub fn evaluate<S: SharedStore, H: RequestHeaders>(
     }))
 }
 
-/// Undo reservations: the tenant's (`tenant_reserved` under `tenant_key`) and each scope
-/// id's. Best effort: a failure leaves units counted (the safe side) and is not retried.
-#[allow(clippy::too_many_arguments)]
-fn undo<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, tenant_key: &str, policy: &TenantPolicy, tenant_reserved: &[Demand], at: Millis, scopes: &[ScopeCharge]) {
-    if !tenant_key.is_empty() && !tenant_reserved.is_empty() {
-        w.scratch.key.clear();
-        w.scratch.key.push_str(tenant_key);
-        let _ = store::transact(store, &mut w.scratch, |st| {
-            core::unreserve(st, &cfg.budgets, &policy.limits, at, tenant_reserved);
-            (true, ())
-        });
-    }
-    for c in scopes {
-        w.scratch.key.clone_from(&c.key);
-        let _ = store::transact(store, &mut w.scratch, |st| {
-            core::unreserve(st, &cfg.budgets, &c.policy(cfg).limits, at, &c.reserved);
-            (true, ())
-        });
-    }
-}
 
-/// Whether admitted usage touched a global budget, and whether one is near its cap.
-pub(crate) fn global_marks(cfg: &Config, usage: &[Usage]) -> (bool, bool) {
-    let mut dirty = false;
-    let mut urgent = false;
-    for u in usage {
-        if cfg.budgets[u.budget].global.is_some() {
-            dirty = true;
-            urgent |= u128::from(u.used) * 100 >= u128::from(crate::global::URGENT_PCT) * u128::from(u.cap().max(1));
-        }
-    }
-    (dirty, urgent)
-}
-
-/// Undo the local reservations of an admitted request the service then refused.
-pub fn rollback<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitted, policy: &TenantPolicy) -> Result<(), StoreError> {
-    undo(cfg, store, w, &a.key, policy, &a.reserved, a.at, &a.scopes);
-    Ok(())
-}
-
-mod exact;
-pub use exact::{exact_finish, exact_request, ExactOutcome};
 
 fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Rejection, keep: f64, priority: Priority) -> Verdict {
     finish_rejection_in(cfg, policy, tenant, r, keep, priority, None)
@@ -671,120 +468,6 @@ fn finish_rejection_in(cfg: &Config, policy: &TenantPolicy, tenant: String, r: R
     Verdict::Reject { reply: Box::new(reply), tenant: Some(tenant), rejection: Some(r), error: None, scope }
 }
 
-/// Charge units after the fact to an admitted request's tenant.
-#[allow(clippy::too_many_arguments)]
-pub fn charge<S: SharedStore>(
-    cfg: &Config,
-    store: &S,
-    w: &mut Worker,
-    a: &Admitted,
-    policy: &TenantPolicy,
-    budget: usize,
-    units: u64,
-    now: Millis,
-) -> Result<Option<Usage>, StoreError> {
-    if units == 0 {
-        return Ok(None);
-    }
-    let Some((key, policy)) = a.subject_of(cfg, budget, policy) else { return Ok(None) };
-    let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: a.keep, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
-    w.scratch.key.clear();
-    w.scratch.key.push_str(key);
-    store::transact(store, &mut w.scratch, |st| {
-        let u = core::charge(&pol, st, now, budget, units);
-        (true, u)
-    })
-}
-
-/// Settle an admitted request's LLM budgets once its response is over (SPEC 5): each
-/// reservation replaced by the actual usage (tokens, or cost at the model's price) in one
-/// CAS per subject; a response with status >= 400 releases its reservations; one that ended
-/// without a usage report keeps them (`usage` None). Returns the new standings.
-#[allow(clippy::too_many_arguments)]
-pub fn llm_settle<S: SharedStore>(
-    cfg: &Config,
-    store: &S,
-    w: &mut Worker,
-    a: &Admitted,
-    policy: &TenantPolicy,
-    usage: Option<crate::llm::Usage>,
-    failed: bool,
-    now: Millis,
-) -> Result<Vec<Usage>, StoreError> {
-    let price = cfg.llm.prices.get(a.model.as_deref());
-    // (budget, reserved, actual) of the budgets whose count changes.
-    let mut changes = Vec::new();
-    for c in &a.llm {
-        let actual = match (failed, usage) {
-            (true, _) => 0,
-            (false, None) => continue,
-            (false, Some(u)) => match &cfg.budgets[c.budget].counts {
-                Counts::LlmTokens(k) => u.tokens(*k),
-                _ => price.map_or(0, |p| crate::llm::cost(u, p)),
-            },
-        };
-        if actual != c.reserved {
-            changes.push((c.budget, c.reserved, actual));
-        }
-    }
-    // One CAS per subject (the tenant, or a scope id) for all of its budgets.
-    let mut out = Vec::new();
-    let subjects = std::iter::once(None).chain(a.scopes.iter().map(|c| Some(c.scope)));
-    for scope in subjects {
-        let mine: Vec<(usize, u64, u64)> = changes.iter().copied().filter(|(b, _, _)| cfg.budgets[*b].scope == scope).collect();
-        let Some(&(first, _, _)) = mine.first() else { continue };
-        let Some((key, p)) = a.subject_of(cfg, first, policy) else { continue };
-        let pol = Policy { budgets: &cfg.budgets, limits: &p.limits, keep: a.keep, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
-        w.scratch.key.clear();
-        w.scratch.key.push_str(key);
-        let us = store::transact(store, &mut w.scratch, |st| {
-            let us: Vec<Usage> = mine.iter().filter_map(|&(b, r, x)| core::settle(&pol, st, now, a.at, b, r, x)).collect();
-            (true, us)
-        })?;
-        out.extend(us);
-    }
-    Ok(out)
-}
-
-/// Give back the in_flight slots of an admitted request (those of `budgets`, indices into
-/// the config's budgets). Must not be lost: retried.
-pub fn release<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitted, budgets: &[usize]) -> Result<(), StoreError> {
-    if budgets.is_empty() {
-        return Ok(());
-    }
-    // Slots of tenant budgets live under the tenant's key, those of scoped budgets under the
-    // scope id's: one transaction per key.
-    let mut result = Ok(());
-    let keys = std::iter::once(None).chain(a.scopes.iter().map(|c| Some(c.scope)));
-    for scope in keys {
-        let mine: Vec<usize> = budgets.iter().copied().filter(|&b| cfg.budgets[b].scope == scope).collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let key = match scope {
-            None => a.key.as_str(),
-            Some(sc) => a.scopes.iter().find(|c| c.scope == sc).map_or("", |c| c.key.as_str()),
-        };
-        w.scratch.key.clear();
-        w.scratch.key.push_str(key);
-        let mut last = Ok(());
-        for _ in 0..4 {
-            last = store::transact(store, &mut w.scratch, |st| {
-                for &b in &mine {
-                    core::release(st, cfg.budgets[b].id, 1);
-                }
-                (true, ())
-            });
-            if last.is_ok() {
-                break;
-            }
-        }
-        if last.is_err() {
-            result = last;
-        }
-    }
-    result
-}
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,21 @@
 //! What a decision looks like on the wire (SPEC 2): the 429 and the other error replies with
 //! their problem bodies and RateLimit headers, and the headers of admitted responses.
 
-use super::{Admitted, Reply};
+use super::Admitted;
 use crate::config::{Config, TenantPolicy};
 use crate::core::{Reason, Rejection};
+
+/// A local reply the filter sends instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    /// `x-tenant-quota-reason`, also used as Envoy's response code details.
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// The tenant the reply is for, when it is known (access-log fields).
+    pub tenant: Option<String>,
+}
 
 fn json_escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
