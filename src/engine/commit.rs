@@ -160,3 +160,7 @@ pub fn rollback<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Adm
     undo(cfg, store, w, &a.key, policy, &a.reserved, a.at, &a.scopes);
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "commit_tests.rs"]
+mod tests;
