@@ -1,12 +1,12 @@
 //! Native timing of the host-independent request path (engine::evaluate on MemStore).
 use std::time::Instant;
 use tenant_quota::config::Config;
-use tenant_quota::engine::{evaluate, RequestHeaders, RequestInput, Verdict, Worker};
+use tenant_quota::engine::{evaluate, Conditions, Headers, RequestFacts, RuntimePolicies, Verdict, Worker};
 use tenant_quota::store::{init_registry, MemStore};
 
 struct H;
-impl RequestHeaders for H {
-    fn get(&mut self, _: &str) -> Option<Vec<u8>> {
+impl Headers for H {
+    fn with<R>(&mut self, _: &str, _: impl FnOnce(&[u8]) -> R) -> Option<R> {
         None
     }
 }
@@ -20,9 +20,12 @@ fn main() {
     let n = 2_000_000;
     let t = Instant::now();
     let mut ok = 0;
+    let overrides = RuntimePolicies::new();
+    let at = Conditions { now: 1_700_000_000_000, level: 0, global_degraded: false };
     for i in 0..n {
-        let input = RequestInput { headers: &mut H, tenant: Some(ids[i % 1000].clone()), end_of_stream: true, level: 0, now: 1_700_000_000_000, global_degraded: false, scope_ids: vec![], llm_body: None };
-        if let Verdict::Admit(_) = evaluate(&cfg, &s, &mut w, input, &|_| None) {
+        // As the filter does: read the facts, then decide.
+        let facts = RequestFacts::read(&cfg, &mut H, Some(ids[i % 1000].clone()), vec![], true);
+        if let Verdict::Admit(_) = evaluate(&cfg, &s, &mut w, &facts, at, &overrides) {
             ok += 1;
         }
     }

@@ -18,7 +18,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use crate::config::{self, Config};
 use crate::core::{self, saturation, Admit, Answer, Clock, Demand, FakeClock, GlobalView, Millis, Policy, Slot, TenantState, Usage};
-use crate::engine::{self, RequestHeaders, RequestInput, Verdict, Worker};
+use crate::engine::{self, Conditions, RequestFacts, RuntimePolicies, Verdict, Worker};
 use crate::store::{self, MemStore, Scratch, SharedStore};
 use proptest::prelude::*;
 use proptest::test_runner::Config as PtConfig;
@@ -683,9 +683,9 @@ fn bytes_input() -> impl Strategy<Value = Vec<u8>> {
 /// Request headers from a map; any header not in it is absent.
 struct Headers(HashMap<String, Vec<u8>>);
 
-impl RequestHeaders for Headers {
-    fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-        self.0.get(name).cloned()
+impl engine::Headers for Headers {
+    fn with<R>(&mut self, name: &str, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.0.get(name).map(|v| f(v))
     }
 }
 
@@ -733,8 +733,9 @@ fn drive(c: &Config, reqs: &[Request]) -> Result<(), TestCaseError> {
     for (tenant, h, eos, level, degraded, step) in reqs {
         now += step;
         let mut headers = Headers(h.clone());
-        let input = RequestInput { headers: &mut headers, tenant: tenant.clone(), end_of_stream: *eos, level: *level, now, global_degraded: *degraded, scope_ids: Vec::new(), llm_body: None };
-        match engine::evaluate(c, &store, &mut w, input, &|_| None) {
+        let facts = RequestFacts::read(c, &mut headers, tenant.clone(), Vec::new(), *eos);
+        let at = Conditions { now, level: *level, global_degraded: *degraded };
+        match engine::evaluate(c, &store, &mut w, &facts, at, &RuntimePolicies::new()) {
             Verdict::Admit(mut a) => {
                 let policy = c.policy(&a.tenant).clone();
                 for ac in a.after.clone() {

@@ -320,9 +320,14 @@ pub fn decide(
         usage.clear();
         return Err(q);
     }
-    // Commit. Slots of budgets no longer configured (removed by a config push) are dropped
-    // once the state holds more slots than there are budgets, so they never crowd out the
-    // current ones (a state keeps at most 255 slots).
+    apply(policy, state, now, demands);
+    Ok(())
+}
+
+/// Commit the checked demands to `state`. Slots of budgets no longer configured (removed by a
+/// config push) are dropped once the state holds more slots than there are budgets, so they
+/// never crowd out the current ones (a state keeps at most 255 slots).
+fn apply(policy: &Policy, state: &mut TenantState, now: Millis, demands: &[Demand]) {
     if state.slots.len() > policy.budgets.len() {
         state.slots.retain(|s| policy.budgets.iter().any(|b| b.id == s.budget));
     }
@@ -339,7 +344,6 @@ pub fn decide(
         }
         *slot = cur;
     }
-    Ok(())
 }
 
 /// Charge `units` after the fact (response-header cost, streamed request bytes).

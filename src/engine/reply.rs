@@ -1,7 +1,7 @@
 //! What a decision looks like on the wire (SPEC 2): the 429 and the other error replies with
 //! their problem bodies and RateLimit headers, and the headers of admitted responses.
 
-use super::{Admitted, Reply};
+use super::Admitted;
 use crate::config::{Config, TenantPolicy};
 use crate::core::budget::{Counts, CALENDAR_MONTH};
 use crate::core::{Reason, Rejection};
@@ -115,6 +115,20 @@ fn rejection_error(cfg: &Config, window_ms: u64, r: &Rejection, scope: Option<(&
         (false, _) => ("rate_limit_exceeded", "requests"),
     };
     ProviderError { message, code: code.into(), kind: kind.into() }
+}
+
+/// A local reply the filter sends instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    /// `x-tenant-quota-reason`, also used as Envoy's response code details.
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// The tenant the reply is for, when it is known (access-log fields).
+    pub tenant: Option<String>,
+    /// The error as an LLM provider's SDK reads it, for replies on LLM API paths (SPEC 2).
+    pub provider: ProviderError,
 }
 
 fn json_escape(s: &str) -> String {

@@ -2,15 +2,16 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
-use crate::store::{init_registry, init_registry_in, MemStore};
+use crate::core::TenantState;
+use crate::store::{self, init_registry, init_registry_in, MemStore};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 struct Map(HashMap<&'static str, &'static str>);
 
-impl RequestHeaders for Map {
-    fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-        self.0.get(name).map(|v| v.as_bytes().to_vec())
+impl Headers for Map {
+    fn with<R>(&mut self, name: &str, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.0.get(name).map(|v| f(v.as_bytes()))
     }
 }
 
@@ -18,8 +19,9 @@ const NOW: u64 = 1_700_000_000_000;
 
 fn run(cfg: &Config, s: &MemStore, w: &mut Worker, tenant: Option<&str>, h: &[(&'static str, &'static str)]) -> Verdict {
     let mut headers = Map(h.iter().copied().collect());
-    let input = RequestInput { headers: &mut headers, tenant: tenant.map(|t| t.as_bytes().to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: Vec::new(), llm_body: None };
-    evaluate(cfg, s, w, input, &|_| None)
+    let facts = RequestFacts::read(cfg, &mut headers, tenant.map(|t| t.as_bytes().to_vec()), Vec::new(), true);
+    let at = Conditions { now: NOW, level: 0, global_degraded: false };
+    evaluate(cfg, s, w, &facts, at, &RuntimePolicies::new())
 }
 
 fn cfg(extra: &str) -> Config {
@@ -144,17 +146,8 @@ mod scopes {
 
     fn ask(c: &Config, s: &MemStore, w: &mut Worker, tenant: &str, team: Option<&str>) -> Verdict {
         let mut headers = Map(HashMap::new());
-        let input = RequestInput {
-            headers: &mut headers,
-            tenant: Some(tenant.as_bytes().to_vec()),
-            end_of_stream: true,
-            level: 0,
-            global_degraded: false,
-            now: NOW,
-            scope_ids: vec![team.map(|t| t.as_bytes().to_vec())],
-            llm_body: None,
-        };
-        evaluate(c, s, w, input, &|_| None)
+        let facts = RequestFacts::read(c, &mut headers, Some(tenant.as_bytes().to_vec()), vec![team.map(|t| t.as_bytes().to_vec())], true);
+        evaluate(c, s, w, &facts, Conditions { now: NOW, level: 0, global_degraded: false }, &RuntimePolicies::new())
     }
 
     fn used(c: &Config, s: &MemStore, key: &str, budget: &str) -> u64 {
@@ -287,8 +280,9 @@ fn scoped_exact_budgets_ask_and_record_under_their_scope_id() {
     init_registry_in(&s, store::Space::Scope("team")).unwrap();
     let mut w = Worker::new(7);
     let mut headers = Map(HashMap::new());
-    let input = RequestInput { headers: &mut headers, tenant: Some(b"acme".to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: vec![Some(b"blue".to_vec())], llm_body: None };
-    let Verdict::Admit(mut a) = evaluate(&c, &s, &mut w, input, &|_| None) else { panic!("not admitted") };
+    let facts = RequestFacts::read(&c, &mut headers, Some(b"acme".to_vec()), vec![Some(b"blue".to_vec())], true);
+    let at = Conditions { now: NOW, level: 0, global_degraded: false };
+    let Verdict::Admit(mut a) = evaluate(&c, &s, &mut w, &facts, at, &RuntimePolicies::new()) else { panic!("not admitted") };
     assert_eq!(a.exact.len(), 2);
     let p = c.policy("acme").clone();
     let body = exact_request(&c, &p, &a);
@@ -308,8 +302,9 @@ fn scoped_exact_budgets_ask_and_record_under_their_scope_id() {
     // The team's cap is reached: the service refuses the next one, and the refusal names the
     // scope id and undoes the tenant's reservation.
     let mut headers = Map(HashMap::new());
-    let input = RequestInput { headers: &mut headers, tenant: Some(b"acme".to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: vec![Some(b"blue".to_vec())], llm_body: None };
-    let Verdict::Admit(mut a) = evaluate(&c, &s, &mut w, input, &|_| None) else { panic!("not admitted") };
+    let facts = RequestFacts::read(&c, &mut headers, Some(b"acme".to_vec()), vec![Some(b"blue".to_vec())], true);
+    let at = Conditions { now: NOW, level: 0, global_degraded: false };
+    let Verdict::Admit(mut a) = evaluate(&c, &s, &mut w, &facts, at, &RuntimePolicies::new()) else { panic!("not admitted") };
     let ans = [crate::global::Answer::Total(3), crate::global::Answer::Over { cap: 3 }];
     let ExactOutcome::Reject(reply, _) = exact_finish(&c, &s, &mut w, &mut a, &p, Some(&ans), NOW).unwrap() else { panic!("admitted") };
     assert_eq!(reply.status, 429);
@@ -356,8 +351,9 @@ fn log_fields_of_an_admitted_a_rejected_and_a_scoped_request() {
     crate::store::init_registry_in(&s, crate::store::Space::Scope("team")).unwrap();
     let mut headers = Map(HashMap::new());
     let mut go = |w: &mut Worker| {
-        let input = RequestInput { headers: &mut headers, tenant: Some(b"t".to_vec()), end_of_stream: true, level: 0, global_degraded: false, now: NOW, scope_ids: vec![Some(b"blue".to_vec())], llm_body: None };
-        evaluate(&sc, &s, w, input, &|_| None)
+        let facts = RequestFacts::read(&sc, &mut headers, Some(b"t".to_vec()), vec![Some(b"blue".to_vec())], true);
+        let at = Conditions { now: NOW, level: 0, global_degraded: false };
+        evaluate(&sc, &s, w, &facts, at, &RuntimePolicies::new())
     };
     let v = go(&mut w);
     let Verdict::Admit(a) = v else { panic!("{v:?}") };

@@ -12,7 +12,7 @@ mod verdict;
 
 use crate::admin::{self, Overrides};
 use crate::config::{Config, Mode, TenantPolicy, TenantSource};
-use crate::engine::{self, Admitted, RequestHeaders, Verdict, Worker};
+use crate::engine::{self, Admitted, Conditions, Headers, RequestFacts, Verdict, Worker};
 use verdict::Next;
 use crate::store;
 use metrics::Metrics;
@@ -56,9 +56,7 @@ struct Shared {
 /// What a request paused for its body needs to be decided.
 struct BodyWait {
     deadline: u64,
-    headers: Vec<u8>,
-    tenant: Option<Vec<u8>>,
-    scope_ids: Vec<Option<Vec<u8>>>,
+    facts: RequestFacts,
     path: String,
 }
 
@@ -265,7 +263,6 @@ impl RootContext for Root {
             status: 0,
             body_reading: false,
             body_wait: None,
-            llm_body: None,
         }))
     }
 
@@ -349,13 +346,10 @@ fn body_timeouts(cfg: &Config, sh: &mut Shared, now: u64) {
                 "tenant-quota: llm.request_body: a paused request got no body callback in 1 s; the host does not show bodies to a paused header phase (set allow_on_headers_stop_iteration: true); deciding on headers",
             );
         }
-        let mut headers = HostHeaders::All(w.headers);
         let level = sh.saturation.level(cfg, now, &mut sh.metrics);
         let degraded = cfg.global.is_some() && sh.global.degraded(cfg, now);
-        let input = engine::RequestInput { headers: &mut headers, tenant: w.tenant, end_of_stream: false, level, now, global_degraded: degraded, scope_ids: w.scope_ids, llm_body: None };
-        let overrides = &sh.overrides;
-        sh.worker.has_overrides = !overrides.policies.is_empty();
-        let v = engine::evaluate(cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
+        let at = Conditions { now, level, global_degraded: degraded };
+        let v = engine::evaluate(cfg, &HostStore, &mut sh.worker, &w.facts, at, &sh.overrides.policies);
         let next = verdict::after_verdict(cfg, sh, v);
         verdict::deliver(cfg, sh, ctx, next, now);
     }
@@ -415,23 +409,8 @@ fn pass(cfg: &Config, sh: &mut Shared, now: u64) {
                 queue::answer(cfg, e.ctx, &e.waiting.reply);
                 continue;
             }
-            let mut headers = HostHeaders::All(std::mem::take(&mut e.headers));
-            let input = engine::RequestInput {
-                headers: &mut headers,
-                tenant: e.tenant.clone(),
-                end_of_stream: e.end_of_stream,
-                level,
-                now,
-                global_degraded: degraded,
-                scope_ids: e.scope_ids.clone(),
-                llm_body: e.llm_body.clone(),
-            };
-            let overrides = &sh.overrides;
-            sh.worker.has_overrides = !overrides.policies.is_empty();
-            let v = engine::evaluate(cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
-            if let HostHeaders::All(h) = headers {
-                e.headers = h;
-            }
+            let at = Conditions { now, level, global_degraded: degraded };
+            let v = engine::evaluate(cfg, &HostStore, &mut sh.worker, &e.facts, at, &sh.overrides.policies);
             match v {
                 Verdict::Wait(w) => {
                     e.waiting = w;
@@ -497,13 +476,11 @@ struct Http {
     /// `Shared::body_waits` until the first body callback moves it to `body_wait`.
     body_reading: bool,
     body_wait: Option<BodyWait>,
-    /// What the body said (kept for a decision taken again from a queue).
-    llm_body: Option<engine::LlmBody>,
 }
 
-/// Request headers for the engine. Each host call costs about as much as reading every
-/// header at once (bench/RESULTS.md), so when a configuration reads several headers per
-/// request they are fetched in one call and looked up here.
+/// Request headers, read for the engine's facts. Each host call costs about as much as
+/// reading every header at once (bench/RESULTS.md), so when a configuration reads several
+/// headers per request they are fetched in one call and looked up here.
 enum HostHeaders {
     OneByOne,
     All(Vec<u8>),
@@ -522,29 +499,23 @@ impl HostHeaders {
 
 /// How many request headers a request may read under this configuration.
 fn header_reads(cfg: &Config) -> usize {
-    use crate::config::Counts;
-    let mut n = 1; // the tenant
-    if cfg.saturation.is_some() {
-        n += 1; // x-tenant-quota-priority
-    }
-    if cfg.budgets.iter().any(|b| b.matcher.path_prefix.is_some()) {
-        n += 1;
-    }
-    if cfg.budgets.iter().any(|b| !b.matcher.methods.is_empty()) {
-        n += 1;
-    }
-    if cfg.budgets.iter().any(|b| b.counts == Counts::RequestBytes) {
-        n += 1;
-    }
-    n += cfg.scopes.iter().filter(|s| matches!(s.source, TenantSource::Header(_))).count();
-    n + cfg.budgets.iter().filter(|b| matches!(b.counts, Counts::RequestHeader(_))).count()
+    let needs = engine::Needs::of(cfg);
+    let scope_headers = cfg.scopes.iter().filter(|s| matches!(s.source, TenantSource::Header(_))).count();
+    // The tenant, then each header the engine's facts need.
+    1 + usize::from(needs.priority) + usize::from(needs.path) + usize::from(needs.method) + usize::from(needs.content_length) + scope_headers + needs.cost_headers
 }
 
-impl RequestHeaders for HostHeaders {
+impl HostHeaders {
     fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.with(name, <[u8]>::to_vec)
+    }
+}
+
+impl Headers for HostHeaders {
+    fn with<R>(&mut self, name: &str, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         match self {
-            HostHeaders::OneByOne => host::header(map::REQUEST_HEADERS, name),
-            HostHeaders::All(all) => crate::wire::pairs_get(all, name).map(<[u8]>::to_vec),
+            HostHeaders::OneByOne => host::header(map::REQUEST_HEADERS, name).map(|v| f(&v)),
+            HostHeaders::All(all) => crate::wire::pairs_get(all, name).map(f),
         }
     }
 }
@@ -728,10 +699,9 @@ impl Http {
     }
 
     /// Decide a request (at its headers, or at the end of its body when it was read) and act.
-    fn decide(&mut self, mut headers: HostHeaders, tenant: Option<Vec<u8>>, scope_ids: Vec<Option<Vec<u8>>>, end_of_stream: bool, llm_body: Option<engine::LlmBody>) -> Action {
+    fn decide(&mut self, facts: RequestFacts) -> Action {
         let cfg = self.config.clone();
-        self.llm_body = llm_body.clone();
-        let verdict = {
+        let next = {
             let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
             let sh = &mut *sh;
             let now = host::now_ms();
@@ -741,15 +711,10 @@ impl Http {
             self.started_ms = now;
             let level = sh.saturation.level(&cfg, now, &mut sh.metrics);
             let global_degraded = cfg.global.is_some() && sh.global.degraded(&cfg, now);
-            let waits = cfg.budgets.iter().any(|b| b.on_exceed == crate::config::OnExceed::Queue);
-            let (tenant_copy, scope_copy) = if waits { (tenant.clone(), scope_ids.clone()) } else { (None, Vec::new()) };
-            let input = engine::RequestInput { headers: &mut headers, tenant, end_of_stream, level, now, global_degraded, scope_ids, llm_body };
-            let overrides = &sh.overrides;
-            sh.worker.has_overrides = !overrides.policies.is_empty();
-            let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, input, &|id| overrides.get(id));
-            (verdict::after_verdict(&cfg, sh, v), tenant_copy, scope_copy)
+            let at = Conditions { now, level, global_degraded };
+            let v = engine::evaluate(&cfg, &HostStore, &mut sh.worker, &facts, at, &sh.overrides.policies);
+            verdict::after_verdict(&cfg, sh, v)
         };
-        let (next, tenant_copy, scope_copy) = verdict;
         match next {
             Next::Continue { admitted, counted } => {
                 self.admitted = admitted;
@@ -762,14 +727,14 @@ impl Http {
                 self.ask_exact()
             }
             Next::Reply(reply) => self.reply(&reply),
-            Next::Wait(w) => self.wait(w, headers, tenant_copy, scope_copy, end_of_stream),
+            Next::Wait(w) => self.wait(w, facts),
         }
     }
 
     /// The request's body arrived after a header pause: read it, rewrite it if asked, decide.
     fn decide_with_body(&mut self, body_size: usize) -> Action {
         self.body_reading = false;
-        let Some(wait) = self.body_wait.take() else { return Action::Continue };
+        let Some(mut wait) = self.body_wait.take() else { return Action::Continue };
         let cfg = self.config.clone();
         let max = cfg.llm.max_request_body_bytes as usize;
         let body = if body_size <= max { host::buffer(host::HTTP_REQUEST_BODY, 0, body_size).unwrap_or_default() } else { Vec::new() };
@@ -780,8 +745,8 @@ impl Http {
             }
         }
         let r = inspected.request;
-        let llm_body = engine::LlmBody { model: r.model, max_tokens: r.max_tokens, bytes: if body_size <= max { body_size as u64 } else { 0 } };
-        self.decide(HostHeaders::All(wait.headers), wait.tenant, wait.scope_ids, false, Some(llm_body))
+        wait.facts.llm_body = Some(engine::LlmBody { model: r.model, max_tokens: r.max_tokens, bytes: if body_size <= max { body_size as u64 } else { 0 } });
+        self.decide(wait.facts)
     }
 
     /// Pick up an admission decided while the request waited in a queue.
@@ -801,7 +766,7 @@ impl Http {
 
     /// A request only `queue` budgets refused: wait for room, or get the rejection now when
     /// the queue is full (or the timeout is 0).
-    fn wait(&mut self, w: Box<engine::Waiting>, headers: HostHeaders, tenant: Option<Vec<u8>>, scope_ids: Vec<Option<Vec<u8>>>, end_of_stream: bool) -> Action {
+    fn wait(&mut self, w: Box<engine::Waiting>, facts: RequestFacts) -> Action {
         let cfg = self.config.clone();
         let budget = w.rejection.budget;
         let b = &cfg.budgets[budget];
@@ -824,19 +789,11 @@ impl Http {
         if !placed {
             return self.reply(&w.reply);
         }
-        let headers = match headers {
-            HostHeaders::All(v) => v,
-            HostHeaders::OneByOne => host::headers_raw(map::REQUEST_HEADERS).unwrap_or_default(),
-        };
         let e = queue::Entry {
             ctx: self.ctx,
             since: now,
             deadline: now.saturating_add(b.queue.timeout_ms),
-            headers,
-            tenant,
-            scope_ids,
-            end_of_stream,
-            llm_body: self.llm_body.take(),
+            facts,
             waiting: w,
             budget,
             count_key,
@@ -1002,6 +959,8 @@ impl HttpContext for Http {
                 TenantSource::Metadata(path) => host::property(path),
             })
             .collect();
+        // Everything the decision needs of the request, read once: the engine reads no header.
+        let facts = RequestFacts::read(&cfg, &mut headers, tenant, scope_ids, end_of_stream);
         // SPEC 5: read the JSON body before admission when an LLM budget may apply.
         if cfg.llm.request_body && !end_of_stream && llm_may_apply(&cfg, &mut headers) {
             let now = host::now_ms();
@@ -1011,15 +970,11 @@ impl HttpContext for Http {
             let off = shared_off || self.shared.try_borrow().map(|sh| sh.body_reading_off).unwrap_or(true);
             if !off {
                 let path = String::from_utf8_lossy(&headers.get(":path").unwrap_or_default()).into_owned();
-                let raw = match headers {
-                    HostHeaders::All(v) => v,
-                    HostHeaders::OneByOne => host::headers_raw(map::REQUEST_HEADERS).unwrap_or_default(),
-                };
                 if crate::llm::request::is_chat_completions(&path) {
                     // A rewritten body may change length: let Envoy frame it (chunked).
                     host::remove_header(map::REQUEST_HEADERS, "content-length");
                 }
-                let wait = BodyWait { deadline: now.saturating_add(BODY_WAIT_MS), headers: raw, tenant, scope_ids, path };
+                let wait = BodyWait { deadline: now.saturating_add(BODY_WAIT_MS), facts, path };
                 if let Ok(mut sh) = self.shared.try_borrow_mut() {
                     sh.body_waits.insert(self.ctx, wait);
                 }
@@ -1028,7 +983,7 @@ impl HttpContext for Http {
                 return Action::Pause;
             }
         }
-        self.decide(headers, tenant, scope_ids, end_of_stream, None)
+        self.decide(facts)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

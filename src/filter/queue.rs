@@ -21,12 +21,8 @@ pub struct Entry {
     pub ctx: u32,
     pub since: u64,
     pub deadline: u64,
-    /// Every request header, in the host's serialized form.
-    pub headers: Vec<u8>,
-    pub tenant: Option<Vec<u8>>,
-    pub scope_ids: Vec<Option<Vec<u8>>>,
-    pub end_of_stream: bool,
-    pub llm_body: Option<crate::engine::LlmBody>,
+    /// What the decision reads of the request (read once, at its headers or body).
+    pub facts: crate::engine::RequestFacts,
     /// The latest refusal: its reply is sent on timeout; its subject labels the metrics.
     pub waiting: Box<Waiting>,
     /// The budget the request waits on (index into the config's budgets).

@@ -2,8 +2,6 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
-use crate::config::Config;
-use crate::core::{decide, Admit, Demand, Policy};
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -103,59 +101,8 @@ fn corrupt_state_is_reported() {
     assert_eq!(transact(&s, &mut sc, |_| (true, ())), Err(StoreError::Corrupt));
 }
 
-/// One "worker": resolve + decide, as the engine does it.
-fn admit_one(s: &MemStore, c: &Config, tenant: &str, token: u64, sc: &mut Scratch) -> bool {
-    let p = c.policy(tenant);
-    let pol = Policy { budgets: &c.budgets, limits: &p.limits, keep: 1.0, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
-    let d = [Demand { budget: 0, units: 1, admit: Admit::Reserve }];
-    let mut usage = Vec::new();
-    tenant_key(tenant, &mut sc.key);
-    let mut run = |sc: &mut Scratch| transact(s, sc, |st| match decide(&pol, st, NOW, &d, &mut usage) {
-        Ok(()) => (true, true),
-        Err(_) => (false, false),
-    });
-    match run(sc) {
-        Err(StoreError::Missing) => {
-            resolve(s, tenant, TenantKind::Dynamic, 1000, NOW, token, sc).unwrap();
-            run(sc).unwrap()
-        }
-        r => r.unwrap(),
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-#[test]
-fn interleaved_workers_meeting_a_new_tenant_admit_exactly_the_cap() {
-    use std::sync::Arc;
-    let c = Arc::new(Config::parse(br#"{"budgets":{"r":{"counts":"requests","window_ms":3600000,"limit":40,"burst_credits":10}}}"#).unwrap());
-    for trial in 0..20 {
-        let s = Arc::new(ready());
-        s.yield_in_get.store(true, std::sync::atomic::Ordering::Relaxed);
-        let tenant = format!("fresh-{trial}");
-        let handles: Vec<_> = (0..8u64)
-            .map(|w| {
-                let (s, c, tenant) = (s.clone(), c.clone(), tenant.clone());
-                std::thread::spawn(move || {
-                    let mut sc = Scratch::default();
-                    (0..20).filter(|i| admit_one(&s, &c, &tenant, (w << 32) | (*i as u64 + 1), &mut sc)).count()
-                })
-            })
-            .collect();
-        let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        assert_eq!(admitted, 50, "trial {trial}");
-        assert_eq!(read_registry(&*s).unwrap().tracked, 1);
-    }
-}
-
-#[test]
-fn sequential_workers_admit_exactly_the_cap() {
-    let c = Config::parse(br#"{"budgets":{"r":{"counts":"requests","window_ms":3600000,"limit":4,"burst_credits":1}}}"#).unwrap();
-    let s = ready();
-    let mut a = Scratch::default();
-    let mut b = Scratch::default();
-    let n = (0..10).filter(|i| admit_one(&s, &c, "t", 1 + i, if i % 2 == 0 { &mut a } else { &mut b })).count();
-    assert_eq!(n, 5);
-}
+// The interleaved-worker tests of the commit run the engine's commit step itself:
+// `engine/commit_tests.rs`.
 
 mod ledgers {
     #[cfg(target_arch = "wasm32")]
