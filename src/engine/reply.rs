@@ -128,7 +128,7 @@ pub struct Reply {
     /// The tenant the reply is for, when it is known (access-log fields).
     pub tenant: Option<String>,
     /// The error as an LLM provider's SDK reads it, for replies on LLM API paths (SPEC 2).
-    pub provider: ProviderError,
+    pub provider: Box<ProviderError>,
 }
 
 fn json_escape(s: &str) -> String {
@@ -164,7 +164,7 @@ pub fn plain_reply(status: u32, reason: &str, title: &str, tenant: Option<&str>)
         ],
         body,
         tenant: tenant.map(str::to_string),
-        provider: ProviderError { message: format!("{title}."), code: reason.to_string(), kind: reason.to_string() },
+        provider: Box::new(ProviderError { message: format!("{title}."), code: reason.to_string(), kind: reason.to_string() }),
     }
 }
 
@@ -228,7 +228,7 @@ pub fn reject_reply_in(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Re
         ],
         body,
         tenant: Some(tenant.to_string()),
-        provider: rejection_error(cfg, window_ms, r, scope),
+        provider: Box::new(rejection_error(cfg, window_ms, r, scope)),
     };
     if let Some((sn, id)) = scope {
         reply.headers.push(("x-tenant-quota-scope".into(), sn.to_string()));
