@@ -5,10 +5,9 @@
 use super::error::{err, ConfigError};
 use super::global::GLOBAL_WINDOWS_MS;
 use super::raw::{RawBudget, RawMatch, RawQueue, RawScope};
-use super::{valid_header_name, valid_name, visible_ascii};
-use crate::core::budget::{Algorithm, Budget, Counts, GlobalMode, Limits, Match, OnExceed, Queue, TokenKind, CALENDAR_MONTH};
+use super::{valid_name, visible_ascii};
+use crate::core::budget::{Algorithm, Budget, Counts, GlobalMode, Limits, Match, OnExceed, Queue, CALENDAR_MONTH};
 use crate::core::id::{fnv1a, MAX_BUDGETS};
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Budgets sorted by name, each `scope` resolved to its index in the (sorted) `scopes`.
@@ -41,7 +40,7 @@ fn compile(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
     if !valid_name(name) {
         return err(&p, "budget names are 1-64 characters of [A-Za-z0-9_-]");
     }
-    let counts = parse_counts(&format!("{p}.counts"), &raw.counts)?;
+    let counts = raw.counts.clone();
     let window_ms = window(&p, &counts, raw)?;
     let algorithm = raw.algorithm.unwrap_or_default();
     if counts == Counts::InFlight && algorithm == Algorithm::Sliding {
@@ -62,37 +61,6 @@ fn compile(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
     }
     let alerts = alerts(&p, window_ms, raw.alerts.as_deref())?;
     Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None, on_exceed, queue, alerts })
-}
-
-fn parse_counts(path: &str, v: &Value) -> Result<Counts, ConfigError> {
-    match v {
-        Value::String(s) => match s.as_str() {
-            "requests" => Ok(Counts::Requests),
-            "request_bytes" => Ok(Counts::RequestBytes),
-            "in_flight" => Ok(Counts::InFlight),
-            "llm_cost" => Ok(Counts::LlmCost),
-            other => err(path, format!("unknown counts kind `{other}`, expected one of `requests`, `request_bytes`, `in_flight`, `llm_cost`, {{\"request_header\": H}}, {{\"response_header\": H}}, {{\"llm_tokens\": K}}")),
-        },
-        Value::Object(m) if m.len() == 1 && m.contains_key("llm_tokens") => match m.get("llm_tokens").and_then(Value::as_str) {
-            Some("input") => Ok(Counts::LlmTokens(TokenKind::Input)),
-            Some("output") => Ok(Counts::LlmTokens(TokenKind::Output)),
-            Some("total") => Ok(Counts::LlmTokens(TokenKind::Total)),
-            _ => err(format!("{path}.llm_tokens"), "expected `input`, `output` or `total`"),
-        },
-        Value::Object(m) if m.len() == 1 => {
-            let (k, v) = m.iter().next().ok_or_else(|| ConfigError { path: path.into(), message: "empty object".into() })?;
-            let h = match v {
-                Value::String(h) if valid_header_name(h) => h.to_ascii_lowercase(),
-                _ => return err(format!("{path}.{k}"), "expected a header name (string)"),
-            };
-            match k.as_str() {
-                "request_header" => Ok(Counts::RequestHeader(h)),
-                "response_header" => Ok(Counts::ResponseHeader(h)),
-                other => err(format!("{path}.{other}"), format!("unknown key `{other}`, expected `request_header` or `response_header`")),
-            }
-        }
-        _ => err(path, "expected a string or an object with one key `request_header` or `response_header`"),
-    }
 }
 
 /// The window in milliseconds: 0 for `in_flight` (it has none), [`CALENDAR_MONTH`] for

@@ -3,7 +3,6 @@
 use super::error::{err, ConfigError};
 use super::raw::RawGlobal;
 use super::visible_ascii;
-use serde_json::Value;
 
 /// What global budgets get while the rate limit service does not answer (SPEC 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,16 +39,7 @@ pub(super) fn compile(raw: &RawGlobal) -> Result<Global, ConfigError> {
     }
     let sync_period_ms = ms("sync_period_ms", raw.sync_period_ms, 200, 10, 60_000)?;
     let timeout_ms = ms("timeout_ms", raw.timeout_ms, 100, 1, 60_000)?;
-    let on_unavailable = match &raw.on_unavailable {
-        None => OnUnavailable::Local,
-        Some(Value::String(s)) if s == "local" => OnUnavailable::Local,
-        Some(Value::String(s)) if s == "deny" => OnUnavailable::Deny,
-        Some(Value::Object(m)) if m.len() == 1 && m.contains_key("local_share") => match m.get("local_share").and_then(Value::as_u64) {
-            Some(n) if n >= 1 => OnUnavailable::LocalShare(n),
-            _ => return err("global.on_unavailable.local_share", "must be a whole number of Envoys, at least 1"),
-        },
-        Some(_) => return err("global.on_unavailable", "expected `local`, `deny` or {\"local_share\": N}"),
-    };
+    let on_unavailable = raw.on_unavailable.unwrap_or(OnUnavailable::Local);
     Ok(Global { cluster: c.to_string(), domain, sync_period_ms, timeout_ms, on_unavailable })
 }
 

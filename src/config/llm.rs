@@ -2,9 +2,8 @@
 
 use super::error::{err, ConfigError};
 use super::raw::RawLlm;
-use super::{valid_header_name, visible_ascii};
+use super::visible_ascii;
 use crate::llm::{Price, Prices};
-use serde_json::Value;
 
 /// Where an LLM request's model comes from (SPEC 5).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,20 +33,9 @@ impl Default for Llm {
 pub(super) fn compile(raw: Option<&RawLlm>) -> Result<Llm, ConfigError> {
     let Some(raw) = raw else { return Ok(Llm::default()) };
     let request_body = raw.request_body.unwrap_or(false);
-    let model = match &raw.model {
-        None => None,
-        Some(Value::Object(m)) if m.len() == 1 => match (m.get("header"), m.get("request_body")) {
-            (Some(Value::String(h)), _) if valid_header_name(h) => Some(ModelSource::Header(h.to_ascii_lowercase())),
-            (Some(_), _) => return err("llm.model.header", "expected a header name"),
-            (_, Some(Value::String(f))) if f == "model" && request_body => Some(ModelSource::RequestBody),
-            (_, Some(Value::String(f))) if f == "model" => {
-                return err("llm.model.request_body", "the model can come from the request body only with `llm.request_body: true`")
-            }
-            (_, Some(_)) => return err("llm.model.request_body", "expected \"model\" (the body's top-level field)"),
-            _ => return err("llm.model", "expected {\"header\": H} or {\"request_body\": \"model\"}"),
-        },
-        Some(_) => return err("llm.model", "expected {\"header\": H} or {\"request_body\": \"model\"}"),
-    };
+    if raw.model == Some(ModelSource::RequestBody) && !request_body {
+        return err("llm.model.request_body", "the model can come from the request body only with `llm.request_body: true`");
+    }
     let mut prices = Vec::new();
     for (name, p) in &raw.prices {
         if name.is_empty() || name.len() > 256 || !visible_ascii(name) {
@@ -59,5 +47,5 @@ pub(super) fn compile(raw: Option<&RawLlm>) -> Result<Llm, ConfigError> {
     if max_request_body_bytes > 64 << 20 {
         return err("llm.max_request_body_bytes", "at most 64 MiB");
     }
-    Ok(Llm { model, request_body, default_reserve_tokens: raw.default_reserve_tokens.unwrap_or(0), max_request_body_bytes, prices: Prices::new(prices) })
+    Ok(Llm { model: raw.model.clone(), request_body, default_reserve_tokens: raw.default_reserve_tokens.unwrap_or(0), max_request_body_bytes, prices: Prices::new(prices) })
 }

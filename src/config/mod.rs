@@ -83,10 +83,7 @@ impl Config {
     /// Parse and validate the plugin configuration.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError { path, message: e.into_inner().to_string() }
-        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de)?;
         compile(raw)
     }
 
