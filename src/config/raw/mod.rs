@@ -1,5 +1,6 @@
 //! The configuration as written by the operator: serde structs that mirror SPEC section 1
-//! key for key. Every struct refuses unknown keys; semantic checks happen in `compile`.
+//! key for key. Every struct refuses unknown keys; `counts`, `on_unavailable` and `model` are
+//! read by the serde enums of [`tagged`]; semantic checks happen in `compile`.
 
 mod tagged;
 
