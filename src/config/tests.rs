@@ -266,3 +266,48 @@ fn filter_state_is_an_opt_in_bool() {
     let e = refused(r#"{"filter_sate":true}"#);
     assert!(e.to_string().contains("filter_sate"), "{e}");
 }
+
+/// `counts`, `global.on_unavailable` and `llm.model` are read by serde enums (`raw/tagged.rs`);
+/// their refusals keep `compile`'s words and paths, without serde_json's position.
+#[test]
+fn tagged_fields_keep_their_refusals() {
+    let kinds = "expected one of `requests`, `request_bytes`, `in_flight`, `llm_cost`, {\"request_header\": H}, {\"response_header\": H}, {\"llm_tokens\": K}";
+    let shape = "expected a string or an object with one key `request_header` or `response_header`";
+    let budget = |counts: &str| format!(r#"{{"budgets":{{"a":{{"counts":{counts},"window_ms":60000,"limit":1}}}}}}"#);
+    let cases: Vec<(String, &str, String)> = vec![
+        (budget(r#""sockets""#), "budgets.a.counts", format!("unknown counts kind `sockets`, {kinds}")),
+        (budget(r#""request_header""#), "budgets.a.counts", format!("unknown counts kind `request_header`, {kinds}")),
+        (budget(r#"{"request_header":"bad header"}"#), "budgets.a.counts.request_header", "expected a header name (string)".into()),
+        (budget(r#"{"bogus":5}"#), "budgets.a.counts.bogus", "expected a header name (string)".into()),
+        (budget(r#"{"bogus":"x-a"}"#), "budgets.a.counts.bogus", "unknown key `bogus`, expected `request_header` or `response_header`".into()),
+        (budget(r#"{"llm_tokens":"all"}"#), "budgets.a.counts.llm_tokens", "expected `input`, `output` or `total`".into()),
+        (budget(r#"{"llm_tokens":{"input":null}}"#), "budgets.a.counts.llm_tokens", "expected `input`, `output` or `total`".into()),
+        (budget("{}"), "budgets.a.counts", shape.into()),
+        (budget(r#"{"request_header":"x","response_header":"y"}"#), "budgets.a.counts", shape.into()),
+        (budget("5"), "budgets.a.counts", shape.into()),
+        (budget("null"), "budgets.a.counts", shape.into()),
+        (budget("[]"), "budgets.a.counts", shape.into()),
+        (r#"{"global":{"cluster":"r","on_unavailable":"maybe"}}"#.into(), "global.on_unavailable", "expected `local`, `deny` or {\"local_share\": N}".into()),
+        (r#"{"global":{"cluster":"r","on_unavailable":{"local":1}}}"#.into(), "global.on_unavailable", "expected `local`, `deny` or {\"local_share\": N}".into()),
+        (r#"{"global":{"cluster":"r","on_unavailable":{"local_share":0}}}"#.into(), "global.on_unavailable.local_share", "must be a whole number of Envoys, at least 1".into()),
+        (r#"{"global":{"cluster":"r","on_unavailable":{"local_share":3.0}}}"#.into(), "global.on_unavailable.local_share", "must be a whole number of Envoys, at least 1".into()),
+        (r#"{"llm":{"model":{"header":"bad h"}}}"#.into(), "llm.model.header", "expected a header name".into()),
+        (r#"{"llm":{"model":{"request_body":"other"}}}"#.into(), "llm.model.request_body", "expected \"model\" (the body's top-level field)".into()),
+        (r#"{"llm":{"model":{"request_body":"model"}}}"#.into(), "llm.model.request_body", "the model can come from the request body only with `llm.request_body: true`".into()),
+        (r#"{"llm":{"model":"x-model"}}"#.into(), "llm.model", "expected {\"header\": H} or {\"request_body\": \"model\"}".into()),
+        (r#"{"llm":{"model":{"foo":"x"}}}"#.into(), "llm.model", "expected {\"header\": H} or {\"request_body\": \"model\"}".into()),
+    ];
+    for (json, path, message) in cases {
+        let e = refused(&json);
+        assert_eq!((e.path.as_str(), e.message.as_str()), (path, message.as_str()), "{json}");
+    }
+    let c = parse(&budget(r#"{"response_header":"X-Cost"}"#)).unwrap();
+    assert_eq!(c.budgets[0].counts, Counts::ResponseHeader("x-cost".into()));
+    assert_eq!(parse(&budget(r#"{"llm_tokens":"output"}"#)).unwrap().budgets[0].counts, Counts::LlmTokens(TokenKind::Output));
+    let c = parse(r#"{"global":{"cluster":"r","on_unavailable":"deny"},"llm":{"model":{"header":"X-Model"}}}"#).unwrap();
+    assert_eq!(c.global.unwrap().on_unavailable, OnUnavailable::Deny);
+    assert_eq!(c.llm.model, Some(ModelSource::Header("x-model".into())));
+    let c = parse(r#"{"global":{"cluster":"r","on_unavailable":null},"llm":{"model":{"request_body":"model"},"request_body":true}}"#).unwrap();
+    assert_eq!(c.global.unwrap().on_unavailable, OnUnavailable::Local);
+    assert_eq!(c.llm.model, Some(ModelSource::RequestBody));
+}

@@ -20,7 +20,9 @@ pub enum Counts {
     LlmCost,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which tokens an `llm_tokens` budget counts (SPEC 5).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     Input,
     Output,

@@ -1,9 +1,12 @@
 //! The configuration as written by the operator: serde structs that mirror SPEC section 1
-//! key for key. Every struct refuses unknown keys; semantic checks happen in `compile`.
+//! key for key. Every struct refuses unknown keys; `counts`, `on_unavailable` and `model` are
+//! read by the serde enums of [`tagged`]; semantic checks happen in `compile`.
 
-use crate::core::budget::{Algorithm, GlobalMode, OnExceed, Priority};
+mod tagged;
+
+use super::{ModelSource, OnUnavailable};
+use crate::core::budget::{Algorithm, Counts, GlobalMode, OnExceed, Priority};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
@@ -63,9 +66,9 @@ pub struct RawWebhook {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLlm {
-    /// `{"header": H}` or `{"request_body": "model"}`; parsed in `compile`.
-    #[serde(default)]
-    pub model: Option<Value>,
+    /// `{"header": H}` or `{"request_body": "model"}` (see [`tagged`]).
+    #[serde(default, deserialize_with = "tagged::optional")]
+    pub model: Option<ModelSource>,
     #[serde(default)]
     pub request_body: Option<bool>,
     #[serde(default)]
@@ -124,9 +127,9 @@ pub struct RawGlobal {
     pub sync_period_ms: Option<i64>,
     #[serde(default)]
     pub timeout_ms: Option<i64>,
-    /// `"local"`, `"deny"` or `{"local_share": N}`; parsed in `compile`.
-    #[serde(default)]
-    pub on_unavailable: Option<Value>,
+    /// `"local"`, `"deny"` or `{"local_share": N}` (see [`tagged`]).
+    #[serde(default, deserialize_with = "tagged::optional")]
+    pub on_unavailable: Option<OnUnavailable>,
 }
 
 
@@ -168,9 +171,10 @@ fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
-    /// `"requests"`, `"request_bytes"`, `"in_flight"`, `{"request_header": H}` or
-    /// `{"response_header": H}`; parsed by hand in `compile` for precise errors.
-    pub counts: Value,
+    /// `"requests"`, `"request_bytes"`, `"in_flight"`, `"llm_cost"`, `{"request_header": H}`,
+    /// `{"response_header": H}` or `{"llm_tokens": K}` (see [`tagged`]).
+    #[serde(deserialize_with = "tagged::deserialize")]
+    pub counts: Counts,
     #[serde(default)]
     pub window_ms: Option<i64>,
     /// `"calendar_month"` (SPEC 5) instead of `window_ms`.
