@@ -162,7 +162,7 @@ impl Harness {
     fn new(start: Millis) -> Harness {
         let store = MemStore::new();
         let mut scratch = Scratch::default();
-        store::tenant_key("t", &mut scratch.key);
+        store::keys::state(crate::core::Subject::Tenant("t"), &mut scratch.key);
         store.set(&scratch.key, &TenantState::default().encode(), 0).expect("mem store set");
         Harness { c: cfg(), store, scratch, direct: TenantState::default(), clock: FakeClock::new(start), m: Model::default() }
     }
@@ -727,7 +727,7 @@ fn request() -> impl Strategy<Value = Request> {
 /// MemStore; every call must return, never panic.
 fn drive(c: &Config, reqs: &[Request]) -> Result<(), TestCaseError> {
     let store = MemStore::new();
-    store::init_registry(&store).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+    store::init_registry(&store, None).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
     let mut w = Worker::new(7);
     let mut now = T0;
     for (tenant, h, eos, level, degraded, step) in reqs {

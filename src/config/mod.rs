@@ -32,6 +32,7 @@ pub use raw::{Level, Mode, OnError, RawTenant};
 pub use scopes::Scope;
 pub use tenant::TenantSource;
 pub use webhook::Webhook;
+use crate::core::Subject;
 use raw::RawConfig;
 use std::collections::BTreeMap;
 
@@ -89,6 +90,36 @@ impl Config {
 
     pub fn policy(&self, tenant: &str) -> &TenantPolicy {
         self.tenants.get(tenant).unwrap_or(&self.default_policy)
+    }
+
+    /// The subject `id` of a scope (by index; None: a tenant).
+    pub fn subject<'a>(&'a self, scope: Option<usize>, id: &'a str) -> Subject<'a> {
+        match scope {
+            None => Subject::Tenant(id),
+            Some(ix) => Subject::Scope { ix, name: &self.scopes[ix].name, id },
+        }
+    }
+
+    /// The subject `id` of the scope named `name`, if it is configured.
+    pub fn scope_subject<'a>(&'a self, name: &str, id: &'a str) -> Option<Subject<'a>> {
+        let ix = self.scopes.iter().position(|s| s.name == name)?;
+        Some(Subject::Scope { ix, name: &self.scopes[ix].name, id })
+    }
+
+    /// A subject's configured policy (its entry, or its space's default).
+    pub fn configured_policy(&self, who: Subject<'_>) -> &TenantPolicy {
+        match who {
+            Subject::Tenant(id) => self.policy(id),
+            Subject::Scope { ix, id, .. } => self.scopes[ix].policy(id),
+        }
+    }
+
+    /// Whether a subject is named in the configuration.
+    pub fn configures(&self, who: Subject<'_>) -> bool {
+        match who {
+            Subject::Tenant(id) => self.tenants.contains_key(id),
+            Subject::Scope { ix, id, .. } => self.scopes[ix].ids.contains_key(id),
+        }
     }
 
     /// Legal but doubtful settings, for the log at configure (SPEC 6).

@@ -9,12 +9,14 @@ pub mod id;
 pub mod month;
 pub mod saturation;
 pub mod state;
+pub mod subject;
 
 use budget::{Algorithm, Budget, Counts, Limits, OnExceed, CALENDAR_MONTH};
 pub use global_slot::{apply_answer, record_exact, service_year, unsent, unreserve, Answer};
 
 mod global_slot;
 pub use state::{Slot, TenantState};
+pub use subject::Subject;
 
 /// Unix time in milliseconds.
 pub type Millis = u64;

@@ -5,9 +5,9 @@
 
 use super::{global_marks, plain_reply, reject_reply_in, rollback, Admitted, Reply, Worker};
 use crate::config::{Config, OnUnavailable, TenantPolicy};
-use crate::core::{self, Demand, Millis, Policy, Reason, Rejection};
+use crate::core::{self, Demand, Millis, Policy, Reason, Rejection, Subject};
 use crate::global::{rls, Answer};
-use crate::store::{self, SharedStore, StoreError, TenantKind};
+use crate::store::{self, keys, SharedStore, StoreError, TenantKind};
 
 /// The outcome of an `exact` request once the service answered or could not.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ pub enum ExactOutcome {
 
 /// A demand's subject: its descriptor entry, its key and its policy.
 struct Who<'a> {
-    subject: rls::Subject<'a>,
+    subject: Subject<'a>,
     scope: Option<(&'a str, &'a str)>,
     key: &'a str,
     policy: &'a TenantPolicy,
@@ -28,13 +28,13 @@ fn who<'a>(cfg: &'a Config, a: &'a Admitted, policy: &'a TenantPolicy, d: &Deman
     let (key, p) = a.subject_of(cfg, d.budget, policy)?;
     match cfg.budgets[d.budget].scope {
         None => {
-            let tenant = if a.key.is_empty() { a.tenant.as_str() } else { crate::global::tenant_of(&a.key).unwrap_or(&a.tenant) };
-            Some(Who { subject: rls::Subject { entry: "tenant", id: tenant }, scope: None, key, policy: p })
+            let tenant = if a.key.is_empty() { a.tenant.as_str() } else { keys::tenant_of(&a.key).unwrap_or(&a.tenant) };
+            Some(Who { subject: Subject::Tenant(tenant), scope: None, key, policy: p })
         }
         Some(sc) => {
             let (_, id) = a.scope_id_of(cfg, d.budget)?;
             let name = cfg.scopes[sc].name.as_str();
-            Some(Who { subject: rls::Subject { entry: name, id }, scope: Some((name, id)), key, policy: p })
+            Some(Who { subject: cfg.subject(Some(sc), id), scope: Some((name, id)), key, policy: p })
         }
     }
 }
@@ -85,7 +85,7 @@ pub fn exact_finish<S: SharedStore>(
         // No local budget of the tenant applied: resolve the tenant's key now, to record the units.
         let token = w.token();
         let kind = if cfg.tenants.contains_key(&a.tenant) { TenantKind::Named } else { TenantKind::Dynamic };
-        store::resolve(store, &a.tenant, kind, cfg.max_tracked, now, token, &mut w.scratch)?;
+        store::resolve(store, Subject::Tenant(&a.tenant), kind, cfg.max_tracked, now, token, &mut w.scratch)?;
         a.key.clone_from(&w.scratch.key);
     }
     let usage = match answers {

@@ -41,7 +41,7 @@ pub struct Queues {
 
 /// The shared count of requests waiting on a (subject, budget) in this Envoy.
 pub fn count_key(subject_key: &str, budget_id: u32) -> String {
-    format!("tq1|qw|{budget_id:08x}|{subject_key}")
+    crate::store::keys::queue_places(subject_key, budget_id)
 }
 
 /// `[count u64][updated ms u64]`

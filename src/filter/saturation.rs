@@ -20,11 +20,11 @@ const REPUBLISH_MS: u64 = 100;
 const SAMPLE_MS: u64 = 10;
 /// A worker folds its in-flight changes into the shared count at most this often (and on tick).
 pub const FLUSH_MS: u64 = 5;
-const INFLIGHT_KEY: &str = "tq1|inflight";
+const INFLIGHT_KEY: &str = crate::store::keys::IN_FLIGHT;
 const ORCA_HEADER: &str = "endpoint-load-metrics";
 
 fn signal_key(name: &str) -> String {
-    format!("tq1|sig|{name}")
+    crate::store::keys::signal(name)
 }
 
 #[derive(Default)]

@@ -30,12 +30,11 @@ pub mod rls;
 use crate::config::{Config, GlobalMode, TenantPolicy};
 pub use crate::core::Answer;
 use crate::core::{self, Millis, TenantState};
-use crate::store::{self, Scratch, SharedStore, StoreError};
+use crate::core::Subject;
+use crate::store::{self, keys, Scratch, SharedStore, StoreError};
 use std::collections::HashMap;
 
-pub const LEASE_KEY: &str = "tq1|glease";
-pub const HEALTH_KEY: &str = "tq1|ghealth";
-pub const DIRTY_KEY: &str = "tq1|gdirty";
+pub use keys::{DIRTY as DIRTY_KEY, HEALTH as HEALTH_KEY, LEASE as LEASE_KEY};
 /// Descriptors per `ShouldRateLimit` call.
 pub const BATCH: usize = 500;
 /// The dirty list's bound; past it, workers keep their keys until the leader drains it.
@@ -239,48 +238,18 @@ pub fn take_dirty<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<(Vec<S
     Err(StoreError::Contended)
 }
 
-/// Whose counts a state key holds: `(None, tenant id)` or `(Some(scope index), scope id)`.
-pub fn subject_of<'a>(cfg: &Config, key: &'a str) -> Option<(Option<usize>, &'a str)> {
-    if key == "tq1|overflow" {
-        return Some((None, crate::core::id::OVERFLOW));
-    }
-    if let Some(id) = key.strip_prefix("tq1|t|") {
-        return Some((None, id));
-    }
-    let (scope, id) = if let Some(name) = key.strip_prefix("tq1|so|") {
-        (name, crate::core::id::OVERFLOW)
-    } else {
-        // Scope names have no `|` (config), ids may.
-        key.strip_prefix("tq1|s|")?.split_once('|')?
-    };
-    let i = cfg.scopes.iter().position(|s| s.name == scope)?;
-    Some((Some(i), id))
-}
-
-/// The tenant id a tenant's state key belongs to (None for a scope id's key).
-pub fn tenant_of(key: &str) -> Option<&str> {
-    if key == "tq1|overflow" {
-        Some(crate::core::id::OVERFLOW)
-    } else {
-        key.strip_prefix("tq1|t|")
+/// Whose counts a state key holds (None: not a state key, or a scope no longer configured).
+pub fn subject_of<'a>(cfg: &'a Config, key: &'a str) -> Option<Subject<'a>> {
+    match keys::parse_state(key)? {
+        (None, id) => Some(Subject::Tenant(id)),
+        (Some(name), id) => cfg.scope_subject(name, id),
     }
 }
 
-/// A subject's policy: a runtime override (kept under the tenant id, or "<scope> <id>") or
-/// the configured one.
-pub fn policy_of(cfg: &Config, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, scope: Option<usize>, id: &str) -> TenantPolicy {
-    match scope {
-        None => overrides(id).unwrap_or_else(|| cfg.policy(id).clone()),
-        Some(i) => {
-            let sc = &cfg.scopes[i];
-            overrides(&format!("{} {}", sc.name, id)).unwrap_or_else(|| sc.policy(id).clone())
-        }
-    }
-}
-
-/// The descriptor's first entry for a subject.
-pub fn rls_subject<'a>(cfg: &'a Config, scope: Option<usize>, id: &'a str) -> rls::Subject<'a> {
-    rls::Subject { entry: scope.map_or("tenant", |i| cfg.scopes[i].name.as_str()), id }
+/// A subject's policy: a runtime override (kept under [`keys::override_entry`]) or the
+/// configured one.
+pub fn policy_of(cfg: &Config, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, who: Subject<'_>) -> TenantPolicy {
+    overrides(&keys::override_entry(who)).unwrap_or_else(|| cfg.configured_policy(who).clone())
 }
 
 /// One descriptor of a sync call.
@@ -324,8 +293,8 @@ pub fn plan(cfg: &Config, policy: &TenantPolicy, scope: Option<usize>, key: &str
 pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::RateLimitDescriptor {
     let b = &cfg.budgets[p.budget];
     let l = &policy.limits[p.budget];
-    let (scope, id) = subject_of(cfg, &p.key).unwrap_or((None, crate::core::id::OVERFLOW));
-    rls::descriptor(rls_subject(cfg, scope, id), &b.name, l.window_ms, p.window_start, p.cap, p.units)
+    let who = subject_of(cfg, &p.key).unwrap_or(Subject::Tenant(crate::core::id::OVERFLOW));
+    rls::descriptor(who, &b.name, l.window_ms, p.window_start, p.cap, p.units)
 }
 
 /// Whether the service counted a status in the window the units were sent for. Without the
@@ -423,7 +392,7 @@ impl SyncLoop {
             self.round_pending = 0;
             if self.queue.is_empty() && probe {
                 // A read of a descriptor no tenant can have: tells whether the service is back.
-                let d = rls::descriptor(rls::Subject { entry: "tenant", id: "-" }, "-", 1000, core::window_start(now, 1000), 1, 0);
+                let d = rls::descriptor(Subject::Tenant("-"), "-", 1000, core::window_start(now, 1000), 1, 0);
                 return Some((rls::encode(&g.domain, vec![d]), Vec::new()));
             }
         }
@@ -431,15 +400,15 @@ impl SyncLoop {
         let mut descriptors = Vec::new();
         while items.len() < BATCH {
             let Some(key) = self.queue.pop() else { break };
-            let Some((scope, id)) = subject_of(cfg, &key) else { continue };
-            let policy = policy_of(cfg, overrides, scope, id);
+            let Some(who) = subject_of(cfg, &key) else { continue };
+            let policy = policy_of(cfg, overrides, who);
             self.scratch.key.clone_from(&key);
             let Ok(Some(_)) = store.get(&key, &mut self.scratch.buf) else { continue };
             if self.scratch.state.decode_from(&self.scratch.buf).is_err() {
                 continue;
             }
             let from = items.len();
-            plan(cfg, &policy, scope, &key, &self.scratch.state, now, &mut items);
+            plan(cfg, &policy, who.scope(), &key, &self.scratch.state, now, &mut items);
             for p in &items[from..] {
                 self.round_pending = self.round_pending.saturating_add(p.units);
                 descriptors.push(descriptor_of(cfg, &policy, p));

@@ -126,20 +126,15 @@ pub fn scale(cap: u64) -> u64 {
     cap.div_ceil(u64::from(u32::MAX)).max(1)
 }
 
-/// Who a descriptor counts: `("tenant", id)` or `(<scope name>, id)` (SPEC 8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subject<'a> {
-    pub entry: &'a str,
-    pub id: &'a str,
-}
+pub use crate::core::Subject;
 
-/// One (subject, budget) descriptor: entries `(tenant|<scope>, id)`, `("budget", name)`, and
+/// One (subject, budget) descriptor: entries `(tenant|<scope>, id)` ([`Subject::entry`]), `("budget", name)`, and
 /// for a calendar month `("month", "YYYY-MM")`. No entry changes with the window (the
 /// service keys its counters by window itself, and keeps a set of stats counters for every
 /// distinct descriptor for the life of its process: research note D1), so what the service
 /// holds per subject and budget is one descriptor, or one per month for calendar months.
 pub fn descriptor(who: Subject<'_>, budget: &str, window_ms: u64, window_start: u64, cap: u64, hits: u64) -> RateLimitDescriptor {
-    let mut entries = vec![Entry { key: who.entry.into(), value: who.id.into() }, Entry { key: "budget".into(), value: budget.into() }];
+    let mut entries = vec![Entry { key: who.entry().into(), value: who.id().into() }, Entry { key: "budget".into(), value: budget.into() }];
     if window_ms == crate::core::budget::CALENDAR_MONTH {
         let (y, m, _) = crate::core::month::civil_from_days(window_start / 86_400_000);
         entries.push(Entry { key: "month".into(), value: format!("{y:04}-{m:02}") });

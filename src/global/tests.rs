@@ -41,7 +41,7 @@ fn answer(statuses: Vec<(i32, Option<u32>, u32)>) -> Vec<u8> {
 
 #[test]
 fn descriptor_carries_subject_budget_override_and_hits_and_no_window() {
-    let acme = rls::Subject { entry: "tenant", id: "acme" };
+    let acme = rls::Subject::Tenant("acme");
     let d = rls::descriptor(acme, "rpm", MIN, T0 - T0 % MIN, 12, 0);
     let e: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
     assert_eq!(e, vec![("tenant", "acme"), ("budget", "rpm")]);
@@ -58,7 +58,7 @@ fn descriptor_carries_subject_budget_override_and_hits_and_no_window() {
         assert_eq!(rls::descriptor(acme, "rpm", MIN, ws, 12, 3).entries, d.entries);
     }
     // A scope id's descriptor begins with (<scope>, id).
-    let blue = rls::descriptor(rls::Subject { entry: "team", id: "blue" }, "team_day", 86_400_000, 0, 5, 1);
+    let blue = rls::descriptor(rls::Subject::Scope { ix: 0, name: "team", id: "blue" }, "team_day", 86_400_000, 0, 5, 1);
     let e: Vec<(&str, &str)> = blue.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
     assert_eq!(e, vec![("team", "blue"), ("budget", "team_day")]);
     assert_eq!(blue.limit.as_ref().map(|l| l.unit), Some(4));
@@ -69,7 +69,7 @@ fn calendar_months_have_a_month_entry_and_the_service_year() {
     use crate::core::budget::CALENDAR_MONTH;
     // 2026-12-01 00:00 UTC.
     let dec = crate::core::month::month_start(T0 + 100 * 86_400_000);
-    let d = rls::descriptor(rls::Subject { entry: "tenant", id: "acme" }, "spend", CALENDAR_MONTH, dec, 1000, 7);
+    let d = rls::descriptor(rls::Subject::Tenant("acme"), "spend", CALENDAR_MONTH, dec, 1000, 7);
     let e: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
     let (y, m, _) = crate::core::month::civil_from_days(dec / 86_400_000);
     let month = format!("{y:04}-{m:02}");
@@ -84,7 +84,7 @@ fn caps_past_32_bits_are_scaled_down_and_hits_up() {
     assert_eq!(rls::scale(u64::from(u32::MAX) + 1), 2);
     let k = rls::scale(cap);
     assert_eq!(k, 3);
-    let d = rls::descriptor(rls::Subject { entry: "tenant", id: "a" }, "usd", 86_400_000, 0, cap, 4);
+    let d = rls::descriptor(rls::Subject::Tenant("a"), "usd", 86_400_000, 0, cap, 4);
     let sent_cap = u64::from(d.limit.unwrap().requests_per_unit);
     // The service's cap never admits more than ours, and hits never count less than sent.
     assert!(sent_cap * k <= cap && (sent_cap + 1) * k > cap, "{sent_cap}");
@@ -122,10 +122,11 @@ fn subjects_are_read_back_from_state_keys() {
              "budgets":{"team_day":{"counts":"requests","window_ms":86400000,"limit":5,"scope":"team","global":"sync"}}}"#,
     )
     .unwrap();
-    assert_eq!(subject_of(&c, "tq1|t|acme|x"), Some((None, "acme|x")));
-    assert_eq!(subject_of(&c, "tq1|overflow"), Some((None, crate::core::id::OVERFLOW)));
-    assert_eq!(subject_of(&c, "tq1|s|team|blue|1"), Some((Some(0), "blue|1")));
-    assert_eq!(subject_of(&c, "tq1|so|team"), Some((Some(0), crate::core::id::OVERFLOW)));
+    let team = |id| Some(Subject::Scope { ix: 0, name: "team", id });
+    assert_eq!(subject_of(&c, "tq1|t|acme|x"), Some(Subject::Tenant("acme|x")));
+    assert_eq!(subject_of(&c, "tq1|overflow"), Some(Subject::Tenant(crate::core::id::OVERFLOW)));
+    assert_eq!(subject_of(&c, "tq1|s|team|blue|1"), team("blue|1"));
+    assert_eq!(subject_of(&c, "tq1|so|team"), team(crate::core::id::OVERFLOW));
     assert_eq!(subject_of(&c, "tq1|s|nosuch|blue"), None);
     assert_eq!(subject_of(&c, "tq1|registry"), None);
 }
@@ -310,8 +311,8 @@ fn dirty_list_round_trips_and_is_bounded() {
     let mut many: Vec<String> = (0..40_000).map(|i| format!("tq1|t|tenant-{i:08}")).collect();
     publish_dirty(&store, &mut many, false, &mut b).unwrap();
     assert!(!many.is_empty(), "the list stops at its bound; the rest waits");
-    assert_eq!(tenant_of("tq1|overflow"), Some("overflow"));
-    assert_eq!(tenant_of("tq1|t|a|b"), Some("a|b"));
+    assert_eq!(keys::tenant_of("tq1|overflow"), Some("overflow"));
+    assert_eq!(keys::tenant_of("tq1|t|a|b"), Some("a|b"));
 }
 
 #[test]

@@ -19,11 +19,11 @@
 //! `tq1|vm|<n>|<shard>` for the slots, sharded so one write stays small); a freed place is
 //! reused, so the number of keys is bounded by the number of VMs alive at once.
 
-use super::{SharedStore, StoreError, MAX_CAS_RETRIES};
+use super::{keys, SharedStore, StoreError, MAX_CAS_RETRIES};
 use crate::core::Millis;
 use std::collections::HashMap;
 
-pub const PLACES_KEY: &str = "tq1|vms";
+pub const PLACES_KEY: &str = keys::LEDGER_PLACES;
 pub const SHARDS: usize = 16;
 /// A ledger whose heartbeat is older than this is reclaimed.
 pub const STALE_MS: u64 = 10_000;
@@ -32,13 +32,7 @@ pub const HEARTBEAT_MS: u64 = 1_000;
 pub const SCAN_MS: u64 = 1_000;
 const TAKEN: u64 = u64::MAX;
 
-fn place_key(n: usize) -> String {
-    format!("tq1|vm|{n}")
-}
-
-fn shard_key(n: usize, s: usize) -> String {
-    format!("tq1|vm|{n}|{s:x}")
-}
+use keys::{ledger_place as place_key, ledger_shard as shard_key};
 
 fn shard_of(key: &str) -> usize {
     (crate::core::id::fnv1a(key.as_bytes()) as usize) % SHARDS

@@ -9,12 +9,13 @@
 //! [`LOCK_MS`]. Keys are never removed (the ABI has no remove), so the registry also counts
 //! tracked tenants and sends new ones to the shared `overflow` tenant past `max_tracked`.
 
+pub mod keys;
 pub mod ledger;
 mod mem;
 
 pub use mem::MemStore;
 
-use crate::core::{Millis, TenantState};
+use crate::core::{Millis, Subject, TenantState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
@@ -40,8 +41,6 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
 }
 
-pub const KEY_PREFIX: &str = "tq1|";
-pub const REGISTRY_KEY: &str = "tq1|registry";
 pub use crate::core::id::OVERFLOW as OVERFLOW_TENANT;
 /// CAS retries for one update before giving up (`on_error`).
 pub const MAX_CAS_RETRIES: usize = 256;
@@ -49,53 +48,6 @@ pub const MAX_CAS_RETRIES: usize = 256;
 pub const LOCK_MS: u64 = 200;
 /// How many times a request re-reads a held lock before giving up (`on_error`).
 pub const LOCK_SPINS: usize = 20_000;
-
-/// The key of a tenant's state. The overflow tenant has a key no client id can produce.
-pub fn tenant_key(id: &str, out: &mut String) {
-    out.clear();
-    if id == OVERFLOW_TENANT {
-        out.push_str("tq1|overflow");
-    } else {
-        out.push_str("tq1|t|");
-        out.push_str(id);
-    }
-}
-
-/// Where a subject's counts live: the tenants, or the ids of one scope (SPEC 7). Each space
-/// has its own registry (tracked count, creation lock) and its own `overflow` id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Space<'a> {
-    Tenants,
-    Scope(&'a str),
-}
-
-impl Space<'_> {
-    pub fn registry_key(&self) -> String {
-        match self {
-            Space::Tenants => REGISTRY_KEY.to_string(),
-            Space::Scope(s) => format!("tq1|sreg|{s}"),
-        }
-    }
-
-    /// The key of an id's state; `overflow` gets a key no id can produce.
-    pub fn key(&self, id: &str, out: &mut String) {
-        match self {
-            Space::Tenants => tenant_key(id, out),
-            Space::Scope(s) => {
-                out.clear();
-                if id == OVERFLOW_TENANT {
-                    out.push_str("tq1|so|");
-                    out.push_str(s);
-                } else {
-                    out.push_str("tq1|s|");
-                    out.push_str(s);
-                    out.push('|');
-                    out.push_str(id);
-                }
-            }
-        }
-    }
-}
 
 /// The registry: how many dynamic tenants have keys, and the creation lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -133,14 +85,10 @@ impl Registry {
     }
 }
 
-/// Create the registry if it is missing. Idempotent; run at configure, before traffic.
-pub fn init_registry<S: SharedStore>(store: &S) -> Result<(), StoreError> {
-    init_registry_in(store, Space::Tenants)
-}
-
-/// Create a space's registry if it is missing (idempotent; at configure).
-pub fn init_registry_in<S: SharedStore>(store: &S, space: Space) -> Result<(), StoreError> {
-    let key = space.registry_key();
+/// Create a space's registry if it is missing: the tenants' (`scope` None) or a scope's.
+/// Idempotent; run at configure, before traffic.
+pub fn init_registry<S: SharedStore>(store: &S, scope: Option<&str>) -> Result<(), StoreError> {
+    let key = keys::registry(scope);
     let mut buf = Vec::new();
     match store.get(&key, &mut buf)? {
         Some(_) => Registry::decode(&buf).map(|_| ()),
@@ -148,9 +96,10 @@ pub fn init_registry_in<S: SharedStore>(store: &S, space: Space) -> Result<(), S
     }
 }
 
+/// The tenants' registry.
 pub fn read_registry<S: SharedStore>(store: &S) -> Result<Registry, StoreError> {
     let mut buf = Vec::new();
-    match store.get(REGISTRY_KEY, &mut buf)? {
+    match store.get(keys::REGISTRY, &mut buf)? {
         Some(_) => Registry::decode(&buf),
         None => Err(StoreError::Unavailable),
     }
@@ -174,39 +123,24 @@ pub struct Scratch {
     pub key: String,
 }
 
-/// Make sure the tenant `id` has a key, creating it under the registry lock if needed.
-/// Leaves the key to use in `scratch.key`: the tenant's own, or the overflow tenant's when
-/// `max_tracked` dynamic tenants already exist. `token` identifies the caller (non-zero,
-/// unique per worker and call).
+/// Make sure the subject `who` has a key, creating it under its space's registry lock if
+/// needed. Leaves the key to use in `scratch.key`: the subject's own, or its space's
+/// `overflow` when `max_tracked` dynamic ids already exist. `token` identifies the caller
+/// (non-zero, unique per worker and call).
 pub fn resolve<S: SharedStore>(
     store: &S,
-    id: &str,
+    who: Subject<'_>,
     kind: TenantKind,
     max_tracked: u64,
     now: Millis,
     token: u64,
     scratch: &mut Scratch,
 ) -> Result<(), StoreError> {
-    resolve_in(store, Space::Tenants, id, kind, max_tracked, now, token, scratch)
-}
-
-/// [`resolve`] in any space (a scope's ids have their own registry and `overflow`).
-#[allow(clippy::too_many_arguments)]
-pub fn resolve_in<S: SharedStore>(
-    store: &S,
-    space: Space,
-    id: &str,
-    kind: TenantKind,
-    max_tracked: u64,
-    now: Millis,
-    token: u64,
-    scratch: &mut Scratch,
-) -> Result<(), StoreError> {
-    space.key(id, &mut scratch.key);
+    keys::state(who, &mut scratch.key);
     if store.get(&scratch.key, &mut scratch.buf)?.is_some() {
         return Ok(());
     }
-    let registry = space.registry_key();
+    let registry = keys::registry(who.scope_name());
     let mut spins = 0;
     loop {
         spins += 1;
@@ -221,7 +155,7 @@ pub fn resolve_in<S: SharedStore>(
             return Ok(());
         }
         if kind == TenantKind::Dynamic && reg.tracked >= max_tracked {
-            return resolve_in(store, space, OVERFLOW_TENANT, TenantKind::Named, max_tracked, now, token, scratch);
+            return resolve(store, who.overflow(), TenantKind::Named, max_tracked, now, token, scratch);
         }
         if reg.locked(now) {
             continue;

@@ -2,12 +2,13 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
+use crate::core::Subject;
 
 const NOW: u64 = 1_700_000_000_000;
 
 fn ready() -> MemStore {
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     s
 }
 
@@ -29,8 +30,8 @@ fn host_cas_rules_are_modelled() {
 fn init_registry_is_idempotent() {
     let s = ready();
     let mut sc = Scratch::default();
-    resolve(&s, "a", TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
-    init_registry(&s).unwrap();
+    resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
+    init_registry(&s, None).unwrap();
     assert_eq!(read_registry(&s).unwrap().tracked, 1);
 }
 
@@ -39,13 +40,13 @@ fn max_tracked_sends_new_tenants_to_overflow() {
     let s = ready();
     let mut sc = Scratch::default();
     for i in 0..5 {
-        resolve(&s, &format!("t{i}"), TenantKind::Dynamic, 3, NOW, 7, &mut sc).unwrap();
+        resolve(&s, Subject::Tenant(&format!("t{i}")), TenantKind::Dynamic, 3, NOW, 7, &mut sc).unwrap();
     }
     assert_eq!(sc.key, "tq1|overflow");
     assert_eq!(read_registry(&s).unwrap().tracked, 3);
-    resolve(&s, "t1", TenantKind::Dynamic, 3, NOW, 7, &mut sc).unwrap();
+    resolve(&s, Subject::Tenant("t1"), TenantKind::Dynamic, 3, NOW, 7, &mut sc).unwrap();
     assert_eq!(sc.key, "tq1|t|t1");
-    resolve(&s, "named", TenantKind::Named, 3, NOW, 7, &mut sc).unwrap();
+    resolve(&s, Subject::Tenant("named"), TenantKind::Named, 3, NOW, 7, &mut sc).unwrap();
     assert_eq!(sc.key, "tq1|t|named");
     // registry + 3 tenants + overflow + named
     assert_eq!(s.len(), 6);
@@ -55,10 +56,10 @@ fn max_tracked_sends_new_tenants_to_overflow() {
 fn a_dead_lock_holder_blocks_only_until_the_deadline() {
     let s = ready();
     let held = Registry { tracked: 0, owner: 99, deadline: NOW + LOCK_MS };
-    s.set(REGISTRY_KEY, &held.encode(), 0).unwrap();
+    s.set(keys::REGISTRY, &held.encode(), 0).unwrap();
     let mut sc = Scratch::default();
-    assert_eq!(resolve(&s, "a", TenantKind::Dynamic, 10, NOW, 5, &mut sc), Err(StoreError::Contended));
-    resolve(&s, "a", TenantKind::Dynamic, 10, NOW + LOCK_MS, 5, &mut sc).unwrap();
+    assert_eq!(resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW, 5, &mut sc), Err(StoreError::Contended));
+    resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW + LOCK_MS, 5, &mut sc).unwrap();
     let r = read_registry(&s).unwrap();
     assert_eq!((r.tracked, r.owner), (1, 0));
 }
@@ -67,7 +68,7 @@ fn a_dead_lock_holder_blocks_only_until_the_deadline() {
 fn missing_registry_is_an_error_not_a_blind_write() {
     let s = MemStore::new();
     let mut sc = Scratch::default();
-    assert_eq!(resolve(&s, "a", TenantKind::Dynamic, 10, NOW, 5, &mut sc), Err(StoreError::Unavailable));
+    assert_eq!(resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW, 5, &mut sc), Err(StoreError::Unavailable));
     assert!(s.is_empty());
 }
 
@@ -75,7 +76,7 @@ fn missing_registry_is_an_error_not_a_blind_write() {
 fn transact_retries_cas_conflicts_then_gives_up() {
     let s = ready();
     let mut sc = Scratch::default();
-    resolve(&s, "a", TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
+    resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
     s.fail_sets.store(3, std::sync::atomic::Ordering::SeqCst);
     let mut runs = 0;
     transact(&s, &mut sc, |st| {
@@ -97,7 +98,7 @@ fn corrupt_state_is_reported() {
     let s = ready();
     s.set("tq1|t|bad", b"\x09garbage", 0).unwrap();
     let mut sc = Scratch::default();
-    tenant_key("bad", &mut sc.key);
+    keys::state(crate::core::Subject::Tenant("bad"), &mut sc.key);
     assert_eq!(transact(&s, &mut sc, |_| (true, ())), Err(StoreError::Corrupt));
 }
 
