@@ -5,7 +5,7 @@
 
 use crate::config::{compile_subject_on, compile_tenant_on, raw::RawTenant, valid_tenant_id, Admin, Config, Counts, TenantPolicy};
 use crate::core::{self, Millis, Policy, Subject, TenantState};
-use crate::store::{self, keys, Scratch, SharedStore, StoreError};
+use crate::store::{self, keys, Absent, Scratch, SharedStore, Step, StoreError};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -75,27 +75,27 @@ pub fn init<S: SharedStore>(store: &S) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn read_map<S: SharedStore>(store: &S, key: &str) -> Result<(Map<String, Value>, u32), StoreError> {
+fn read_map<S: SharedStore>(store: &S, key: &str) -> Result<Map<String, Value>, StoreError> {
     let mut buf = Vec::new();
-    let cas = store.get(key, &mut buf)?.ok_or(StoreError::Unavailable)?;
-    match serde_json::from_slice::<Value>(&buf) {
-        Ok(Value::Object(m)) => Ok((m, cas)),
+    store.get(key, &mut buf)?.ok_or(StoreError::Unavailable)?;
+    decode_map(&buf)
+}
+
+fn decode_map(b: &[u8]) -> Result<Map<String, Value>, StoreError> {
+    match serde_json::from_slice::<Value>(b) {
+        Ok(Value::Object(m)) => Ok(m),
         _ => Err(StoreError::Corrupt),
     }
 }
 
 /// CAS-update a JSON map key.
 fn update_map<S: SharedStore, R>(store: &S, key: &str, mut f: impl FnMut(&mut Map<String, Value>) -> R) -> Result<R, StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let (mut m, cas) = read_map(store, key)?;
+    store::update(store, key, Absent::Fail(StoreError::Unavailable), &mut Vec::new(), &mut Vec::new(), |b, out| {
+        let mut m = decode_map(b)?;
         let r = f(&mut m);
-        match store.set(key, Value::Object(m).to_string().as_bytes(), cas) {
-            Ok(()) => return Ok(r),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.extend_from_slice(Value::Object(m).to_string().as_bytes());
+        Ok(Step::Write(r))
+    })
 }
 
 /// The subject of a runtime override's entry in the overrides map (None: a scope no longer
@@ -175,7 +175,7 @@ impl Overrides {
 
 /// Operator signal values: `{name: {"value": v, "expires_ms": t}}`.
 pub fn operator_values<S: SharedStore>(store: &S, now: Millis) -> Vec<(String, f64)> {
-    let Ok((m, _)) = read_map(store, OPERATOR_KEY) else { return Vec::new() };
+    let Ok(m) = read_map(store, OPERATOR_KEY) else { return Vec::new() };
     m.iter()
         .filter_map(|(k, v)| {
             let value = v.get("value")?.as_f64()?;
@@ -426,19 +426,13 @@ fn reset<S: SharedStore>(cfg: &Config, store: &S, who: Subject, in_flight: bool)
 
 /// Replace an undecodable tenant state by an empty one (no-op if it decodes by now).
 fn repair<S: SharedStore>(store: &S, sc: &mut Scratch) -> Result<(), StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let Some(cas) = store.get(&sc.key, &mut sc.buf)? else { return Err(StoreError::Missing) };
-        if TenantState::decode(&sc.buf).is_ok() {
-            return Ok(());
+    store::update(store, &sc.key, Absent::Fail(StoreError::Missing), &mut sc.buf, &mut sc.out, |b, out| {
+        if TenantState::decode(b).is_ok() {
+            return Ok(Step::Keep(()));
         }
-        TenantState::default().encode_into(&mut sc.out);
-        match store.set(&sc.key, &sc.out, cas) {
-            Ok(()) => return Ok(()),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        TenantState::default().encode_into(out);
+        Ok(Step::Write(()))
+    })
 }
 
 fn put_saturation<S: SharedStore>(store: &S, body: &[u8], now: Millis) -> Response {
@@ -484,7 +478,7 @@ fn status<S: SharedStore>(cfg: &Config, store: &S, extra: StatusExtra) -> Respon
         Ok(r) => r,
         Err(e) => return store_error(e),
     };
-    let overrides = read_map(store, OVERRIDES_KEY).map(|(m, _)| m.len()).unwrap_or(0);
+    let overrides = read_map(store, OVERRIDES_KEY).map(|m| m.len()).unwrap_or(0);
     reply(
         200,
         json!({

@@ -31,7 +31,7 @@ use crate::config::{Config, GlobalMode, TenantPolicy};
 pub use crate::core::Answer;
 use crate::core::{self, Millis, TenantState};
 use crate::core::Subject;
-use crate::store::{self, keys, Scratch, SharedStore, StoreError};
+use crate::store::{self, keys, Absent, Scratch, SharedStore, Step, StoreError};
 use std::collections::HashMap;
 
 pub use keys::{DIRTY as DIRTY_KEY, HEALTH as HEALTH_KEY, LEASE as LEASE_KEY};
@@ -77,21 +77,24 @@ pub fn lease_ms(g: &crate::config::Global) -> u64 {
     (2 * g.sync_period_ms + g.timeout_ms).max(100)
 }
 
-/// Take or renew the lease for `me`. Returns whether `me` holds it.
+/// Take or renew the lease for `me`. Returns whether `me` holds it. One attempt: losing the
+/// race means another worker took the lease.
 pub fn hold_lease<S: SharedStore>(store: &S, me: u64, now: Millis, lease_ms: u64, buf: &mut Vec<u8>) -> Result<bool, StoreError> {
-    let Some(cas) = store.get(LEASE_KEY, buf)? else { return Err(StoreError::Unavailable) };
-    let l = Lease::decode(buf)?;
-    let free = l.owner == 0 || now >= l.deadline;
-    if l.owner != me && !free {
-        return Ok(false);
-    }
-    if l.owner == me && l.deadline.saturating_sub(now) > lease_ms / 2 {
-        return Ok(true);
-    }
-    match store.set(LEASE_KEY, &Lease { owner: me, deadline: now.saturating_add(lease_ms) }.encode(), cas) {
-        Ok(()) => Ok(true),
+    let r = store::update_once(store, LEASE_KEY, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        let l = Lease::decode(b)?;
+        let free = l.owner == 0 || now >= l.deadline;
+        if l.owner != me && !free {
+            return Ok(Step::Keep(false));
+        }
+        if l.owner == me && l.deadline.saturating_sub(now) > lease_ms / 2 {
+            return Ok(Step::Keep(true));
+        }
+        out.extend_from_slice(&Lease { owner: me, deadline: now.saturating_add(lease_ms) }.encode());
+        Ok(Step::Write(true))
+    });
+    match r {
         Err(StoreError::CasMismatch) => Ok(false),
-        Err(e) => Err(e),
+        r => r,
     }
 }
 
@@ -135,17 +138,12 @@ pub fn read_health<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<Healt
 }
 
 fn update_health<S: SharedStore>(store: &S, buf: &mut Vec<u8>, f: impl Fn(&mut Health)) -> Result<Health, StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let Some(cas) = store.get(HEALTH_KEY, buf)? else { return Err(StoreError::Unavailable) };
-        let mut h = Health::decode(buf)?;
+    store::update(store, HEALTH_KEY, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        let mut h = Health::decode(b)?;
         f(&mut h);
-        match store.set(HEALTH_KEY, &h.encode(), cas) {
-            Ok(()) => return Ok(h),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.extend_from_slice(&h.encode());
+        Ok(Step::Write(h))
+    })
 }
 
 /// An answer arrived: the Envoy is (again) not degraded.
@@ -185,57 +183,41 @@ pub fn init<S: SharedStore>(store: &S) -> Result<(), StoreError> {
 /// Append a worker's changed tenants (store keys) to the shared dirty list. Keys that do not
 /// fit under [`MAX_DIRTY_BYTES`] stay in `keys` for the next tick.
 pub fn publish_dirty<S: SharedStore>(store: &S, keys: &mut Vec<String>, urgent: bool, buf: &mut Vec<u8>) -> Result<(), StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let Some(cas) = store.get(DIRTY_KEY, buf)? else { return Err(StoreError::Unavailable) };
-        if buf.is_empty() {
-            buf.push(0);
-        }
+    let taken = store::update(store, DIRTY_KEY, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        out.extend_from_slice(if b.is_empty() { &[0] } else { b });
         if urgent {
-            buf[0] = 1;
+            out[0] = 1;
         }
         let mut taken = 0;
         for k in keys.iter() {
-            if buf.len() + k.len() + 1 > MAX_DIRTY_BYTES {
+            if out.len() + k.len() + 1 > MAX_DIRTY_BYTES {
                 break;
             }
-            buf.push(b'\n');
-            buf.extend_from_slice(k.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(k.as_bytes());
             taken += 1;
         }
-        match store.set(DIRTY_KEY, buf, cas) {
-            Ok(()) => {
-                keys.drain(..taken);
-                return Ok(());
-            }
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        Ok(Step::Write(taken))
+    })?;
+    keys.drain(..taken);
+    Ok(())
 }
 
 /// Take the whole dirty list: (keys, whether a worker asked for an early round).
 pub fn take_dirty<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<(Vec<String>, bool), StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let Some(cas) = store.get(DIRTY_KEY, buf)? else { return Err(StoreError::Unavailable) };
-        if buf.len() <= 1 && buf.first().copied().unwrap_or(0) == 0 {
-            return Ok((Vec::new(), false));
+    store::update(store, DIRTY_KEY, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        if b.len() <= 1 && b.first().copied().unwrap_or(0) == 0 {
+            return Ok(Step::Keep((Vec::new(), false)));
         }
-        match store.set(DIRTY_KEY, &[0], cas) {
-            Ok(()) => {
-                let urgent = buf[0] == 1;
-                let keys = buf[1..]
-                    .split(|&b| b == b'\n')
-                    .filter(|k| !k.is_empty())
-                    .filter_map(|k| std::str::from_utf8(k).ok().map(str::to_string))
-                    .collect();
-                return Ok((keys, urgent));
-            }
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.push(0);
+        let urgent = b[0] == 1;
+        let keys = b[1..]
+            .split(|&c| c == b'\n')
+            .filter(|k| !k.is_empty())
+            .filter_map(|k| std::str::from_utf8(k).ok().map(str::to_string))
+            .collect();
+        Ok(Step::Write((keys, urgent)))
+    })
 }
 
 /// Whose counts a state key holds (None: not a state key, or a scope no longer configured).

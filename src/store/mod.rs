@@ -181,54 +181,123 @@ pub fn resolve<S: SharedStore>(
 }
 
 fn unlock<S: SharedStore>(store: &S, registry: &str, token: u64, delta: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
-    for _ in 0..MAX_CAS_RETRIES {
-        let Some(cas) = store.get(registry, buf)? else {
-            return Err(StoreError::Unavailable);
-        };
-        let mut reg = Registry::decode(buf)?;
+    update(store, registry, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        let mut reg = Registry::decode(b)?;
         reg.tracked = reg.tracked.saturating_add(delta);
         if reg.owner == token {
             reg.owner = 0;
             reg.deadline = 0;
         }
-        match store.set(registry, &reg.encode(), cas) {
-            Ok(()) => return Ok(()),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.extend_from_slice(&reg.encode());
+        Ok(Step::Write(()))
+    })
 }
 
-/// Read-modify-write the state under `scratch.key` with CAS, retrying on conflict.
-/// `f` returns whether to write the modified state, and a result; it is re-run on every
-/// retry with a fresh copy of the stored state, so it must be pure.
-pub fn transact<S: SharedStore, R>(
+/// What an [`update`]'s closure decided about the value it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<R> {
+    /// Write the value the closure put in `out` (under the CAS token read), then return `R`.
+    Write(R),
+    /// Leave the stored value as it is and return `R`.
+    Keep(R),
+}
+
+/// What an [`update`] does when the key is missing (or holds an empty value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// Fail with this error: keys created before traffic, and state keys (see [`resolve`]).
+    Fail(StoreError),
+    /// Run the closure on an empty value and insert what it writes with CAS 0, which the host
+    /// never refuses: two workers meeting the key at once can lose one write. Only for counts
+    /// that bound memory, never for a quota.
+    InsertBlind,
+}
+
+/// Read-modify-write `key` under CAS, retrying on conflict up to [`MAX_CAS_RETRIES`] times
+/// (then [`StoreError::Contended`]). `f` gets the stored bytes and an empty `out` for the
+/// new value; it is re-run on every retry with what is stored by then, so it must be pure.
+/// An error from `f` ends the update and is returned as it is.
+///
+/// Every counting write is CAS-checked: a stored value with CAS token 0 (which would make
+/// the write unconditional under the host's rules) fails with [`StoreError::Unavailable`].
+pub fn update<S: SharedStore, R>(
     store: &S,
-    scratch: &mut Scratch,
-    mut f: impl FnMut(&mut TenantState) -> (bool, R),
+    key: &str,
+    absent: Absent,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    f: impl FnMut(&[u8], &mut Vec<u8>) -> Result<Step<R>, StoreError>,
 ) -> Result<R, StoreError> {
-    for _ in 0..MAX_CAS_RETRIES {
-        let Some(cas) = store.get(&scratch.key, &mut scratch.buf)? else {
-            return Err(StoreError::Missing);
+    attempt(store, key, absent, MAX_CAS_RETRIES, buf, out, f)
+}
+
+/// [`update`] tried once: a conflict returns [`StoreError::CasMismatch`]. For writes where
+/// losing the race is itself the answer (another worker took the lease or reclaimed the
+/// ledger first), so a retry would only re-read that.
+pub fn update_once<S: SharedStore, R>(
+    store: &S,
+    key: &str,
+    absent: Absent,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    f: impl FnMut(&[u8], &mut Vec<u8>) -> Result<Step<R>, StoreError>,
+) -> Result<R, StoreError> {
+    attempt(store, key, absent, 1, buf, out, f)
+}
+
+fn attempt<S: SharedStore, R>(
+    store: &S,
+    key: &str,
+    absent: Absent,
+    tries: usize,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    mut f: impl FnMut(&[u8], &mut Vec<u8>) -> Result<Step<R>, StoreError>,
+) -> Result<R, StoreError> {
+    for _ in 0..tries {
+        let cas = match (store.get(key, buf)?, absent) {
+            (Some(0), _) => return Err(StoreError::Unavailable),
+            (Some(cas), _) => cas,
+            (None, Absent::Fail(e)) => return Err(e),
+            (None, Absent::InsertBlind) => {
+                buf.clear();
+                0
+            }
         };
-        if cas == 0 {
-            // A zero token would make the write unconditional.
-            return Err(StoreError::Unavailable);
-        }
-        scratch.state.decode_from(&scratch.buf).map_err(|_| StoreError::Corrupt)?;
-        let (write, r) = f(&mut scratch.state);
-        if !write {
-            return Ok(r);
-        }
-        scratch.state.encode_into(&mut scratch.out);
-        match store.set(&scratch.key, &scratch.out, cas) {
+        out.clear();
+        let r = match f(buf, out)? {
+            Step::Keep(r) => return Ok(r),
+            Step::Write(r) => r,
+        };
+        match store.set(key, out, cas) {
             Ok(()) => return Ok(r),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(StoreError::Contended)
+    Err(if tries == 1 { StoreError::CasMismatch } else { StoreError::Contended })
+}
+
+/// Read-modify-write the state under `scratch.key` ([`update`] of a [`TenantState`]).
+/// `f` returns whether to write the modified state, and a result; it is re-run on every
+/// retry with a fresh copy of the stored state, so it must be pure. A missing key is
+/// [`StoreError::Missing`] (the caller resolves it first).
+pub fn transact<S: SharedStore, R>(
+    store: &S,
+    scratch: &mut Scratch,
+    mut f: impl FnMut(&mut TenantState) -> (bool, R),
+) -> Result<R, StoreError> {
+    let Scratch { buf, out, state, key } = scratch;
+    update(store, key, Absent::Fail(StoreError::Missing), buf, out, |b, out| {
+        state.decode_from(b).map_err(|_| StoreError::Corrupt)?;
+        match f(state) {
+            (true, r) => {
+                state.encode_into(out);
+                Ok(Step::Write(r))
+            }
+            (false, r) => Ok(Step::Keep(r)),
+        }
+    })
 }
 
 #[cfg(test)]

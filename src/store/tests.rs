@@ -218,3 +218,72 @@ mod ledgers {
         assert_eq!(ledger::decode_entries(&[]).unwrap(), vec![]);
     }
 }
+
+mod update {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::super::*;
+    use std::sync::atomic::Ordering;
+
+    fn add(store: &MemStore, key: &str, absent: Absent, n: u8) -> Result<u8, StoreError> {
+        update(store, key, absent, &mut Vec::new(), &mut Vec::new(), |b, out| {
+            let v = b.first().copied().unwrap_or(0).saturating_add(n);
+            out.push(v);
+            Ok(Step::Write(v))
+        })
+    }
+
+    #[test]
+    fn a_missing_key_fails_unless_the_caller_inserts_blind() {
+        let s = MemStore::new();
+        assert_eq!(add(&s, "k", Absent::Fail(StoreError::Unavailable), 1), Err(StoreError::Unavailable));
+        assert!(s.is_empty(), "nothing written");
+        assert_eq!(add(&s, "k", Absent::InsertBlind, 2), Ok(2));
+        assert_eq!(add(&s, "k", Absent::Fail(StoreError::Unavailable), 3), Ok(5));
+        assert_eq!(s.raw("k"), Some(vec![5]));
+    }
+
+    #[test]
+    fn conflicts_re_run_the_closure_on_what_is_stored_until_the_retries_run_out() {
+        let s = MemStore::new();
+        s.set("k", &[1], 0).unwrap();
+        s.fail_sets.store(MAX_CAS_RETRIES - 1, Ordering::SeqCst);
+        let mut runs = 0;
+        let r = update(&s, "k", Absent::Fail(StoreError::Missing), &mut Vec::new(), &mut Vec::new(), |b, out| {
+            runs += 1;
+            out.push(b[0] + 1);
+            Ok(Step::Write(()))
+        });
+        assert_eq!((r, runs), (Ok(()), MAX_CAS_RETRIES));
+        assert_eq!(s.raw("k"), Some(vec![2]));
+        s.fail_sets.store(MAX_CAS_RETRIES, Ordering::SeqCst);
+        assert_eq!(add(&s, "k", Absent::Fail(StoreError::Missing), 1), Err(StoreError::Contended));
+        assert_eq!(s.raw("k"), Some(vec![2]), "a write that never held its CAS changed nothing");
+    }
+
+    #[test]
+    fn keep_writes_nothing_and_errors_of_the_closure_end_the_update() {
+        let s = MemStore::new();
+        s.set("k", &[7], 0).unwrap();
+        s.fail_sets.store(1, Ordering::SeqCst);
+        let kept = update(&s, "k", Absent::Fail(StoreError::Missing), &mut Vec::new(), &mut Vec::new(), |b, _| Ok(Step::Keep(b[0])));
+        assert_eq!(kept, Ok(7));
+        assert_eq!(s.fail_sets.load(Ordering::SeqCst), 1, "no set was tried");
+        let failed: Result<(), _> = update(&s, "k", Absent::Fail(StoreError::Missing), &mut Vec::new(), &mut Vec::new(), |_, _| Err(StoreError::Corrupt));
+        assert_eq!(failed, Err(StoreError::Corrupt));
+    }
+
+    #[test]
+    fn update_once_reports_a_lost_race_as_a_mismatch() {
+        let s = MemStore::new();
+        s.set("k", &[1], 0).unwrap();
+        s.fail_sets.store(1, Ordering::SeqCst);
+        let r = update_once(&s, "k", Absent::Fail(StoreError::Missing), &mut Vec::new(), &mut Vec::new(), |_, out| {
+            out.push(9);
+            Ok(Step::Write(()))
+        });
+        assert_eq!(r, Err(StoreError::CasMismatch));
+        assert_eq!(s.raw("k"), Some(vec![1]));
+    }
+}
