@@ -4,7 +4,7 @@
 //! [`REFRESH_MS`].
 
 use crate::config::{compile_subject_on, compile_tenant_on, raw::RawTenant, valid_tenant_id, Admin, Config, Counts, TenantPolicy};
-use crate::core::{self, Millis, Policy, Subject, TenantState};
+use crate::core::{self, Millis, Policy, Subject, TenantState, Window};
 use crate::store::{self, keys, Absent, Scratch, SharedStore, Step, StoreError};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -289,16 +289,15 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Su
         if b.counts == Counts::InFlight {
             e["resets_in_ms"] = Value::Null;
         } else {
-            if l.window_ms == crate::core::budget::CALENDAR_MONTH {
-                // The configuration's own spelling, never the internal sentinel.
-                e["window"] = json!("calendar_month");
-            } else {
-                e["window_ms"] = json!(l.window_ms);
+            match l.window {
+                // The configuration's own spelling.
+                Window::CalendarMonth => e["window"] = json!("calendar_month"),
+                w => e["window_ms"] = json!(w.fixed_ms().unwrap_or(0)),
             }
             e["resets_in_ms"] = json!(u.resets_in_ms);
         }
         if let Some(mode) = b.global {
-            e["global"] = global_usage(mode, st, b.id, l.window_ms, now);
+            e["global"] = global_usage(mode, st, b.id, l.window, now);
         }
         budgets.insert(b.name.clone(), e);
     }
@@ -316,8 +315,8 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Su
 /// SPEC 8: a global budget's `used` split into this Envoy's own units (`local`) and the
 /// other Envoys' as last learned (`remote`), and the age of that figure (null: never learned
 /// in this window).
-fn global_usage(mode: crate::core::budget::GlobalMode, st: &TenantState, id: u32, window_ms: u64, now: Millis) -> Value {
-    let slot = st.slot(id).filter(|s| s.window_start == core::window_start(now, window_ms));
+fn global_usage(mode: crate::core::budget::GlobalMode, st: &TenantState, id: u32, window: Window, now: Millis) -> Value {
+    let slot = st.slot(id).filter(|s| s.window_start == window.start(now));
     let (local, remote, at) = slot.map_or((0, 0, 0), |s| (s.used, s.remote, s.remote_at));
     json!({
         "mode": match mode {

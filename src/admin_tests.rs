@@ -249,7 +249,7 @@ fn a_global_budgets_usage_shows_local_remote_and_age() {
     let mut st = TenantState::default();
     st.slot_mut(c.budgets[0].id).window_start = ws;
     st.slot_mut(c.budgets[0].id).used = 7;
-    assert!(core::apply_answer(&mut st, c.budgets[0].id, 60_000, ws, NOW - 1500, 5, core::Answer::Total(12)));
+    assert!(core::apply_answer(&mut st, c.budgets[0].id, crate::core::Window::from_ms(60_000), ws, NOW - 1500, 5, core::Answer::Total(12)));
     let mut sc = Scratch::default();
     store::resolve(&s, crate::core::Subject::Tenant("acme"), store::TenantKind::Dynamic, 100, NOW, 1, &mut sc).unwrap();
     let cas = s.get(&sc.key, &mut sc.buf).unwrap().unwrap();

@@ -54,8 +54,8 @@ pub fn exact_request(cfg: &Config, policy: &TenantPolicy, a: &Admitted) -> Vec<u
         .filter_map(|d| {
             let w = who(cfg, a, policy, d)?;
             let l = &w.policy.limits[d.budget];
-            let ws = core::window_start(a.at, l.window_ms);
-            Some(rls::descriptor(w.subject, &cfg.budgets[d.budget].name, l.window_ms, ws, cap(w.policy, d.budget), d.units))
+            let ws = l.window.start(a.at);
+            Some(rls::descriptor(w.subject, &cfg.budgets[d.budget].name, l.window, ws, cap(w.policy, d.budget), d.units))
         })
         .collect();
     rls::encode(&g.domain, ds)
@@ -63,10 +63,10 @@ pub fn exact_request(cfg: &Config, policy: &TenantPolicy, a: &Admitted) -> Vec<u
 
 fn exact_rejection(policy: &TenantPolicy, d: &Demand, now: Millis) -> Rejection {
     let l = &policy.limits[d.budget];
-    let reset_ms = core::window_end(core::window_start(now, l.window_ms), l.window_ms).saturating_sub(now).max(1);
+    let reset_ms = l.window.end(l.window.start(now)).saturating_sub(now).max(1);
     let reset_s = reset_ms.div_ceil(1000).max(1);
     let reason = if l.burst_credits > 0 { Reason::BurstExhausted } else { Reason::Exceeded };
-    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false, window_s: core::window_s(now, l.window_ms) }
+    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false, window_s: l.window.len_s(now) }
 }
 
 /// Finish an `exact` request. `answers`: the service's answer per `a.exact` demand, or
@@ -129,7 +129,7 @@ fn answered<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitte
         w.scratch.key.clear();
         w.scratch.key.push_str(who.key);
         let u = store::transact(store, &mut w.scratch, |st| {
-            core::record_exact(st, cfg.budgets[d.budget].id, l.window_ms, now, d.units, x);
+            core::record_exact(st, cfg.budgets[d.budget].id, l.window, now, d.units, x);
             let mut u = core::standing(&pol, st, now, d.budget);
             u.used_before = u.used.saturating_sub(d.units);
             (true, u)

@@ -30,7 +30,7 @@ pub mod rls;
 use crate::config::{Config, GlobalMode, TenantPolicy};
 pub use crate::core::Answer;
 use crate::core::{self, Millis, TenantState};
-use crate::core::Subject;
+use crate::core::{Subject, Window};
 use crate::store::{self, keys, Absent, Scratch, SharedStore, Step, StoreError};
 use std::collections::HashMap;
 
@@ -246,7 +246,7 @@ pub struct Pending {
     /// The cap sent (the answer is read back in its scale).
     pub cap: u64,
     /// The subject's window (a tenant entry may set its own).
-    pub window_ms: u64,
+    pub window: Window,
 }
 
 /// The descriptors a subject's state calls for at `now`: every global budget of its scope it
@@ -262,11 +262,11 @@ pub fn plan(cfg: &Config, policy: &TenantPolicy, scope: Option<usize>, key: &str
         if l.unlimited {
             continue;
         }
-        if let Some((ws, units)) = core::unsent(state, b.id, l.window_ms, now) {
+        if let Some((ws, units)) = core::unsent(state, b.id, l.window, now) {
             if mode == GlobalMode::Exact && units == 0 {
                 continue;
             }
-            out.push(Pending { key: key.to_string(), budget: i, window_start: ws, units, cap: l.limit.saturating_add(l.burst_credits), window_ms: l.window_ms });
+            out.push(Pending { key: key.to_string(), budget: i, window_start: ws, units, cap: l.limit.saturating_add(l.burst_credits), window: l.window });
         }
     }
 }
@@ -276,7 +276,7 @@ pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::R
     let b = &cfg.budgets[p.budget];
     let l = &policy.limits[p.budget];
     let who = subject_of(cfg, &p.key).unwrap_or(Subject::Tenant(crate::core::id::OVERFLOW));
-    rls::descriptor(who, &b.name, l.window_ms, p.window_start, p.cap, p.units)
+    rls::descriptor(who, &b.name, l.window, p.window_start, p.cap, p.units)
 }
 
 /// Whether the service counted a status in the window the units were sent for. Without the
@@ -290,12 +290,10 @@ pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::R
 /// the service, the safe side: README, residual error), and as our window is over too its
 /// units are never sent again. Answers without a reset, and calendar months (the month is
 /// in the descriptor), are taken as they are.
-pub fn same_window(window_ms: u64, window_start: Millis, sent_at: Millis, answered_at: Millis, reset_ms: Option<u64>) -> bool {
+pub fn same_window(window: Window, window_start: Millis, sent_at: Millis, answered_at: Millis, reset_ms: Option<u64>) -> bool {
     let Some(reset) = reset_ms else { return true };
-    if window_ms == crate::core::budget::CALENDAR_MONTH || window_ms == 0 {
-        return true;
-    }
-    let end = window_start.saturating_add(window_ms);
+    let Window::Fixed(_) = window else { return true };
+    let end = window.end(window_start);
     end > sent_at.saturating_add(reset).saturating_sub(1000) && end <= answered_at.saturating_add(reset)
 }
 
@@ -374,7 +372,8 @@ impl SyncLoop {
             self.round_pending = 0;
             if self.queue.is_empty() && probe {
                 // A read of a descriptor no tenant can have: tells whether the service is back.
-                let d = rls::descriptor(Subject::Tenant("-"), "-", 1000, core::window_start(now, 1000), 1, 0);
+                let second = Window::from_ms(1000);
+                let d = rls::descriptor(Subject::Tenant("-"), "-", second, second.start(now), 1, 0);
                 return Some((rls::encode(&g.domain, vec![d]), Vec::new()));
             }
         }
@@ -428,12 +427,12 @@ impl SyncLoop {
         for (p, st) in batch.items.iter().zip(answers) {
             self.scratch.key.clone_from(&p.key);
             let Some(b) = cfg.budgets.get(p.budget) else { continue };
-            let window_ms = p.window_ms;
-            if !same_window(window_ms, p.window_start, batch.sent_at, now, st.reset_ms) {
+            let window = p.window;
+            if !same_window(window, p.window_start, batch.sent_at, now, st.reset_ms) {
                 continue;
             }
             let a = rls::unscale(st.answer, p.cap);
-            let r = store::transact(store, &mut self.scratch, |s| (core::apply_answer(s, b.id, window_ms, p.window_start, batch.sent_at, p.units, a), ()));
+            let r = store::transact(store, &mut self.scratch, |s| (core::apply_answer(s, b.id, window, p.window_start, batch.sent_at, p.units, a), ()));
             if r.is_err() {
                 errors += 1;
             }
