@@ -162,7 +162,7 @@ impl Harness {
     fn new(start: Millis) -> Harness {
         let store = MemStore::new();
         let mut scratch = Scratch::default();
-        store::tenant_key("t", &mut scratch.key);
+        store::keys::state(crate::core::Subject::Tenant("t"), &mut scratch.key);
         store.set(&scratch.key, &TenantState::default().encode(), 0).expect("mem store set");
         Harness { c: cfg(), store, scratch, direct: TenantState::default(), clock: FakeClock::new(start), m: Model::default() }
     }
@@ -214,7 +214,7 @@ impl Harness {
                         } else {
                             let ws = self.slot(d.budget).window_start;
                             if !self.m.skewed {
-                                prop_assert_eq!(ws, core::window_start(now, limits[d.budget].window_ms));
+                                prop_assert_eq!(ws, limits[d.budget].window.start(now));
                             }
                             let e = self.m.net.entry((d.budget, self.m.epoch[d.budget], ws)).or_default();
                             *e = e.saturating_add(d.units);
@@ -225,7 +225,7 @@ impl Harness {
                     // weighted by the share of it still inside the sliding window (ceil),
                     // stays within the cap after a reservation.
                     if demands.iter().any(|d| d.budget == SLIDE && d.admit == Admit::Reserve && d.units > 0) {
-                        let (s, w) = (self.slot(SLIDE), limits[SLIDE].window_ms);
+                        let (s, w) = (self.slot(SLIDE), limits[SLIDE].window.fixed_ms().unwrap_or(1));
                         let left = w - now.saturating_sub(s.window_start).min(w);
                         let carried = (u128::from(s.prev) * u128::from(left)).div_ceil(u128::from(w));
                         prop_assert!(u128::from(s.used) + carried <= u128::from(cap(&c, SLIDE)), "sliding: used {} + carried {} > cap", s.used, carried);
@@ -258,10 +258,11 @@ impl Harness {
                 self.m.pending.clear();
             }
             Op::ApplyAnswer { which, sent, answer } => {
-                let (id, w) = (c.budgets[GLOB].id, limits[GLOB].window_ms);
-                let cur = core::window_start(now, w);
+                let (id, window) = (c.budgets[GLOB].id, limits[GLOB].window);
+                let w = window.fixed_ms().unwrap_or(0);
+                let cur = window.start(now);
                 let (ws, n) = match (which, sent) {
-                    (_, None) => core::unsent(&self.direct, id, w, now).unwrap_or((cur, 0)),
+                    (_, None) => core::unsent(&self.direct, id, window, now).unwrap_or((cur, 0)),
                     (0, Some(n)) => (self.direct.slot(id).map_or(cur, |s| s.window_start), *n),
                     (1, Some(n)) => (cur, *n),
                     (2, Some(n)) => (cur + w, *n),
@@ -269,12 +270,12 @@ impl Harness {
                 };
                 self.m.skewed |= ws > cur;
                 self.both(|st| {
-                    let changed = core::apply_answer(st, id, w, ws, now, n, *answer);
+                    let changed = core::apply_answer(st, id, window, ws, now, n, *answer);
                     (changed, changed)
                 })?;
             }
             Op::RecordExact { units, answer } => {
-                let (id, w) = (c.budgets[GLOB].id, limits[GLOB].window_ms);
+                let (id, w) = (c.budgets[GLOB].id, limits[GLOB].window);
                 self.both(|st| {
                     core::record_exact(st, id, w, now, *units, *answer);
                     (true, ())
@@ -289,8 +290,8 @@ impl Harness {
                 let mut gives_back = Vec::new();
                 for d in ds.iter().filter(|d| d.admit == Admit::Reserve && d.units > 0) {
                     let s = self.slot(d.budget);
-                    let w = limits[d.budget].window_ms;
-                    if w == 0 || s.window_start == core::window_start(at, w) {
+                    let w = limits[d.budget].window;
+                    if w.is_none() || s.window_start == w.start(at) {
                         gives_back.push((d.budget, s.window_start, d.units));
                     }
                 }
@@ -336,7 +337,7 @@ impl Harness {
         // Sliding: `prev` is the count the previous window ended with.
         let s = self.slot(SLIDE);
         if s.prev != 0 {
-            let w = self.c.default_policy.limits[SLIDE].window_ms;
+            let w = self.c.default_policy.limits[SLIDE].window.fixed_ms().unwrap_or(0);
             prop_assert_eq!(self.m.slide_used.get(&s.window_start.saturating_sub(w)), Some(&s.prev), "sliding prev is not the previous window's count");
         }
         // in_flight: exactly admitted minus released, floored at 0 (never wraps), within cap.
@@ -727,7 +728,7 @@ fn request() -> impl Strategy<Value = Request> {
 /// MemStore; every call must return, never panic.
 fn drive(c: &Config, reqs: &[Request]) -> Result<(), TestCaseError> {
     let store = MemStore::new();
-    store::init_registry(&store).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+    store::init_registry(&store, None).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
     let mut w = Worker::new(7);
     let mut now = T0;
     for (tenant, h, eos, level, degraded, step) in reqs {

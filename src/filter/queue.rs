@@ -13,7 +13,7 @@
 
 use super::host::{self, HostStore};
 use crate::engine::Waiting;
-use crate::store::{SharedStore, StoreError, MAX_CAS_RETRIES};
+use crate::store::{self, Absent, Step, StoreError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// What is needed to decide the request again.
@@ -41,7 +41,7 @@ pub struct Queues {
 
 /// The shared count of requests waiting on a (subject, budget) in this Envoy.
 pub fn count_key(subject_key: &str, budget_id: u32) -> String {
-    format!("tq1|qw|{budget_id:08x}|{subject_key}")
+    crate::store::keys::queue_places(subject_key, budget_id)
 }
 
 /// `[count u64][updated ms u64]`
@@ -73,34 +73,25 @@ impl Queues {
     /// lose a place count between two workers meeting a new key at once: a bounded error on a
     /// bound, never on a quota.
     pub fn take_place(&mut self, key: &str, max: u64, now: u64, stale_ms: u64) -> Result<bool, StoreError> {
-        for _ in 0..MAX_CAS_RETRIES {
-            let cas = HostStore.get(key, &mut self.buf)?;
-            let (mut count, at) = decode(&self.buf);
-            if cas.is_none() || now.saturating_sub(at) > stale_ms {
+        store::update(&HostStore, key, Absent::InsertBlind, &mut self.buf, &mut Vec::new(), |b, out| {
+            let (mut count, at) = decode(b);
+            if b.is_empty() || now.saturating_sub(at) > stale_ms {
                 count = 0;
             }
             if count >= max {
-                return Ok(false);
+                return Ok(Step::Keep(false));
             }
-            match HostStore.set(key, &encode(count + 1, now), cas.unwrap_or(0)) {
-                Ok(()) => return Ok(true),
-                Err(StoreError::CasMismatch) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::Contended)
+            out.extend_from_slice(&encode(count + 1, now));
+            Ok(Step::Write(true))
+        })
     }
 
     /// Give a place back.
     pub fn leave_place(&mut self, key: &str, now: u64) {
-        for _ in 0..MAX_CAS_RETRIES {
-            let Ok(Some(cas)) = HostStore.get(key, &mut self.buf) else { return };
-            let (count, _) = decode(&self.buf);
-            match HostStore.set(key, &encode(count.saturating_sub(1), now), cas) {
-                Err(StoreError::CasMismatch) => continue,
-                _ => return,
-            }
-        }
+        let _ = store::update(&HostStore, key, Absent::Fail(StoreError::Missing), &mut self.buf, &mut Vec::new(), |b, out| {
+            out.extend_from_slice(&encode(decode(b).0.saturating_sub(1), now));
+            Ok(Step::Write(()))
+        });
     }
 
     /// Take out the entries of a queue whose timeout has passed (behind a head that waits).

@@ -10,7 +10,7 @@ use crate::admin;
 use crate::config::{Config, Saturation, SignalSource};
 use crate::core::saturation::{self as sat, Hysteresis, Reading};
 use crate::core::Millis;
-use crate::store::{SharedStore, StoreError, MAX_CAS_RETRIES};
+use crate::store::{self, Absent, SharedStore, Step, StoreError};
 
 pub const RECOMPUTE_MS: u64 = 5;
 pub const HOLD_MS: u64 = 1000;
@@ -20,11 +20,11 @@ const REPUBLISH_MS: u64 = 100;
 const SAMPLE_MS: u64 = 10;
 /// A worker folds its in-flight changes into the shared count at most this often (and on tick).
 pub const FLUSH_MS: u64 = 5;
-const INFLIGHT_KEY: &str = "tq1|inflight";
+const INFLIGHT_KEY: &str = crate::store::keys::IN_FLIGHT;
 const ORCA_HEADER: &str = "endpoint-load-metrics";
 
 fn signal_key(name: &str) -> String {
-    format!("tq1|sig|{name}")
+    crate::store::keys::signal(name)
 }
 
 #[derive(Default)]
@@ -195,18 +195,12 @@ pub fn init(cfg: &Config) -> Result<(), StoreError> {
 
 /// Add `delta` (+1 / -1) to the all-tenant in-flight count, with CAS.
 fn add_in_flight(delta: i64) -> Result<(), StoreError> {
-    let mut buf = Vec::new();
-    for _ in 0..MAX_CAS_RETRIES {
-        let Some(cas) = HostStore.get(INFLIGHT_KEY, &mut buf)? else { return Err(StoreError::Unavailable) };
-        let cur = read_u64(&buf);
+    store::update(&HostStore, INFLIGHT_KEY, Absent::Fail(StoreError::Unavailable), &mut Vec::new(), &mut Vec::new(), |b, out| {
+        let cur = read_u64(b);
         let next = if delta >= 0 { cur.saturating_add(delta as u64) } else { cur.saturating_sub(delta.unsigned_abs()) };
-        match HostStore.set(INFLIGHT_KEY, &next.to_le_bytes(), cas) {
-            Ok(()) => return Ok(()),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.extend_from_slice(&next.to_le_bytes());
+        Ok(Step::Write(()))
+    })
 }
 
 fn read_u64(b: &[u8]) -> u64 {
