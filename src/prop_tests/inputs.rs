@@ -219,41 +219,117 @@ fn tenant_id() -> impl Strategy<Value = Option<Vec<u8>>> {
 type Request = (Option<Vec<u8>>, HashMap<String, Vec<u8>>, bool, u8, bool, u64);
 
 fn request() -> impl Strategy<Value = Request> {
-    (tenant_id(), headers(), any::<bool>(), 0..=3u8, prop::bool::weighted(0.2), 0..2_000u64)
+    // Mostly bursts inside one window (so caps are met), sometimes a window or two later.
+    let step = prop_oneof![3 => 0..50u64, 1 => 0..2_000u64];
+    (tenant_id(), headers(), any::<bool>(), 0..=3u8, prop::bool::weighted(0.2), step)
+}
+
+/// The subjects' states in `store` (state keys only), decoded.
+fn states(store: &MemStore) -> BTreeMap<String, TenantState> {
+    store
+        .snapshot()
+        .into_iter()
+        .filter(|(k, _)| store::keys::parse_state(k).is_some())
+        .filter_map(|(k, v)| TenantState::decode(&v).ok().map(|st| (k, st)))
+        .collect()
+}
+
+/// Invariants after every request: no window budget a request reserves holds more than its
+/// nominal cap (`response_header` budgets, and `request_bytes` of a request without
+/// content-length, are charged after the fact and may cross it once), and every in_flight
+/// slot is back once its request was released.
+fn check_caps(c: &Config, store: &MemStore) -> Result<(), TestCaseError> {
+    for (key, st) in states(store) {
+        let Some((scope, id)) = store::keys::parse_state(&key) else { continue };
+        let policy = match scope {
+            None => c.policy(id),
+            Some(name) => match c.scopes.iter().find(|s| s.name == name) {
+                Some(sc) => sc.policy(id),
+                None => continue,
+            },
+        };
+        for s in &st.slots {
+            let Some(b) = c.budgets.iter().position(|b| b.id == s.budget) else { continue };
+            let l = &policy.limits[b];
+            let after = matches!(c.budgets[b].counts, config::Counts::ResponseHeader(_) | config::Counts::RequestBytes);
+            let capped = !after && !l.unlimited;
+            if capped {
+                prop_assert!(s.used <= l.limit.saturating_add(l.burst_credits), "{key}: budget {} holds {} > cap", c.budgets[b].name, s.used);
+            }
+            if c.budgets[b].counts == config::Counts::InFlight {
+                prop_assert_eq!(s.used, 0, "{}: in_flight slots left after release", key);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Drive `engine::evaluate` (and the after-the-fact calls an admitted request makes) on a
-/// MemStore; every call must return, never panic.
+/// MemStore: every call returns, no cap is passed, a refused request changes nothing.
 fn drive(c: &Config, reqs: &[Request]) -> Result<(), TestCaseError> {
     let store = MemStore::new();
     store::init_registry(&store, None).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
     let mut w = Worker::new(7);
     let mut now = T0;
+    let fail = |what: &str, e: store::StoreError| TestCaseError::fail(format!("{what}: {e:?}"));
+    let mut service: HashMap<(String, usize, u64), u64> = HashMap::new();
     for (tenant, h, eos, level, degraded, step) in reqs {
         now += step;
         let mut headers = Headers(h.clone());
         let facts = RequestFacts::read(c, &mut headers, tenant.clone(), Vec::new(), *eos);
         let at = Conditions { now, level: *level, global_degraded: *degraded };
+        let before = states(&store);
         match engine::evaluate(c, &store, &mut w, &facts, at, &RuntimePolicies::new()) {
             Verdict::Admit(mut a) => {
                 let policy = c.policy(&a.tenant).clone();
                 for ac in a.after.clone() {
                     let units = h.get("content-length").and_then(|v| engine::parse_units(v)).unwrap_or(3);
-                    let _ = engine::charge(c, &store, &mut w, &a, &policy, ac.budget, units, now);
+                    engine::charge(c, &store, &mut w, &a, &policy, ac.budget, units, now).map_err(|e| fail("charge", e))?;
                 }
                 if !a.exact.is_empty() {
-                    let _ = engine::exact_request(c, &policy, &a);
-                    let answers: Vec<Answer> = a.exact.iter().map(|_| if *level == 3 { Answer::Over { cap: 1 } } else { Answer::Total(1) }).collect();
-                    let _ = engine::exact_finish(c, &store, &mut w, &mut a, &policy, if *degraded { None } else { Some(&answers) }, now);
+                    prop_assert!(!engine::exact_request(c, &policy, &a).is_empty(), "an exact budget asks the service");
+                    // The service's count per (tenant, budget), as envoyproxy/ratelimit keeps it
+                    // (every call is added); saturation level 3 stands for a refusal.
+                    let answers: Vec<Answer> = a
+                        .exact
+                        .iter()
+                        .map(|d| {
+                            let cap = policy.limits[d.budget].limit.saturating_add(policy.limits[d.budget].burst_credits);
+                            let total = service.entry((a.tenant.clone(), d.budget, policy.limits[d.budget].window.start(now))).or_insert(0);
+                            *total = total.saturating_add(d.units);
+                            if *level == 3 || *total > cap { Answer::Over { cap } } else { Answer::Total(*total) }
+                        })
+                        .collect();
+                    let snapshot = states(&store);
+                    let out = engine::exact_finish(c, &store, &mut w, &mut a, &policy, if *degraded { None } else { Some(&answers) }, now).map_err(|e| fail("exact", e))?;
+                    if let engine::ExactOutcome::Reject(reply, _) = out {
+                        prop_assert!(reply.status == 429 || reply.status == 503);
+                        // The service refused: what this request reserved is undone.
+                        prop_assert!(states(&store).iter().all(|(k, st)| snapshot.get(k).is_none_or(|s0| st.slots.iter().all(|x| s0.slot(x.budget).is_none_or(|y| x.used <= y.used)))));
+                        continue;
+                    }
                 }
-                let _ = engine::release(c, &store, &mut w, &a, &a.in_flight);
-                let mut n = 0;
-                engine::admitted_headers(&a, |_, _| n += 1);
+                engine::release(c, &store, &mut w, &a, &a.in_flight).map_err(|e| fail("release", e))?;
+                // The headline budget's headers are the three of SPEC 2 together, first, or absent.
+                let mut names = Vec::new();
+                engine::admitted_headers(&a, |n, _| names.push(n));
+                let three = ["x-tenant-quota-limit", "x-tenant-quota-remaining", "x-tenant-quota-burst-remaining"];
+                prop_assert!(names.starts_with(&three) || !names.iter().any(|n| three.contains(n)), "{:?}", names);
             }
-            Verdict::Reject { reply, .. } => prop_assert!(reply.status >= 400),
+            Verdict::Reject { reply, .. } => {
+                prop_assert!(reply.status >= 400);
+                // A refused request consumes nothing in any subject (new keys hold nothing).
+                for (k, st) in states(&store) {
+                    match before.get(&k) {
+                        Some(old) => prop_assert_eq!(&st, old, "{} changed by a refused request", k),
+                        None => prop_assert!(st.slots.iter().all(|s| s.used == 0), "{}: a refused request counted", k),
+                    }
+                }
+            }
             Verdict::Wait(w) => prop_assert_eq!(w.reply.status, 429),
             Verdict::Pass { .. } => {}
         }
+        check_caps(c, &store)?;
     }
     Ok(())
 }
@@ -341,7 +417,7 @@ proptest! {
     /// `evaluate` with random tenant ids, cost, content-length, priority, method and path
     /// headers, saturation levels and degraded global state returns a verdict.
     #[test]
-    fn evaluate_never_panics(reqs in prop::collection::vec(request(), 1..12)) {
+    fn evaluate_never_panics(reqs in prop::collection::vec(request(), 1..24)) {
         let c = Config::parse(EVAL_CFG.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         drive(&c, &reqs)?;
     }

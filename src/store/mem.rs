@@ -33,6 +33,10 @@ impl MemStore {
     pub fn raw(&self, key: &str) -> Option<Vec<u8>> {
         self.map.lock().ok().and_then(|m| m.0.get(key).map(|v| v.0.clone()))
     }
+    /// Every key and its value, sorted (tests compare what a step changed).
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        self.map.lock().map(|m| m.0.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()).unwrap_or_default()
+    }
 }
 
 impl SharedStore for MemStore {
