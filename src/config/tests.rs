@@ -311,3 +311,47 @@ fn tagged_fields_keep_their_refusals() {
     assert_eq!(c.global.unwrap().on_unavailable, OnUnavailable::Local);
     assert_eq!(c.llm.model, Some(ModelSource::RequestBody));
 }
+
+/// SPEC 8: what a global budget may be (the rate limit service's units, names that cannot
+/// collide in its keys), and the `global` block's own rules.
+#[test]
+fn config_refuses_what_the_service_cannot_express() {
+    let bad = [
+        (r#"{"budgets":{"r":{"counts":"requests","window_ms":60000,"limit":1,"global":"sync"}}}"#, "budgets.r.global"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"requests","window_ms":120000,"limit":1,"global":"sync"}}}"#, "budgets.r.window_ms"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"in_flight","limit":1,"global":"exact"}}}"#, "budgets.r.global"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"requests","window_ms":60000,"algorithm":"sliding","limit":1,"global":"sync"}}}"#, "budgets.r.global"),
+        (r#"{"global":{"domain":"d"}}"#, "global"),
+        (r#"{"global":{"cluster":""}}"#, "global.cluster"),
+        (r#"{"global":{"cluster":"x","on_unavailable":{"local_share":0}}}"#, "global.on_unavailable.local_share"),
+        (r#"{"global":{"cluster":"x","on_unavailable":"maybe"}}"#, "global.on_unavailable"),
+        (r#"{"global":{"cluster":"x","sync_period_ms":0}}"#, "global.sync_period_ms"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"r":{"counts":"requests","window_ms":60000,"limit":1,"global":"sync"}},"tenants":{"a":{"budgets":{"r":{"window_ms":5000}}}}}"#, "tenants.a.budgets.r.window_ms"),
+        // D9: names that could join to another tenant's key in the service.
+        (r#"{"global":{"cluster":"x"},"budgets":{"llm_budget_daily":{"counts":"requests","window_ms":60000,"limit":1,"global":"sync"}}}"#, "budgets.llm_budget_daily.global"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"budget_x":{"counts":"requests","window_ms":60000,"limit":1,"global":"sync"}}}"#, "budgets.budget_x.global"),
+        (r#"{"global":{"cluster":"x"},"budgets":{"a_month_b":{"counts":"requests","window_ms":60000,"limit":1,"global":"exact"}}}"#, "budgets.a_month_b.global"),
+        (r#"{"global":{"cluster":"x"},"scopes":{"cost_center":{"header":"x-cc"}},"budgets":{"cc":{"counts":"requests","window_ms":60000,"limit":1,"scope":"cost_center","global":"sync"}}}"#, "budgets.cc.global"),
+        (r#"{"global":{"cluster":"x"},"scopes":{"tenant":{"header":"x-t2"}},"budgets":{"cc":{"counts":"requests","window_ms":60000,"limit":1,"scope":"tenant","global":"sync"}}}"#, "budgets.cc.global"),
+    ];
+    for (json, path) in bad {
+        let e = Config::parse(json.as_bytes()).unwrap_err();
+        assert_eq!(e.path, path, "{json}: {e}");
+    }
+    // SPEC 8: every windowed kind, in any scope, calendar months, caps past 32 bits.
+    let good = r#"{"global":{"cluster":"x"},"scopes":{"team":{"header":"x-team"}},
+        "llm":{"model":{"header":"x-model"},"prices":{"m":{"input":1,"output":2}}},
+        "budgets":{"b":{"counts":"request_bytes","window_ms":1000,"limit":1,"global":"sync"},
+                   "h":{"counts":{"request_header":"x-cost"},"window_ms":3600000,"limit":1,"global":"exact"},
+                   "rh":{"counts":{"response_header":"x-cost"},"window_ms":86400000,"limit":1,"global":"sync"},
+                   "tok":{"counts":{"llm_tokens":"total"},"window_ms":60000,"limit":5000000000,"global":"sync"},
+                   "usd":{"counts":"llm_cost","window":"calendar_month","limit":1,"global":"exact"},
+                   "team_day":{"counts":"requests","window_ms":86400000,"limit":1,"scope":"team","global":"exact"},
+                   "monthly_budget":{"counts":"requests","window":"calendar_month","limit":1,"scope":"team","global":"sync"}}}"#;
+    if let Err(e) = Config::parse(good.as_bytes()) {
+        panic!("{e}");
+    }
+    let c = parse(r#"{"global":{"cluster":"rls","on_unavailable":{"local_share":3}}}"#).unwrap();
+    assert_eq!(c.global.as_ref().unwrap().on_unavailable, OnUnavailable::LocalShare(3));
+    assert_eq!(c.global.as_ref().unwrap().domain, "tenant-quota");
+}
