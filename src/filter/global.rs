@@ -5,14 +5,13 @@
 use super::host::{self, HostStore};
 use crate::config::{Config, TenantPolicy};
 use crate::global::{self, rls, Health, SyncLoop};
+use crate::metric_names::{self as names, COUNTER, GAUGE};
 use proxy_wasm::types::BufferType;
 use std::collections::HashSet;
 
 /// Test hook (`test_hooks.trap_sync_leader_path`): a note asking the lease holder to trap.
 pub const TRAP_KEY: &str = "tq1|gtrap";
 
-const COUNTER: u32 = 0;
-const GAUGE: u32 = 1;
 
 /// Metric ids, defined once per worker.
 struct Ids {
@@ -71,14 +70,14 @@ pub fn answer_bytes(status_code: u32, size: usize) -> Option<Vec<u8>> {
 impl GlobalWorker {
     pub fn new(lease_id: u64) -> GlobalWorker {
         let ids = Ids {
-            syncs_ok: counter("quota_global_syncs_total.result.ok"),
-            syncs_error: counter("quota_global_syncs_total.result.error"),
-            checks_ok: counter("quota_global_checks_total.result.ok"),
-            checks_over: counter("quota_global_checks_total.result.over_limit"),
-            checks_error: counter("quota_global_checks_total.result.error"),
-            degraded: host::define_metric(GAUGE, "quota_global_degraded").unwrap_or(0),
-            pending: host::define_metric(GAUGE, "quota_global_pending_units").unwrap_or(0),
-            answer_age: host::define_metric(GAUGE, "quota_global_last_answer_age_ms").unwrap_or(0),
+            syncs_ok: counter(names::GLOBAL_SYNCS_OK),
+            syncs_error: counter(names::GLOBAL_SYNCS_ERROR),
+            checks_ok: counter(names::GLOBAL_CHECKS_OK),
+            checks_over: counter(names::GLOBAL_CHECKS_OVER),
+            checks_error: counter(names::GLOBAL_CHECKS_ERROR),
+            degraded: host::define_metric(GAUGE, names::GLOBAL_DEGRADED).unwrap_or(0),
+            pending: host::define_metric(GAUGE, names::GLOBAL_PENDING_UNITS).unwrap_or(0),
+            answer_age: host::define_metric(GAUGE, names::GLOBAL_LAST_ANSWER_AGE).unwrap_or(0),
         };
         GlobalWorker {
             dirty: HashSet::new(),

@@ -223,9 +223,9 @@ fn record_gauges(s: &Saturation, readings: &[Option<Reading>], level: u8, metric
     for (g, r) in s.signals.iter().zip(readings) {
         let v = r.map_or(0.0, |r| r.value);
         let v = if g.critical <= 1.0 { v * 100.0 } else { v };
-        metrics.gauge_named(&format!("saturation_{}", g.name), v.round().max(0.0) as u64);
+        metrics.gauge_named(&crate::metric_names::saturation_gauge(&g.name), v.round().max(0.0) as u64);
     }
-    metrics.gauge_named("saturation_level", u64::from(level));
+    metrics.gauge_named(crate::metric_names::SATURATION_LEVEL, u64::from(level));
 }
 
 /// The status view of saturation.
