@@ -13,7 +13,7 @@
 
 use super::host::{self, HostStore};
 use crate::engine::Waiting;
-use crate::store::{SharedStore, StoreError, MAX_CAS_RETRIES};
+use crate::store::{counter, StoreError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// What is needed to decide the request again.
@@ -41,26 +41,7 @@ pub struct Queues {
 
 /// The shared count of requests waiting on a (subject, budget) in this Envoy.
 pub fn count_key(subject_key: &str, budget_id: u32) -> String {
-    format!("tq1|qw|{budget_id:08x}|{subject_key}")
-}
-
-/// `[count u64][updated ms u64]`
-fn decode(b: &[u8]) -> (u64, u64) {
-    if b.len() != 16 {
-        return (0, 0);
-    }
-    let mut c = [0u8; 8];
-    let mut t = [0u8; 8];
-    c.copy_from_slice(&b[..8]);
-    t.copy_from_slice(&b[8..]);
-    (u64::from_le_bytes(c), u64::from_le_bytes(t))
-}
-
-fn encode(count: u64, at: u64) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&count.to_le_bytes());
-    b[8..].copy_from_slice(&at.to_le_bytes());
-    b
+    counter::places_key(subject_key, budget_id)
 }
 
 impl Queues {
@@ -69,38 +50,14 @@ impl Queues {
     }
 
     /// Take a place among the Envoy's waiting requests of this (subject, budget): false when
-    /// `max` already wait. The first write to a new key is blind (host rule), which can only
-    /// lose a place count between two workers meeting a new key at once: a bounded error on a
-    /// bound, never on a quota.
+    /// `max` already wait ([`counter::take_place`]).
     pub fn take_place(&mut self, key: &str, max: u64, now: u64, stale_ms: u64) -> Result<bool, StoreError> {
-        for _ in 0..MAX_CAS_RETRIES {
-            let cas = HostStore.get(key, &mut self.buf)?;
-            let (mut count, at) = decode(&self.buf);
-            if cas.is_none() || now.saturating_sub(at) > stale_ms {
-                count = 0;
-            }
-            if count >= max {
-                return Ok(false);
-            }
-            match HostStore.set(key, &encode(count + 1, now), cas.unwrap_or(0)) {
-                Ok(()) => return Ok(true),
-                Err(StoreError::CasMismatch) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::Contended)
+        counter::take_place(&HostStore, key, &mut self.buf, max, now, stale_ms)
     }
 
     /// Give a place back.
     pub fn leave_place(&mut self, key: &str, now: u64) {
-        for _ in 0..MAX_CAS_RETRIES {
-            let Ok(Some(cas)) = HostStore.get(key, &mut self.buf) else { return };
-            let (count, _) = decode(&self.buf);
-            match HostStore.set(key, &encode(count.saturating_sub(1), now), cas) {
-                Err(StoreError::CasMismatch) => continue,
-                _ => return,
-            }
-        }
+        counter::leave_place(&HostStore, key, &mut self.buf, now);
     }
 
     /// Take out the entries of a queue whose timeout has passed (behind a head that waits).
