@@ -21,7 +21,7 @@ use host::{map, HostStore};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -210,7 +210,7 @@ impl RootContext for Root {
                         }
                     }
                     if !sh.queues.is_empty() {
-                        pass(cfg, &mut sh, now);
+                        queue::pass(cfg, &mut sh, now);
                         // The pass acted on paused requests' contexts; act as the root again.
                         host::set_effective_context(self.id);
                     }
@@ -384,60 +384,6 @@ fn send_alerts(cfg: &Config, sh: &mut Shared) {
         if host::dispatch_http_call(&w.cluster, headers, body.as_bytes(), 2000).is_none() {
             sh.metrics.webhook_error();
             host::log(host::LOG_WARN, &format!("tenant-quota: alerts webhook: cannot call cluster `{}`", w.cluster));
-        }
-    }
-}
-
-/// Retry the requests waiting in this worker's queues (from the tick): each decided again by
-/// the same CAS as any request, oldest first per (subject, budget); a pass over one queue
-/// stops at the first request that still does not fit.
-fn pass(cfg: &Config, sh: &mut Shared, now: u64) {
-    let keys: Vec<(String, usize)> = sh.queues.queues.keys().cloned().collect();
-    let level = sh.saturation.level(cfg, now, &mut sh.metrics);
-    let degraded = cfg.global.is_some() && sh.global.degraded(cfg, now);
-    for k in keys {
-        loop {
-            let Some(mut e) = sh.queues.queues.get_mut(&k).and_then(VecDeque::pop_front) else {
-                sh.queues.queues.remove(&k);
-                break;
-            };
-            let (scope, who) = e.waiting.scope.clone().map_or((None, e.waiting.tenant.clone()), |(s, id)| (Some(s), id));
-            if now >= e.deadline {
-                sh.queues.leave_place(&e.count_key, now);
-                sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(metrics::Kind::QueuedTimeout));
-                sh.metrics.rejected_of(cfg, scope, &who, e.waiting.rejection.budget, e.waiting.rejection.reason, false);
-                queue::answer(cfg, e.ctx, &e.waiting.reply);
-                continue;
-            }
-            let at = Conditions { now, level, global_degraded: degraded };
-            let v = engine::evaluate(cfg, &HostStore, &mut sh.worker, &e.facts, at, &sh.overrides.policies);
-            match v {
-                Verdict::Wait(w) => {
-                    e.waiting = w;
-                    sh.queues.queues.entry(k.clone()).or_default().push_front(e);
-                    // Those behind it keep their turn, but not past their own timeout.
-                    for x in sh.queues.expired(&k, now) {
-                        let (scope, who) = x.waiting.scope.clone().map_or((None, x.waiting.tenant.clone()), |(s, id)| (Some(s), id));
-                        sh.queues.leave_place(&x.count_key, now);
-                        sh.metrics.queued(cfg, scope, &who, x.budget, -1, Some(metrics::Kind::QueuedTimeout));
-                        sh.metrics.rejected_of(cfg, scope, &who, x.waiting.rejection.budget, x.waiting.rejection.reason, false);
-                        queue::answer(cfg, x.ctx, &x.waiting.reply);
-                    }
-                    break;
-                }
-                mut v => {
-                    sh.queues.leave_place(&e.count_key, now);
-                    let kind = if let Verdict::Admit(a) = &mut v {
-                        a.queued_ms = Some(now.saturating_sub(e.since));
-                        Some(metrics::Kind::QueuedAdmitted)
-                    } else {
-                        None
-                    };
-                    sh.metrics.queued(cfg, scope, &who, e.budget, -1, kind);
-                    let next = verdict::after_verdict(cfg, sh, v);
-                    verdict::deliver(cfg, sh, e.ctx, next, now);
-                }
-            }
         }
     }
 }
@@ -793,10 +739,9 @@ impl Http {
             ctx: self.ctx,
             since: now,
             deadline: now.saturating_add(b.queue.timeout_ms),
-            facts,
-            waiting: w,
             budget,
             count_key,
+            item: queue::Paused { facts, waiting: w },
         };
         if let Ok(mut sh) = self.shared.try_borrow_mut() {
             sh.queues.push(e);
@@ -825,7 +770,7 @@ impl Http {
             if let Ok(mut sh) = self.shared.try_borrow_mut() {
                 let sh = &mut *sh;
                 if let Some(e) = sh.queues.cancel(self.ctx, host::now_ms()) {
-                    let (scope, who) = e.waiting.scope.clone().map_or((None, e.waiting.tenant.clone()), |(s, id)| (Some(s), id));
+                    let (scope, who) = e.item.waiting.scope.clone().map_or((None, e.item.waiting.tenant.clone()), |(s, id)| (Some(s), id));
                     sh.metrics.queued(&self.config, scope, &who, e.budget, -1, Some(metrics::Kind::QueuedCancelled));
                 }
             }

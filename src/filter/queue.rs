@@ -1,41 +1,36 @@
-//! Requests paused while they wait for room (SPEC 6, `on_exceed: queue`), resumed from the
-//! worker's tick: the root context re-runs the request's decision (the same CAS as any
-//! other, so queueing never breaks exactness) and, on admission, resumes the request after
-//! `set_effective_context` (Envoy 1.40 resumes a paused request that way); on timeout it
-//! answers the rejection of section 2 the same way.
-//!
-//! Order: within a worker, the requests waiting on one (tenant or scope id, budget) are
-//! retried in arrival order, and a pass stops at the first that still does not fit, so a later
-//! one never overtakes it. Bounds: at most `max_waiting` per (subject, budget) in the Envoy,
-//! counted in shared data (`tq1|qw|...`, with a timestamp so that counts left by a VM that
-//! trapped expire after the longest wait), so the filter's memory for waiting requests is
-//! bounded by that.
+//! Host side of the request queues (SPEC 6, `on_exceed: queue`): requests paused while they
+//! wait for room, resumed from the worker's tick. The order (who waits where, whose turn it
+//! is) is `crate::queue`; the shared count of places, which bounds how many wait per
+//! (subject, budget) in the Envoy, is `store::counter`. Here: the root context re-runs a
+//! request's decision on its turn (the same CAS as any other, so queueing never breaks
+//! exactness) and, on admission, resumes the request after `set_effective_context` (Envoy
+//! 1.40 resumes a paused request that way); on timeout it answers the rejection of section 2
+//! the same way.
 
 use super::host::{self, HostStore};
-use crate::engine::Waiting;
+use super::metrics::Kind;
+use super::verdict::{self, Delivered};
+use super::Shared;
+use crate::config::Config;
+use crate::engine::{self, Conditions, RequestFacts, Verdict, Waiting};
 use crate::store::{counter, StoreError};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 
-/// What is needed to decide the request again.
-pub struct Entry {
-    pub ctx: u32,
-    pub since: u64,
-    pub deadline: u64,
+/// What is needed to decide a waiting request again.
+pub struct Paused {
     /// What the decision reads of the request (read once, at its headers or body).
-    pub facts: crate::engine::RequestFacts,
+    pub facts: RequestFacts,
     /// The latest refusal: its reply is sent on timeout; its subject labels the metrics.
     pub waiting: Box<Waiting>,
-    /// The budget the request waits on (index into the config's budgets).
-    pub budget: usize,
-    pub count_key: String,
 }
+
+pub type Entry = crate::queue::Entry<Paused>;
 
 #[derive(Default)]
 pub struct Queues {
-    /// (subject key, budget) -> waiting requests, oldest first.
-    pub queues: BTreeMap<(String, usize), VecDeque<Entry>>,
+    order: crate::queue::Queues<Paused>,
     /// Requests admitted from a queue, until their context picks the admission up.
-    pub delivered: HashMap<u32, super::verdict::Delivered>,
+    pub delivered: HashMap<u32, Delivered>,
     buf: Vec<u8>,
 }
 
@@ -46,7 +41,7 @@ pub fn count_key(subject_key: &str, budget_id: u32) -> String {
 
 impl Queues {
     pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
+        self.order.is_empty()
     }
 
     /// Take a place among the Envoy's waiting requests of this (subject, budget): false when
@@ -60,35 +55,73 @@ impl Queues {
         counter::leave_place(&HostStore, key, &mut self.buf, now);
     }
 
-    /// Take out the entries of a queue whose timeout has passed (behind a head that waits).
-    pub fn expired(&mut self, k: &(String, usize), now: u64) -> Vec<Entry> {
-        let Some(q) = self.queues.get_mut(k) else { return Vec::new() };
-        let (gone, keep): (VecDeque<Entry>, VecDeque<Entry>) = std::mem::take(q).into_iter().partition(|e| now >= e.deadline);
-        *q = keep;
-        gone.into_iter().collect()
-    }
-
     pub fn push(&mut self, e: Entry) {
-        self.queues.entry((e.waiting.key.clone(), e.budget)).or_default().push_back(e);
+        self.order.push(e.item.waiting.key.clone(), e);
     }
 
     /// The client left while waiting: remove its entry (and give its place back).
     pub fn cancel(&mut self, ctx: u32, now: u64) -> Option<Entry> {
-        let mut found = None;
-        for (k, q) in self.queues.iter_mut() {
-            if let Some(i) = q.iter().position(|e| e.ctx == ctx) {
-                found = Some((k.clone(), i));
-                break;
-            }
-        }
-        let (k, i) = found?;
-        let q = self.queues.get_mut(&k)?;
-        let e = q.remove(i)?;
-        if q.is_empty() {
-            self.queues.remove(&k);
-        }
+        let e = self.order.cancel(ctx)?;
         self.leave_place(&e.count_key, now);
         Some(e)
+    }
+}
+
+/// Retry the requests waiting in this worker's queues (from the tick): each decided again by
+/// the same CAS as any request, in `crate::queue`'s order.
+pub(super) fn pass(cfg: &Config, sh: &mut Shared, now: u64) {
+    let level = sh.saturation.level(cfg, now, &mut sh.metrics);
+    let global_degraded = cfg.global.is_some() && sh.global.degraded(cfg, now);
+    // The order is out of the worker's state while the turns use the rest of it: nothing
+    // queues a request meanwhile (only a request's own context does, never the tick).
+    let mut order = std::mem::take(&mut sh.queues.order);
+    order.pass(now, &mut Turns { cfg, sh, at: Conditions { now, level, global_degraded } });
+    sh.queues.order = order;
+}
+
+struct Turns<'a> {
+    cfg: &'a Config,
+    sh: &'a mut Shared,
+    at: Conditions,
+}
+
+fn subject(w: &Waiting) -> (Option<usize>, String) {
+    w.scope.clone().map_or((None, w.tenant.clone()), |(s, id)| (Some(s), id))
+}
+
+impl crate::queue::Turns<Paused> for Turns<'_> {
+    fn timed_out(&mut self, e: Entry) {
+        let (cfg, sh, now) = (self.cfg, &mut *self.sh, self.at.now);
+        let w = &e.item.waiting;
+        let (scope, who) = subject(w);
+        sh.queues.leave_place(&e.count_key, now);
+        sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(Kind::QueuedTimeout));
+        sh.metrics.rejected_of(cfg, scope, &who, w.rejection.budget, w.rejection.reason, false);
+        answer(cfg, e.ctx, &w.reply);
+    }
+
+    fn retry(&mut self, mut e: Entry) -> Option<Entry> {
+        let (cfg, sh, now) = (self.cfg, &mut *self.sh, self.at.now);
+        let (scope, who) = subject(&e.item.waiting);
+        match engine::evaluate(cfg, &HostStore, &mut sh.worker, &e.item.facts, self.at, &sh.overrides.policies) {
+            Verdict::Wait(w) => {
+                e.item.waiting = w;
+                Some(e)
+            }
+            mut v => {
+                sh.queues.leave_place(&e.count_key, now);
+                let kind = if let Verdict::Admit(a) = &mut v {
+                    a.queued_ms = Some(now.saturating_sub(e.since));
+                    Some(Kind::QueuedAdmitted)
+                } else {
+                    None
+                };
+                sh.metrics.queued(cfg, scope, &who, e.budget, -1, kind);
+                let next = verdict::after_verdict(cfg, sh, v);
+                verdict::deliver(cfg, sh, e.ctx, next, now);
+                None
+            }
+        }
     }
 }
 
