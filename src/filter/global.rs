@@ -67,6 +67,16 @@ pub fn answer_bytes(status_code: u32, size: usize) -> Option<Vec<u8>> {
     host::buffer(BufferType::GrpcReceiveBuffer as u32, 0, size)
 }
 
+/// The answers of an `exact` check's call for `n` descriptors, read in
+/// `on_grpc_call_response`: `None` (logged) for a failed call or an unusable answer.
+pub fn exact_answers(status_code: u32, size: usize, n: usize) -> Option<Vec<crate::global::Answer>> {
+    let answers = answer_bytes(status_code, size).and_then(|b| rls::decode_check(&b, n).ok());
+    if answers.is_none() {
+        host::log(host::LOG_WARN, &format!("tenant-quota: global: exact check failed (gRPC status {status_code})"));
+    }
+    answers
+}
+
 impl GlobalWorker {
     pub fn new(lease_id: u64) -> GlobalWorker {
         let ids = Ids {

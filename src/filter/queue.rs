@@ -12,8 +12,9 @@ use super::metrics::Kind;
 use super::verdict::{self, Delivered};
 use super::Shared;
 use crate::config::Config;
-use crate::engine::{self, Conditions, RequestFacts, Verdict, Waiting};
+use crate::engine::{self, Conditions, Reply, RequestFacts, Verdict, Waiting};
 use crate::store::{counter, StoreError};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// What is needed to decide a waiting request again.
@@ -97,7 +98,7 @@ impl crate::queue::Turns<Paused> for Turns<'_> {
         sh.queues.leave_place(&e.count_key, now);
         sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(Kind::QueuedTimeout));
         sh.metrics.rejected_of(cfg, scope, &who, w.rejection.budget, w.rejection.reason, false);
-        answer(cfg, e.ctx, &w.reply);
+        verdict::answer(cfg, e.ctx, &w.reply);
     }
 
     fn retry(&mut self, mut e: Entry) -> Option<Entry> {
@@ -125,17 +126,53 @@ impl crate::queue::Turns<Paused> for Turns<'_> {
     }
 }
 
-/// Resume a paused request from the root context.
-pub fn resume(ctx: u32) -> bool {
-    host::set_effective_context(ctx) && host::resume_request()
+/// What a request refused only by `queue` budgets does.
+pub(super) enum Placed {
+    /// It waits in its queue (paused).
+    Waiting,
+    /// The queue is full (or its timeout is 0): the rejection now.
+    Refused(Reply),
+    /// The worker's state is busy: let it go on.
+    WorkerBusy,
 }
 
-/// Answer a paused request from the root context (its decision goes to the access-log
-/// fields first, while its context is the effective one).
-pub fn answer(cfg: &crate::config::Config, ctx: u32, reply: &crate::engine::Reply) -> bool {
-    if !host::set_effective_context(ctx) {
-        return false;
+/// A request only `queue` budgets refused: take a place and wait for room, or get the
+/// rejection now.
+pub(super) fn place(cfg: &Config, shared: &RefCell<Shared>, ctx: u32, w: Box<Waiting>, facts: RequestFacts) -> Placed {
+    let budget = w.rejection.budget;
+    let b = &cfg.budgets[budget];
+    let now = host::now_ms();
+    let count_key = count_key(&w.key, b.id);
+    let stale_ms = b.queue.timeout_ms.saturating_add(10_000);
+    let placed = {
+        let Ok(mut sh) = shared.try_borrow_mut() else { return Placed::WorkerBusy };
+        let sh = &mut *sh;
+        let (scope, who) = w.scope.as_ref().map_or((None, w.tenant.as_str()), |(s, id)| (Some(*s), id.as_str()));
+        let placed = b.queue.timeout_ms > 0 && sh.queues.take_place(&count_key, b.queue.max_waiting, now, stale_ms).unwrap_or(false);
+        if placed {
+            sh.metrics.queued(cfg, scope, who, budget, 1, None);
+        } else {
+            sh.metrics.queued(cfg, scope, who, budget, 0, Some(Kind::QueuedFull));
+            sh.metrics.rejected_of(cfg, scope, who, budget, w.rejection.reason, false);
+        }
+        placed
+    };
+    if !placed {
+        return Placed::Refused(w.reply);
     }
-    super::log_fields::reply(cfg, reply);
-    host::send_local_response(reply.status, &reply.reason, &reply.body, &reply.headers)
+    let e = Entry { ctx, since: now, deadline: now.saturating_add(b.queue.timeout_ms), budget, count_key, item: Paused { facts, waiting: w } };
+    if let Ok(mut sh) = shared.try_borrow_mut() {
+        sh.queues.push(e);
+    }
+    Placed::Waiting
+}
+
+/// The client left while waiting: nothing was charged; free its place.
+pub(super) fn cancel(cfg: &Config, shared: &RefCell<Shared>, ctx: u32) {
+    let Ok(mut sh) = shared.try_borrow_mut() else { return };
+    let sh = &mut *sh;
+    if let Some(e) = sh.queues.cancel(ctx, host::now_ms()) {
+        let (scope, who) = subject(&e.item.waiting);
+        sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(Kind::QueuedCancelled));
+    }
 }
