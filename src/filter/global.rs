@@ -3,7 +3,7 @@
 //! sees it. The logic is in `crate::global`.
 
 use super::host::{self, HostStore};
-use crate::config::{Config, TenantPolicy};
+use crate::config::{Config, Global, TenantPolicy};
 use crate::global::{self, rls, Health, SyncLoop};
 use crate::metric_names::{self as names, COUNTER, GAUGE};
 use proxy_wasm::types::BufferType;
@@ -122,34 +122,53 @@ impl GlobalWorker {
     pub fn tick(&mut self, cfg: &Config, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, now: u64) {
         let Some(g) = cfg.global.as_ref() else { return };
         if !self.dirty.is_empty() || self.urgent {
-            // Keys that do not fit in the shared list stay in the set (no duplicates, so
-            // memory stays bounded by the tracked tenants) until the leader drains it.
-            let mut keys: Vec<String> = self.dirty.drain().collect();
-            let r = global::publish_dirty(&HostStore, &mut keys, self.urgent, &mut self.buf);
-            self.dirty.extend(keys);
-            match r {
-                Ok(()) => self.urgent = false,
-                Err(e) => host::log(host::LOG_WARN, &format!("tenant-quota: global: cannot publish changed tenants: {e:?}")),
-            }
+            self.publish();
         }
+        self.refresh_health(g, now);
+        self.hold_lease(g, now);
+        if self.leader {
+            self.lead(cfg, g, overrides, now);
+        }
+    }
+
+    /// Publish this worker's changed tenants for the lease holder.
+    fn publish(&mut self) {
+        // Keys that do not fit in the shared list stay in the set (no duplicates, so
+        // memory stays bounded by the tracked tenants) until the leader drains it.
+        let mut keys: Vec<String> = self.dirty.drain().collect();
+        let r = global::publish_dirty(&HostStore, &mut keys, self.urgent, &mut self.buf);
+        self.dirty.extend(keys);
+        match r {
+            Ok(()) => self.urgent = false,
+            Err(e) => host::log(host::LOG_WARN, &format!("tenant-quota: global: cannot publish changed tenants: {e:?}")),
+        }
+    }
+
+    /// Read the shared health; gauge and log a change of degraded mode.
+    fn refresh_health(&mut self, g: &Global, now: u64) {
         if let Ok(h) = global::read_health(&HostStore, &mut self.buf) {
             self.health = h;
         }
         let degraded = self.health.degraded(g, now);
-        if degraded != self.degraded {
-            self.degraded = degraded;
-            if self.ids.degraded != 0 {
-                host::record_metric(self.ids.degraded, u64::from(degraded));
-            }
-            host::log(
-                if degraded { host::LOG_WARN } else { host::LOG_INFO },
-                if degraded {
-                    "tenant-quota: global: rate limit service not answering, global budgets follow on_unavailable"
-                } else {
-                    "tenant-quota: global: rate limit service answering again"
-                },
-            );
+        if degraded == self.degraded {
+            return;
         }
+        self.degraded = degraded;
+        if self.ids.degraded != 0 {
+            host::record_metric(self.ids.degraded, u64::from(degraded));
+        }
+        host::log(
+            if degraded { host::LOG_WARN } else { host::LOG_INFO },
+            if degraded {
+                "tenant-quota: global: rate limit service not answering, global budgets follow on_unavailable"
+            } else {
+                "tenant-quota: global: rate limit service answering again"
+            },
+        );
+    }
+
+    /// Hold the sync lease, or watch it.
+    fn hold_lease(&mut self, g: &Global, now: u64) {
         match global::hold_lease(&HostStore, self.lease_id, now, global::lease_ms(g), &mut self.buf) {
             Ok(held) => {
                 if held && !self.leader {
@@ -159,9 +178,10 @@ impl GlobalWorker {
             }
             Err(_) => self.leader = false,
         }
-        if !self.leader {
-            return;
-        }
+    }
+
+    /// The lease holder's part: gauges, the trap hook, and the next sync call when due.
+    fn lead(&mut self, cfg: &Config, g: &Global, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, now: u64) {
         self.gauges(now);
         if cfg.trap_sync_leader_path.is_some() {
             use crate::store::SharedStore;
