@@ -10,10 +10,9 @@ use super::host::{self, map, HostStore};
 use super::llm_body::{self, BodyWait};
 use super::queue::{self, Placed};
 use super::verdict::{self, Next};
-use super::{global, log_fields, Shared};
+use super::{global, log_fields, test_hooks, Shared};
 use crate::config::{Config, Mode};
 use crate::engine::{self, Admitted, Conditions, RequestFacts};
-use crate::store::SharedStore;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::cell::RefCell;
@@ -112,26 +111,6 @@ impl Http {
             Some(r) => self.send_local(&r),
             None => Action::Continue,
         }
-    }
-
-    /// Test hooks (`test_hooks`): trap this VM, or ask the sync leader's VM to trap.
-    fn test_hook(&mut self, cfg: &Config) -> Option<Action> {
-        if let Some(trap) = &cfg.trap_path {
-            if host::header(map::REQUEST_HEADERS, ":path").is_some_and(|p| p == trap.as_bytes()) {
-                host::log(host::LOG_WARN, "tenant-quota: test hook: trapping this VM");
-                std::process::abort();
-            }
-        }
-        if let Some(trap) = &cfg.trap_sync_leader_path {
-            if host::header(map::REQUEST_HEADERS, ":path").is_some_and(|p| p == trap.as_bytes()) {
-                // The sync loop may run in a VM no request reaches (Envoy ticks the main
-                // thread's VM too), so the request leaves a note in shared data and the
-                // lease holder traps on its next tick (reloaded under FAIL_RELOAD).
-                let ok = HostStore.set(global::TRAP_KEY, &[1], 0).is_ok();
-                return Some(self.send(if ok { 202 } else { 503 }, "tenant_quota_test_hook", "{}", &[]));
-            }
-        }
-        None
     }
 
     /// Decide a request (at its headers, or at the end of its body when it was read) and act.
@@ -284,8 +263,8 @@ impl HttpContext for Http {
                 return self.admin_headers(adm, &path, end_of_stream);
             }
         }
-        if let Some(action) = self.test_hook(&cfg) {
-            return action;
+        if let Some(status) = test_hooks::on_request(&cfg) {
+            return self.send(status, "tenant_quota_test_hook", "{}", &[]);
         }
         // Everything the decision needs of the request, read once: the engine reads no header.
         let (facts, mut headers) = headers::read_facts(&cfg, end_of_stream);

@@ -2,11 +2,11 @@
 //! them to the engine with the host's clock and shared data, and turns verdicts into local
 //! replies and response headers.
 //!
-//! Floors, each importing only the ones below it:
-//! `root` (the root context) -> `tick` (its timer) and `http` (a request's context and its
-//! phase) -> `admin`, `exact`, `admitted`, `llm_body`, `queue`, `headers` (one concern of a
-//! request each) -> `verdict` (the one path after a verdict) -> `metrics`, `saturation`,
-//! `global`, `log_fields` -> `host` (every host call).
+//! Files, each importing only files below it (no circle; `Shared` below is the state they
+//! share): `root` (the root context) -> `http` (a request's context and its `Phase`) and
+//! `tick` (the root's timer) -> `admin`, `exact`, `queue`, `test_hooks`, `admitted` (what an
+//! admitted request holds) -> `llm_body` -> `headers`, `verdict` (the one path after a
+//! verdict) -> `saturation` -> `metrics`, `global`, `log_fields` -> `host` (every host call).
 
 mod admin;
 mod admitted;
@@ -21,6 +21,7 @@ mod metrics;
 mod queue;
 mod root;
 mod saturation;
+mod test_hooks;
 mod tick;
 mod verdict;
 
