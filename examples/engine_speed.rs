@@ -14,7 +14,7 @@ impl Headers for H {
 fn main() {
     let cfg = Config::parse(br#"{"tenant":{"max_tracked":2000000},"budgets":{"requests_per_minute":{"counts":"requests","window_ms":60000,"limit":1000000000000000}}}"#).unwrap();
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     let mut w = Worker::new(7);
     let ids: Vec<Vec<u8>> = (0..1000).map(|i| format!("tenant-{i}").into_bytes()).collect();
     let n = 2_000_000;

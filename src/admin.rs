@@ -4,14 +4,13 @@
 //! [`REFRESH_MS`].
 
 use crate::config::{compile_subject_on, compile_tenant_on, raw::RawTenant, valid_tenant_id, Admin, Config, Counts, TenantPolicy};
-use crate::core::{self, Millis, Policy, TenantState};
-use crate::store::{self, Scratch, SharedStore, StoreError};
+use crate::core::{self, Millis, Policy, Subject, TenantState, Window};
+use crate::store::{self, keys, Absent, Scratch, SharedStore, Step, StoreError};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
-pub const OVERRIDES_KEY: &str = "tq1|overrides";
-pub const OPERATOR_KEY: &str = "tq1|operator";
+pub use keys::{OPERATOR as OPERATOR_KEY, OVERRIDES as OVERRIDES_KEY};
 /// How stale a worker's copy of overrides and operator values may get.
 pub const REFRESH_MS: u64 = 500;
 /// At most this many runtime overrides (the value must stay small).
@@ -76,88 +75,58 @@ pub fn init<S: SharedStore>(store: &S) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn read_map<S: SharedStore>(store: &S, key: &str) -> Result<(Map<String, Value>, u32), StoreError> {
+fn read_map<S: SharedStore>(store: &S, key: &str) -> Result<Map<String, Value>, StoreError> {
     let mut buf = Vec::new();
-    let cas = store.get(key, &mut buf)?.ok_or(StoreError::Unavailable)?;
-    match serde_json::from_slice::<Value>(&buf) {
-        Ok(Value::Object(m)) => Ok((m, cas)),
+    store.get(key, &mut buf)?.ok_or(StoreError::Unavailable)?;
+    decode_map(&buf)
+}
+
+fn decode_map(b: &[u8]) -> Result<Map<String, Value>, StoreError> {
+    match serde_json::from_slice::<Value>(b) {
+        Ok(Value::Object(m)) => Ok(m),
         _ => Err(StoreError::Corrupt),
     }
 }
 
 /// CAS-update a JSON map key.
 fn update_map<S: SharedStore, R>(store: &S, key: &str, mut f: impl FnMut(&mut Map<String, Value>) -> R) -> Result<R, StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let (mut m, cas) = read_map(store, key)?;
+    store::update(store, key, Absent::Fail(StoreError::Unavailable), &mut Vec::new(), &mut Vec::new(), |b, out| {
+        let mut m = decode_map(b)?;
         let r = f(&mut m);
-        match store.set(key, Value::Object(m).to_string().as_bytes(), cas) {
-            Ok(()) => return Ok(r),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.extend_from_slice(Value::Object(m).to_string().as_bytes());
+        Ok(Step::Write(r))
+    })
 }
 
-/// Whose counts an admin call is about: a tenant, or an id of a scope (SPEC 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subject<'a> {
-    Tenant(&'a str),
-    /// (index into `Config::scopes`, id)
-    Scope(usize, &'a str),
+/// The subject of a runtime override's entry in the overrides map (None: a scope no longer
+/// configured).
+pub fn subject_of_override<'a>(cfg: &'a Config, entry: &'a str) -> Option<Subject<'a>> {
+    match keys::parse_override_entry(entry) {
+        (None, id) => Some(Subject::Tenant(id)),
+        (Some(name), id) => cfg.scope_subject(name, id),
+    }
 }
 
-impl<'a> Subject<'a> {
-    /// Runtime overrides of scope ids are kept under `"<scope> <id>"` (ids and scope names
-    /// have no spaces, so this cannot collide with a tenant id).
-    pub fn override_key(&self, cfg: &Config) -> String {
-        match self {
-            Subject::Tenant(id) => id.to_string(),
-            Subject::Scope(s, id) => format!("{} {id}", cfg.scopes[*s].name),
+/// The reply's identification: `{"tenant": id}` or `{"scope": name, "id": id}`.
+fn ident(who: Subject<'_>) -> Map<String, Value> {
+    let mut m = Map::new();
+    match who {
+        Subject::Tenant(id) => {
+            m.insert("tenant".into(), json!(id));
+        }
+        Subject::Scope { name, id, .. } => {
+            m.insert("scope".into(), json!(name));
+            m.insert("id".into(), json!(id));
         }
     }
+    m
+}
 
-    pub fn from_override_key(cfg: &Config, k: &'a str) -> Option<Subject<'a>> {
-        match k.split_once(' ') {
-            None => Some(Subject::Tenant(k)),
-            Some((name, id)) => cfg.scopes.iter().position(|s| s.name == name).map(|s| Subject::Scope(s, id)),
-        }
-    }
-
-    fn key(&self, cfg: &Config, out: &mut String) {
-        match self {
-            Subject::Tenant(id) => store::tenant_key(id, out),
-            Subject::Scope(s, id) => store::Space::Scope(&cfg.scopes[*s].name).key(id, out),
-        }
-    }
-
-    fn scope(&self) -> Option<usize> {
-        match self {
-            Subject::Tenant(_) => None,
-            Subject::Scope(s, _) => Some(*s),
-        }
-    }
-
-    fn configured_policy<'c>(&self, cfg: &'c Config) -> &'c TenantPolicy {
-        match self {
-            Subject::Tenant(id) => cfg.policy(id),
-            Subject::Scope(s, id) => cfg.scopes[*s].policy(id),
-        }
-    }
-
-    /// The reply's identification: `{"tenant": id}` or `{"scope": name, "id": id}`.
-    fn ident(&self, cfg: &Config) -> Map<String, Value> {
-        let mut m = Map::new();
-        match self {
-            Subject::Tenant(id) => {
-                m.insert("tenant".into(), json!(id));
-            }
-            Subject::Scope(s, id) => {
-                m.insert("scope".into(), json!(cfg.scopes[*s].name));
-                m.insert("id".into(), json!(id));
-            }
-        }
-        m
+/// A subject's policy compiled with a runtime override's entry on top of its configured one.
+fn compile_override(cfg: &Config, who: Subject<'_>, raw: &RawTenant) -> Result<TenantPolicy, crate::config::ConfigError> {
+    match who {
+        Subject::Tenant(id) => compile_tenant_on("", &cfg.budgets, cfg.policy(id), raw),
+        Subject::Scope { ix, name, id } => compile_subject_on("", &cfg.budgets, cfg.scopes[ix].policy(id), raw, Some((ix, name))),
     }
 }
 
@@ -188,13 +157,7 @@ impl Overrides {
             .iter()
             .filter_map(|(k, v)| {
                 let raw: RawTenant = serde_json::from_value(v.clone()).ok()?;
-                let p = match Subject::from_override_key(cfg, k)? {
-                    Subject::Tenant(id) => compile_tenant_on("", &cfg.budgets, cfg.policy(id), &raw).ok()?,
-                    Subject::Scope(s, id) => {
-                        let sc = &cfg.scopes[s];
-                        compile_subject_on("", &cfg.budgets, sc.policy(id), &raw, Some((s, &sc.name))).ok()?
-                    }
-                };
+                let p = compile_override(cfg, subject_of_override(cfg, k)?, &raw).ok()?;
                 Some((k.clone(), p))
             })
             .collect();
@@ -212,7 +175,7 @@ impl Overrides {
 
 /// Operator signal values: `{name: {"value": v, "expires_ms": t}}`.
 pub fn operator_values<S: SharedStore>(store: &S, now: Millis) -> Vec<(String, f64)> {
-    let Ok((m, _)) = read_map(store, OPERATOR_KEY) else { return Vec::new() };
+    let Ok(m) = read_map(store, OPERATOR_KEY) else { return Vec::new() };
     m.iter()
         .filter_map(|(k, v)| {
             let value = v.get("value")?.as_f64()?;
@@ -257,13 +220,13 @@ pub fn handle<S: SharedStore>(
         ("GET", ["status"]) => status(cfg, store, extra()),
         ("GET", ["tenants", id]) => with_id(id, |id| usage(cfg, store, overrides, Subject::Tenant(id), now)),
         ("PUT", ["tenants", id, "overrides"]) => with_id(id, |id| put_override(cfg, store, Subject::Tenant(id), req.body)),
-        ("DELETE", ["tenants", id, "overrides"]) => with_id(id, |id| delete_override(cfg, store, Subject::Tenant(id))),
+        ("DELETE", ["tenants", id, "overrides"]) => with_id(id, |id| delete_override(store, Subject::Tenant(id))),
         ("POST", ["tenants", id, "reset"]) => with_id(id, |id| reset(cfg, store, Subject::Tenant(id), in_flight)),
         (_, ["scopes", name, ..]) if scope(name).is_none() => error(404, format!("no scope `{name}` in the configuration")),
-        ("GET", ["scopes", name, id]) => with_id(id, |id| usage(cfg, store, overrides, Subject::Scope(scope(name).unwrap_or(0), id), now)),
-        ("PUT", ["scopes", name, id, "overrides"]) => with_id(id, |id| put_override(cfg, store, Subject::Scope(scope(name).unwrap_or(0), id), req.body)),
-        ("DELETE", ["scopes", name, id, "overrides"]) => with_id(id, |id| delete_override(cfg, store, Subject::Scope(scope(name).unwrap_or(0), id))),
-        ("POST", ["scopes", name, id, "reset"]) => with_id(id, |id| reset(cfg, store, Subject::Scope(scope(name).unwrap_or(0), id), in_flight)),
+        ("GET", ["scopes", name, id]) => with_id(id, |id| usage(cfg, store, overrides, cfg.subject(Some(scope(name).unwrap_or(0)), id), now)),
+        ("PUT", ["scopes", name, id, "overrides"]) => with_id(id, |id| put_override(cfg, store, cfg.subject(Some(scope(name).unwrap_or(0)), id), req.body)),
+        ("DELETE", ["scopes", name, id, "overrides"]) => with_id(id, |id| delete_override(store, cfg.subject(Some(scope(name).unwrap_or(0)), id))),
+        ("POST", ["scopes", name, id, "reset"]) => with_id(id, |id| reset(cfg, store, cfg.subject(Some(scope(name).unwrap_or(0)), id), in_flight)),
         ("PUT", ["saturation"]) => put_saturation(store, req.body, now),
         (_, ["status"])
         | (_, ["tenants", _])
@@ -288,9 +251,8 @@ fn store_error(e: StoreError) -> Response {
     error(503, format!("shared data unavailable: {e:?}"))
 }
 
-fn read_state<S: SharedStore>(cfg: &Config, store: &S, who: Subject) -> Result<Option<TenantState>, StoreError> {
-    let mut key = String::new();
-    who.key(cfg, &mut key);
+fn read_state<S: SharedStore>(store: &S, who: Subject) -> Result<Option<TenantState>, StoreError> {
+    let key = keys::state_key(who);
     let mut buf = Vec::new();
     match store.get(&key, &mut buf)? {
         None => Ok(None),
@@ -299,13 +261,13 @@ fn read_state<S: SharedStore>(cfg: &Config, store: &S, who: Subject) -> Result<O
 }
 
 fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Subject, now: Millis) -> Response {
-    let state = match read_state(cfg, store, who) {
+    let state = match read_state(store, who) {
         Ok(s) => s,
         Err(e) => return store_error(e),
     };
-    let okey = who.override_key(cfg);
+    let okey = keys::override_entry(who);
     let runtime = overrides.policies.get(&okey).cloned();
-    let policy = runtime.as_ref().unwrap_or_else(|| who.configured_policy(cfg));
+    let policy = runtime.as_ref().unwrap_or_else(|| cfg.configured_policy(who));
     let pol = Policy { budgets: &cfg.budgets, limits: &policy.limits, keep: 1.0, saturation_retry_after_s: 1, global: crate::core::GlobalView::Remote };
     let empty = TenantState::default();
     let st = state.as_ref().unwrap_or(&empty);
@@ -327,26 +289,21 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Su
         if b.counts == Counts::InFlight {
             e["resets_in_ms"] = Value::Null;
         } else {
-            if l.window_ms == crate::core::budget::CALENDAR_MONTH {
-                // The configuration's own spelling, never the internal sentinel.
-                e["window"] = json!("calendar_month");
-            } else {
-                e["window_ms"] = json!(l.window_ms);
+            match l.window {
+                // The configuration's own spelling.
+                Window::CalendarMonth => e["window"] = json!("calendar_month"),
+                w => e["window_ms"] = json!(w.fixed_ms().unwrap_or(0)),
             }
             e["resets_in_ms"] = json!(u.resets_in_ms);
         }
         if let Some(mode) = b.global {
-            e["global"] = global_usage(mode, st, b.id, l.window_ms, now);
+            e["global"] = global_usage(mode, st, b.id, l.window, now);
         }
         budgets.insert(b.name.clone(), e);
     }
-    let mut out = who.ident(cfg);
+    let mut out = ident(who);
     out.insert("tracked".into(), json!(state.is_some()));
-    let configured = match who {
-        Subject::Tenant(id) => cfg.tenants.contains_key(id),
-        Subject::Scope(s, id) => cfg.scopes[s].ids.contains_key(id),
-    };
-    out.insert("configured".into(), json!(configured));
+    out.insert("configured".into(), json!(cfg.configures(who)));
     if let Subject::Tenant(_) = who {
         out.insert("priority".into(), json!(format!("{:?}", policy.priority).to_lowercase()));
     }
@@ -358,8 +315,8 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Su
 /// SPEC 8: a global budget's `used` split into this Envoy's own units (`local`) and the
 /// other Envoys' as last learned (`remote`), and the age of that figure (null: never learned
 /// in this window).
-fn global_usage(mode: crate::core::budget::GlobalMode, st: &TenantState, id: u32, window_ms: u64, now: Millis) -> Value {
-    let slot = st.slot(id).filter(|s| s.window_start == core::window_start(now, window_ms));
+fn global_usage(mode: crate::core::budget::GlobalMode, st: &TenantState, id: u32, window: Window, now: Millis) -> Value {
+    let slot = st.slot(id).filter(|s| s.window_start == window.start(now));
     let (local, remote, at) = slot.map_or((0, 0, 0), |s| (s.used, s.remote, s.remote_at));
     json!({
         "mode": match mode {
@@ -390,20 +347,14 @@ fn put_override<S: SharedStore>(cfg: &Config, store: &S, who: Subject, body: &[u
         Ok(r) => r,
         Err(e) => return error(400, format!("invalid override at `{}`: {}", e.path(), e.inner())),
     };
-    let compiled = match who {
-        Subject::Tenant(id) => compile_tenant_on("", &cfg.budgets, cfg.policy(id), &raw),
-        Subject::Scope(s, id) => {
-            if raw.priority.is_some() {
-                return error(400, "invalid override at `priority`: priority is a tenant's, not a scope id's");
-            }
-            compile_subject_on("", &cfg.budgets, cfg.scopes[s].policy(id), &raw, Some((s, &cfg.scopes[s].name)))
-        }
-    };
-    if let Err(e) = compiled {
+    if who.scope().is_some() && raw.priority.is_some() {
+        return error(400, "invalid override at `priority`: priority is a tenant's, not a scope id's");
+    }
+    if let Err(e) = compile_override(cfg, who, &raw) {
         return error(400, format!("invalid override at `{}`: {}", e.path.trim_start_matches('.'), e.message));
     }
     let Ok(value) = serde_json::from_slice::<Value>(body) else { return error(400, "invalid JSON") };
-    let key = who.override_key(cfg);
+    let key = keys::override_entry(who);
     let r = update_map(store, OVERRIDES_KEY, |m| {
         if !m.contains_key(&key) && m.len() >= MAX_OVERRIDES {
             return false;
@@ -411,7 +362,7 @@ fn put_override<S: SharedStore>(cfg: &Config, store: &S, who: Subject, body: &[u
         m.insert(key.clone(), value.clone());
         true
     });
-    let mut out = who.ident(cfg);
+    let mut out = ident(who);
     match r {
         Ok(true) => {
             out.insert("override".into(), value);
@@ -422,9 +373,9 @@ fn put_override<S: SharedStore>(cfg: &Config, store: &S, who: Subject, body: &[u
     }
 }
 
-fn delete_override<S: SharedStore>(cfg: &Config, store: &S, who: Subject) -> Response {
-    let key = who.override_key(cfg);
-    let mut out = who.ident(cfg);
+fn delete_override<S: SharedStore>(store: &S, who: Subject) -> Response {
+    let key = keys::override_entry(who);
+    let mut out = ident(who);
     match update_map(store, OVERRIDES_KEY, |m| m.remove(&key).is_some()) {
         Ok(true) => {
             out.insert("override".into(), Value::Null);
@@ -437,7 +388,7 @@ fn delete_override<S: SharedStore>(cfg: &Config, store: &S, who: Subject) -> Res
 
 fn reset<S: SharedStore>(cfg: &Config, store: &S, who: Subject, in_flight: bool) -> Response {
     let mut sc = Scratch::default();
-    who.key(cfg, &mut sc.key);
+    keys::state(who, &mut sc.key);
     let run = |sc: &mut Scratch| {
         store::transact(store, sc, |st| {
             for b in cfg.budgets.iter().filter(|b| b.scope == who.scope() && (in_flight || b.counts != Counts::InFlight)) {
@@ -454,7 +405,7 @@ fn reset<S: SharedStore>(cfg: &Config, store: &S, who: Subject, in_flight: bool)
         r = repair(store, &mut sc).and_then(|()| run(&mut sc));
         repaired = r.is_ok();
     }
-    let mut out = who.ident(cfg);
+    let mut out = ident(who);
     match r {
         Ok(()) => {
             out.insert("reset".into(), json!(true));
@@ -474,19 +425,13 @@ fn reset<S: SharedStore>(cfg: &Config, store: &S, who: Subject, in_flight: bool)
 
 /// Replace an undecodable tenant state by an empty one (no-op if it decodes by now).
 fn repair<S: SharedStore>(store: &S, sc: &mut Scratch) -> Result<(), StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let Some(cas) = store.get(&sc.key, &mut sc.buf)? else { return Err(StoreError::Missing) };
-        if TenantState::decode(&sc.buf).is_ok() {
-            return Ok(());
+    store::update(store, &sc.key, Absent::Fail(StoreError::Missing), &mut sc.buf, &mut sc.out, |b, out| {
+        if TenantState::decode(b).is_ok() {
+            return Ok(Step::Keep(()));
         }
-        TenantState::default().encode_into(&mut sc.out);
-        match store.set(&sc.key, &sc.out, cas) {
-            Ok(()) => return Ok(()),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        TenantState::default().encode_into(out);
+        Ok(Step::Write(()))
+    })
 }
 
 fn put_saturation<S: SharedStore>(store: &S, body: &[u8], now: Millis) -> Response {
@@ -532,7 +477,7 @@ fn status<S: SharedStore>(cfg: &Config, store: &S, extra: StatusExtra) -> Respon
         Ok(r) => r,
         Err(e) => return store_error(e),
     };
-    let overrides = read_map(store, OVERRIDES_KEY).map(|(m, _)| m.len()).unwrap_or(0);
+    let overrides = read_map(store, OVERRIDES_KEY).map(|m| m.len()).unwrap_or(0);
     reply(
         200,
         json!({

@@ -22,7 +22,7 @@ fn cfg() -> Config {
 
 fn setup() -> (Config, MemStore) {
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     init(&s).unwrap();
     (cfg(), s)
 }
@@ -99,7 +99,7 @@ fn reset_clears_counts_but_not_in_flight() {
     let (c, s) = setup();
     let mut o = Overrides::default();
     let mut sc = Scratch::default();
-    store::resolve(&s, "t", store::TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
+    store::resolve(&s, crate::core::Subject::Tenant("t"), store::TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
     let (rpm, conc) = (c.budgets[c.budget_index("rpm").unwrap()].id, c.budgets[c.budget_index("conc").unwrap()].id);
     store::transact(&s, &mut sc, |st| {
         *st.slot_mut(rpm) = core::Slot { budget: rpm, window_start: NOW - NOW % 60000, used: 9, prev: 0, ..Default::default() };
@@ -154,7 +154,7 @@ fn reset_repairs_an_undecodable_state() {
     let (c, s) = setup();
     let mut o = Overrides::default();
     let mut sc = Scratch::default();
-    store::resolve(&s, "t", store::TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
+    store::resolve(&s, crate::core::Subject::Tenant("t"), store::TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
     let mut buf = Vec::new();
     let cas = s.get(&sc.key, &mut buf).unwrap().unwrap();
     s.set(&sc.key, b"\x09garbage", cas).unwrap();
@@ -211,7 +211,7 @@ fn a_calendar_month_budget_is_reported_as_such_never_as_a_sentinel_window() {
     )
     .unwrap();
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     init(&s).unwrap();
     let mut o = Overrides::default();
     let (st, v) = call(&c, &s, &mut o, "GET", "/tenants/m", "");
@@ -238,7 +238,7 @@ fn a_global_budgets_usage_shows_local_remote_and_age() {
     )
     .unwrap();
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     init(&s).unwrap();
     let mut o = Overrides::default();
     let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/acme", "");
@@ -249,9 +249,9 @@ fn a_global_budgets_usage_shows_local_remote_and_age() {
     let mut st = TenantState::default();
     st.slot_mut(c.budgets[0].id).window_start = ws;
     st.slot_mut(c.budgets[0].id).used = 7;
-    assert!(core::apply_answer(&mut st, c.budgets[0].id, 60_000, ws, NOW - 1500, 5, core::Answer::Total(12)));
+    assert!(core::apply_answer(&mut st, c.budgets[0].id, crate::core::Window::from_ms(60_000), ws, NOW - 1500, 5, core::Answer::Total(12)));
     let mut sc = Scratch::default();
-    store::resolve(&s, "acme", store::TenantKind::Dynamic, 100, NOW, 1, &mut sc).unwrap();
+    store::resolve(&s, crate::core::Subject::Tenant("acme"), store::TenantKind::Dynamic, 100, NOW, 1, &mut sc).unwrap();
     let cas = s.get(&sc.key, &mut sc.buf).unwrap().unwrap();
     s.set(&sc.key, &st.encode(), cas).unwrap();
     let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/acme", "");

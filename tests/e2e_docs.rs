@@ -32,9 +32,8 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Info-string words of console blocks that are not run here (see the module doc).
@@ -209,15 +208,7 @@ fn check(expected: &[String], actual: &str) -> Result<(), String> {
 /// `make run`: envoy/envoy.yaml in front of envoy/demo_backend.py, every port the kernel's.
 struct Demo {
     envoy: Envoy,
-    backend: Child,
-    backend_port: u16,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.backend.kill();
-        let _ = self.backend.wait();
-    }
+    backend: DemoBackend,
 }
 
 /// envoy/envoy.yaml with the admin and listener on port 0, the backend on `backend`, the
@@ -240,19 +231,11 @@ fn make_run_yaml(backend: u16) -> String {
 }
 
 fn start_demo() -> Demo {
-    let mut backend = Command::new("python3")
-        .arg(repo().join("envoy/demo_backend.py"))
-        .args(["--port", "0"])
-        .stdout(Stdio::piped())
-        // Admin PUTs reach it and are reset unanswered (docs/admin-api.md): no tracebacks.
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start python3 envoy/demo_backend.py");
-    let mut first = String::new();
-    BufReader::new(backend.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let backend_port: u16 = first.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("demo backend said {first:?}"));
-    let envoy = Envoy::start_yaml(&make_run_yaml(backend_port), 2);
-    Demo { envoy, backend, backend_port }
+    // Admin PUTs reach the backend and are reset unanswered (docs/admin-api.md): its stderr
+    // is not kept, so no tracebacks.
+    let backend = DemoBackend::start();
+    let envoy = Envoy::start_yaml(&make_run_yaml(backend.port), 2);
+    Demo { envoy, backend }
 }
 
 /// `text` with `host:from` replaced by `host:to` where no digit follows.
@@ -279,7 +262,7 @@ fn replace_port(text: &str, from: u16, to: u16) -> String {
 /// progress meter, shown when stdout is not a terminal, goes to stderr) and its stderr.
 fn run(demo: &Demo, command: &str) -> (String, String) {
     let mut cmd = command.to_string();
-    for (from, to) in [(10000, demo.envoy.port), (10001, demo.backend_port), (9901, demo.envoy.admin)] {
+    for (from, to) in [(10000, demo.envoy.port), (10001, demo.backend.port), (9901, demo.envoy.admin)] {
         cmd = replace_port(&cmd, from, to);
     }
     let out = Command::new("timeout").args(["60", "bash", "-c", &cmd]).current_dir(repo()).output().expect("cannot run bash");

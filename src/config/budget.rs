@@ -6,7 +6,8 @@ use super::error::{err, ConfigError};
 use super::global::GLOBAL_WINDOWS_MS;
 use super::raw::{RawBudget, RawMatch, RawQueue, RawScope};
 use super::{valid_name, visible_ascii};
-use crate::core::budget::{Algorithm, Budget, Counts, GlobalMode, Limits, Match, OnExceed, Queue, CALENDAR_MONTH};
+use crate::core::budget::{Algorithm, Budget, Counts, GlobalMode, Limits, Match, OnExceed, Queue};
+use crate::core::Window;
 use crate::core::id::{fnv1a, MAX_BUDGETS};
 use std::collections::BTreeMap;
 
@@ -41,16 +42,16 @@ fn compile(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
         return err(&p, "budget names are 1-64 characters of [A-Za-z0-9_-]");
     }
     let counts = raw.counts.clone();
-    let window_ms = window(&p, &counts, raw)?;
+    let window = window(&p, &counts, raw)?;
     let algorithm = raw.algorithm.unwrap_or_default();
     if counts == Counts::InFlight && algorithm == Algorithm::Sliding {
         return err(format!("{p}.algorithm"), "in_flight budgets have no window to slide");
     }
-    if window_ms == CALENDAR_MONTH && algorithm == Algorithm::Sliding {
+    if window == Window::CalendarMonth && algorithm == Algorithm::Sliding {
         return err(format!("{p}.algorithm"), "calendar months cannot slide");
     }
     let matcher = raw.match_.as_ref().map_or(Ok(Match::default()), |m| matcher(&p, m))?;
-    let limits = Limits { limit: raw.limit, burst_credits: raw.burst_credits.unwrap_or(0), window_ms, unlimited: false };
+    let limits = Limits { limit: raw.limit, burst_credits: raw.burst_credits.unwrap_or(0), window, unlimited: false };
     if raw.global.is_some() {
         global(&p, name, &counts, algorithm, &limits)?;
     }
@@ -59,29 +60,29 @@ fn compile(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
     if on_exceed == OnExceed::Queue && raw.global == Some(GlobalMode::Exact) {
         return err(format!("{p}.on_exceed"), "an `exact` global budget cannot queue (its answer comes from the rate limit service)");
     }
-    let alerts = alerts(&p, window_ms, raw.alerts.as_deref())?;
+    let alerts = alerts(&p, window, raw.alerts.as_deref())?;
     Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None, on_exceed, queue, alerts })
 }
 
-/// The window in milliseconds: 0 for `in_flight` (it has none), [`CALENDAR_MONTH`] for
-/// `"window": "calendar_month"`.
-fn window(p: &str, counts: &Counts, raw: &RawBudget) -> Result<u64, ConfigError> {
+/// The window: none for `in_flight`, `window_ms` or `"window": "calendar_month"` for the rest.
+fn window(p: &str, counts: &Counts, raw: &RawBudget) -> Result<Window, ConfigError> {
     match (counts, raw.window_ms, raw.window.as_deref()) {
         // A window on an in_flight budget means nothing; it is accepted and ignored.
-        (Counts::InFlight, _, _) => Ok(0),
+        (Counts::InFlight, _, _) => Ok(Window::None),
         (_, Some(_), Some(_)) => err(format!("{p}.window"), "set either `window_ms` or `window`, not both"),
-        (_, None, Some("calendar_month")) => Ok(CALENDAR_MONTH),
+        (_, None, Some("calendar_month")) => Ok(Window::CalendarMonth),
         (_, None, Some(w)) => err(format!("{p}.window"), format!("unknown window `{w}`, expected `calendar_month`")),
         (_, None, None) => err(format!("{p}.window_ms"), "missing window_ms (required for every kind but in_flight)"),
         (_, Some(w), None) => positive_window(&format!("{p}.window_ms"), w),
     }
 }
 
-pub(super) fn positive_window(path: &str, w: i64) -> Result<u64, ConfigError> {
-    if w <= 0 {
-        return err(path, format!("window_ms must be a positive number of milliseconds, got {w}"));
+/// A `window_ms` as a fixed window.
+pub(super) fn positive_window(path: &str, w: i64) -> Result<Window, ConfigError> {
+    match u64::try_from(w).ok().and_then(std::num::NonZeroU64::new) {
+        Some(ms) => Ok(Window::Fixed(ms)),
+        None => err(path, format!("window_ms must be a positive number of milliseconds, got {w}")),
     }
-    Ok(w as u64)
 }
 
 fn matcher(p: &str, m: &RawMatch) -> Result<Match, ConfigError> {
@@ -123,12 +124,17 @@ fn global(p: &str, name: &str, counts: &Counts, algorithm: Algorithm, limits: &L
 /// A global budget's window must be a unit of the rate limit service, and its cap fit the
 /// service's 32-bit `requests_per_unit`.
 pub(super) fn check_global_limits(path: &str, l: &Limits) -> Result<(), ConfigError> {
-    if !GLOBAL_WINDOWS_MS.contains(&l.window_ms) && l.window_ms != CALENDAR_MONTH {
+    let fits = match l.window {
+        Window::Fixed(ms) => GLOBAL_WINDOWS_MS.contains(&ms.get()),
+        Window::CalendarMonth => true,
+        Window::None => false,
+    };
+    if !fits {
         return err(
             format!("{path}.window_ms"),
             format!(
                 "a global budget's window must be 1000, 60000, 3600000 or 86400000 ms (the rate limit service's units) or \"window\": \"calendar_month\", got {}",
-                l.window_ms
+                l.window.fixed_ms().unwrap_or(0)
             ),
         );
     }
@@ -174,11 +180,11 @@ fn queue(p: &str, on_exceed: OnExceed, raw: Option<&RawQueue>) -> Result<Queue, 
 
 /// Alert thresholds in percent of the limit, sorted and distinct; 80, 90, 95 by default, none
 /// for `in_flight` (it has no window to cross them in).
-fn alerts(p: &str, window_ms: u64, raw: Option<&[u64]>) -> Result<Vec<u64>, ConfigError> {
+fn alerts(p: &str, window: Window, raw: Option<&[u64]>) -> Result<Vec<u64>, ConfigError> {
     match raw {
-        None if window_ms == 0 => Ok(Vec::new()),
+        None if window.is_none() => Ok(Vec::new()),
         None => Ok(vec![80, 90, 95]),
-        Some(_) if window_ms == 0 => err(format!("{p}.alerts"), "alerts are for windowed budgets (not in_flight)"),
+        Some(_) if window.is_none() => err(format!("{p}.alerts"), "alerts are for windowed budgets (not in_flight)"),
         Some(list) => {
             if let Some(bad) = list.iter().find(|&&x| x == 0 || x > 1000) {
                 return err(format!("{p}.alerts"), format!("alert thresholds are percentages of the limit, 1 to 1000, got {bad}"));

@@ -21,7 +21,7 @@ mod scopes;
 mod tenant;
 mod webhook;
 
-pub use crate::core::budget::{Algorithm, Budget, Counts, GlobalMode, Limits, Match, OnExceed, Priority, Queue, Saturation, Signal, SignalSource, TokenKind, CALENDAR_MONTH};
+pub use crate::core::budget::{Algorithm, Budget, Counts, GlobalMode, Limits, Match, OnExceed, Priority, Queue, Saturation, Signal, SignalSource, TokenKind};
 pub use crate::core::id::{fnv1a, valid_tenant_id, DEFAULT_MAX_TRACKED, MAX_BUDGETS, MAX_TENANT_ID_LEN};
 pub use admin::{parse_source_ip, Admin, Cidr};
 pub use error::ConfigError;
@@ -32,6 +32,7 @@ pub use raw::{Level, Mode, OnError, RawTenant};
 pub use scopes::Scope;
 pub use tenant::TenantSource;
 pub use webhook::Webhook;
+use crate::core::{Subject, Window};
 use raw::RawConfig;
 use std::collections::BTreeMap;
 
@@ -91,6 +92,36 @@ impl Config {
         self.tenants.get(tenant).unwrap_or(&self.default_policy)
     }
 
+    /// The subject `id` of a scope (by index; None: a tenant).
+    pub fn subject<'a>(&'a self, scope: Option<usize>, id: &'a str) -> Subject<'a> {
+        match scope {
+            None => Subject::Tenant(id),
+            Some(ix) => Subject::Scope { ix, name: &self.scopes[ix].name, id },
+        }
+    }
+
+    /// The subject `id` of the scope named `name`, if it is configured.
+    pub fn scope_subject<'a>(&'a self, name: &str, id: &'a str) -> Option<Subject<'a>> {
+        let ix = self.scopes.iter().position(|s| s.name == name)?;
+        Some(Subject::Scope { ix, name: &self.scopes[ix].name, id })
+    }
+
+    /// A subject's configured policy (its entry, or its space's default).
+    pub fn configured_policy(&self, who: Subject<'_>) -> &TenantPolicy {
+        match who {
+            Subject::Tenant(id) => self.policy(id),
+            Subject::Scope { ix, id, .. } => self.scopes[ix].policy(id),
+        }
+    }
+
+    /// Whether a subject is named in the configuration.
+    pub fn configures(&self, who: Subject<'_>) -> bool {
+        match who {
+            Subject::Tenant(id) => self.tenants.contains_key(id),
+            Subject::Scope { ix, id, .. } => self.scopes[ix].ids.contains_key(id),
+        }
+    }
+
     /// Legal but doubtful settings, for the log at configure (SPEC 6).
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -101,8 +132,12 @@ impl Config {
             } else if t > 15_000 {
                 out.push(format!("budgets.{}.queue.timeout_ms is {t} ms, longer than Envoy's default route timeout (15 s): check the route's timeout", b.name));
             }
-            if b.limits.window_ms > 0 && t > 0 && b.limits.window_ms / t > 100 {
-                let window = if b.limits.window_ms == CALENDAR_MONTH { "a calendar month".to_string() } else { format!("a window of {} ms", b.limits.window_ms) };
+            let long = match b.limits.window {
+                Window::None => None,
+                Window::Fixed(ms) => (ms.get() / t.max(1) > 100).then(|| format!("a window of {ms} ms")),
+                Window::CalendarMonth => Some("a calendar month".to_string()),
+            };
+            if let (Some(window), true) = (long, t > 0) {
                 out.push(format!("budgets.{}: {window} is far longer than the queue timeout ({t} ms): few waiting requests will ever see it roll over", b.name));
             }
         }

@@ -69,7 +69,7 @@ fn apply_override(path: &str, b: &Budget, l: &mut Limits, ov: &RawOverride) -> R
     if let Some(w) = ov.window_ms {
         let w = positive_window(&format!("{path}.window_ms"), w)?;
         if b.counts != Counts::InFlight {
-            l.window_ms = w;
+            l.window = w;
         }
     }
     if let Some(u) = ov.unlimited {

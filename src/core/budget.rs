@@ -2,6 +2,7 @@
 //! over, and the saturation signals. `config` compiles the operator's JSON into these; nothing
 //! here knows about JSON beyond the serde names of the enums the configuration spells.
 
+use super::Window;
 use serde::Deserialize;
 
 /// What a budget counts (SPEC 1, `counts`).
@@ -29,9 +30,6 @@ pub enum TokenKind {
     Total,
 }
 
-
-/// `window_ms` of a `"window": "calendar_month"` budget: UTC months (SPEC 5).
-pub const CALENDAR_MONTH: u64 = u64::MAX;
 
 impl Counts {
     pub fn is_llm(&self) -> bool {
@@ -78,8 +76,8 @@ impl Match {
 pub struct Limits {
     pub limit: u64,
     pub burst_credits: u64,
-    /// Window length in ms; 0 for `in_flight` (no window).
-    pub window_ms: u64,
+    /// When the counts start again ([`Window::None`] for `in_flight`).
+    pub window: Window,
     pub unlimited: bool,
 }
 

@@ -17,8 +17,8 @@
 //! again and sent in full to the new key, which then holds the whole month's count of every
 //! Envoy that sends again (an Envoy idle since the change does not: see docs/global-budgets.md).
 
-use super::{rolled, window_start, Admit, Demand, Millis, Slot, TenantState};
-use super::budget::{Budget, Limits, CALENDAR_MONTH};
+use super::{rolled, Admit, Demand, Millis, Slot, TenantState, Window};
+use super::budget::{Budget, Limits};
 
 /// Tags `prev` of a calendar-month global slot: the service year of its acknowledged units.
 pub const YEAR_MARK: u64 = 1 << 63;
@@ -30,13 +30,13 @@ pub fn service_year(now: Millis) -> u64 {
 }
 
 /// Whether a month slot's acknowledged units went to the service key of `year`.
-fn acked_in(slot: &Slot, window_ms: u64, year: u64) -> bool {
-    window_ms != CALENDAR_MONTH || slot.prev == YEAR_MARK | year
+fn acked_in(slot: &Slot, window: Window, year: u64) -> bool {
+    window != Window::CalendarMonth || slot.prev == YEAR_MARK | year
 }
 
 /// Make a month slot's acknowledged units those of `year`'s key (none when it changed).
-fn enter_year(slot: &mut Slot, window_ms: u64, year: u64) {
-    if !acked_in(slot, window_ms, year) {
+fn enter_year(slot: &mut Slot, window: Window, year: u64) {
+    if !acked_in(slot, window, year) {
         slot.acked = 0;
         slot.prev = YEAR_MARK | year;
     }
@@ -64,11 +64,11 @@ fn learn(slot: &mut Slot, answer: Answer, at: Millis) {
 /// What the sync loop sends for a budget at `now`: `(window start, units)`. Units of the
 /// slot's window not yet acknowledged; 0 (a read) when the slot belongs to an older window,
 /// whose units can no longer matter. `None` when the tenant never used the budget.
-pub fn unsent(state: &TenantState, budget_id: u32, window_ms: u64, now: Millis) -> Option<(Millis, u64)> {
+pub fn unsent(state: &TenantState, budget_id: u32, window: Window, now: Millis) -> Option<(Millis, u64)> {
     let slot = state.slot(budget_id)?;
-    let ws = window_start(now, window_ms);
+    let ws = window.start(now);
     if slot.window_start >= ws {
-        let acked = if acked_in(slot, window_ms, service_year(now)) { slot.acked } else { 0 };
+        let acked = if acked_in(slot, window, service_year(now)) { slot.acked } else { 0 };
         Some((slot.window_start, slot.used.saturating_sub(acked)))
     } else {
         Some((ws, 0))
@@ -78,7 +78,7 @@ pub fn unsent(state: &TenantState, budget_id: u32, window_ms: u64, now: Millis) 
 /// Apply the service's answer to `sent` units of window `ws`, sent at `sent_at`. An answer
 /// for a window older than the slot's is dropped; one for a newer window starts the slot's
 /// new window. Returns whether the state changed.
-pub fn apply_answer(state: &mut TenantState, budget_id: u32, window_ms: u64, ws: Millis, sent_at: Millis, sent: u64, answer: Answer) -> bool {
+pub fn apply_answer(state: &mut TenantState, budget_id: u32, window: Window, ws: Millis, sent_at: Millis, sent: u64, answer: Answer) -> bool {
     let slot = state.slot_mut(budget_id);
     if slot.window_start > ws {
         return false;
@@ -86,7 +86,7 @@ pub fn apply_answer(state: &mut TenantState, budget_id: u32, window_ms: u64, ws:
     if slot.window_start < ws {
         *slot = Slot { budget: budget_id, window_start: ws, ..Slot::default() };
     }
-    enter_year(slot, window_ms, service_year(sent_at));
+    enter_year(slot, window, service_year(sent_at));
     // Units sent are at most `used - acked` at sending time, and `used` only grows within a
     // window (admin reset aside), so this keeps `acked <= used`.
     slot.acked = slot.acked.saturating_add(sent).min(slot.used);
@@ -96,10 +96,10 @@ pub fn apply_answer(state: &mut TenantState, budget_id: u32, window_ms: u64, ws:
 }
 
 /// An `exact` budget's units, admitted by the service: counted and acknowledged at once.
-pub fn record_exact(state: &mut TenantState, budget_id: u32, window_ms: u64, now: Millis, units: u64, answer: Answer) {
+pub fn record_exact(state: &mut TenantState, budget_id: u32, window: Window, now: Millis, units: u64, answer: Answer) {
     let slot = state.slot_mut(budget_id);
-    let (mut cur, _) = rolled(slot, now, window_ms, false);
-    enter_year(&mut cur, window_ms, service_year(now));
+    let (mut cur, _) = rolled(slot, now, window, false);
+    enter_year(&mut cur, window, service_year(now));
     cur.used = cur.used.saturating_add(units);
     cur.acked = cur.acked.saturating_add(units).min(cur.used);
     learn(&mut cur, answer, now);
@@ -116,7 +116,7 @@ pub fn unreserve(state: &mut TenantState, budgets: &[Budget], limits: &[Limits],
             continue;
         }
         let Some(slot) = state.slots.iter_mut().find(|s| s.budget == budgets[d.budget].id) else { continue };
-        if l.window_ms == 0 || slot.window_start == window_start(at, l.window_ms) {
+        if l.window.is_none() || slot.window_start == l.window.start(at) {
             slot.used = slot.used.saturating_sub(d.units);
             slot.acked = slot.acked.min(slot.used);
         }

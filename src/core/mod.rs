@@ -9,12 +9,16 @@ pub mod id;
 pub mod month;
 pub mod saturation;
 pub mod state;
+pub mod subject;
+pub mod window;
 
-use budget::{Algorithm, Budget, Counts, Limits, OnExceed, CALENDAR_MONTH};
+use budget::{Algorithm, Budget, Counts, Limits, OnExceed};
 pub use global_slot::{apply_answer, record_exact, service_year, unsent, unreserve, Answer};
 
 mod global_slot;
 pub use state::{Slot, TenantState};
+pub use subject::Subject;
+pub use window::Window;
 
 /// Unix time in milliseconds.
 pub type Millis = u64;
@@ -145,46 +149,16 @@ pub fn scaled(l: &Limits, keep: f64) -> (u64, u64) {
     ((l.limit as f64 * k).floor() as u64, (l.burst_credits as f64 * k).floor() as u64)
 }
 
-/// Start of the fixed window containing `now` (aligned to the Unix epoch; for
-/// [`CALENDAR_MONTH`], the UTC month).
-pub fn window_start(now: Millis, window_ms: u64) -> Millis {
-    if window_ms == 0 {
-        0
-    } else if window_ms == CALENDAR_MONTH {
-        month::month_start(now)
-    } else {
-        now - now % window_ms
-    }
-}
-
-/// End of the window that starts at `start`.
-pub fn window_end(start: Millis, window_ms: u64) -> Millis {
-    if window_ms == CALENDAR_MONTH {
-        month::next_month_start(start)
-    } else {
-        start.saturating_add(window_ms)
-    }
-}
-
-/// The length of the window containing `now`, in whole seconds (the RateLimit `w`).
-pub fn window_s(now: Millis, window_ms: u64) -> u64 {
-    if window_ms == CALENDAR_MONTH {
-        month::month_len_ms(now) / 1000
-    } else {
-        window_ms.div_ceil(1000)
-    }
-}
-
 /// `(used in the current window, weighted count carried from the previous one)`.
-fn rolled(slot: &Slot, now: Millis, window_ms: u64, sliding: bool) -> (Slot, u64) {
-    if window_ms == 0 {
+fn rolled(slot: &Slot, now: Millis, window: Window, sliding: bool) -> (Slot, u64) {
+    if window.is_none() {
         return (*slot, 0);
     }
-    let start = window_start(now, window_ms);
+    let start = window.start(now);
     let cur = if slot.window_start >= start {
         // Same window, or the clock stepped back: keep counting in the stored window.
         *slot
-    } else if window_end(slot.window_start, window_ms) == start {
+    } else if window.end(slot.window_start) == start {
         Slot { budget: slot.budget, window_start: start, prev: slot.used, ..Slot::default() }
     } else {
         Slot { budget: slot.budget, window_start: start, ..Slot::default() }
@@ -192,18 +166,19 @@ fn rolled(slot: &Slot, now: Millis, window_ms: u64, sliding: bool) -> (Slot, u64
     if !sliding || cur.prev == 0 {
         return (cur, 0);
     }
-    let elapsed = now.saturating_sub(cur.window_start).min(window_ms);
-    let left = (window_ms - elapsed) as u128;
+    let len = window.len_ms(cur.window_start).max(1);
+    let elapsed = now.saturating_sub(cur.window_start).min(len);
+    let left = (len - elapsed) as u128;
     // Ceil, so the estimate never admits more than the exact count would.
-    let carried = (cur.prev as u128 * left).div_ceil(window_ms as u128) as u64;
+    let carried = (cur.prev as u128 * left).div_ceil(len as u128) as u64;
     (cur, carried)
 }
 
-fn resets_in_ms(slot: &Slot, now: Millis, window_ms: u64) -> u64 {
-    if window_ms == 0 {
+fn resets_in_ms(slot: &Slot, now: Millis, window: Window) -> u64 {
+    if window.is_none() {
         return 0;
     }
-    window_end(slot.window_start, window_ms).saturating_sub(now).max(1)
+    window.end(slot.window_start).saturating_sub(now).max(1)
 }
 
 fn ceil_s(ms: u64) -> u64 {
@@ -271,7 +246,7 @@ pub fn decide(
             continue;
         }
         let stored = state.slot(b.id).copied().unwrap_or(Slot { budget: b.id, ..Slot::default() });
-        let (cur, carried) = rolled(&stored, now, policy.limits[d.budget].window_ms, b.algorithm == Algorithm::Sliding);
+        let (cur, carried) = rolled(&stored, now, policy.limits[d.budget].window, b.algorithm == Algorithm::Sliding);
         let (gl, remote) = global_terms(b, &policy.limits[d.budget], policy.global, cur.remote);
         let l = &gl;
         let used = cur.used.saturating_add(carried).saturating_add(remote);
@@ -283,7 +258,7 @@ pub fn decide(
         let mut warned = None;
         if !fits(limit.saturating_add(burst)) {
             let full_fits = fits(l.limit.saturating_add(l.burst_credits));
-            let reset_ms = resets_in_ms(&cur, now, l.window_ms);
+            let reset_ms = resets_in_ms(&cur, now, l.window);
             let (reason, retry) = if full_fits && policy.keep < 1.0 {
                 (Reason::SaturationThrottle, policy.saturation_retry_after_s.max(1))
             } else if l.burst_credits > 0 {
@@ -291,8 +266,8 @@ pub fn decide(
             } else {
                 (Reason::Exceeded, if b.counts == Counts::InFlight { 1 } else { ceil_s(reset_ms) })
             };
-            let reset_s = if l.window_ms == 0 { 0 } else { ceil_s(reset_ms) };
-            let r = Rejection { budget: d.budget, reason, retry_after_s: retry, limit, reset_s, queue: false, window_s: if l.window_ms == 0 { 0 } else { window_s(now, l.window_ms) } };
+            let reset_s = if l.window.is_none() { 0 } else { ceil_s(reset_ms) };
+            let r = Rejection { budget: d.budget, reason, retry_after_s: retry, limit, reset_s, queue: false, window_s: l.window.len_s(now) };
             match b.on_exceed {
                 OnExceed::Reject => return Err(r),
                 OnExceed::Queue => {
@@ -311,7 +286,7 @@ pub fn decide(
             used: after,
             burst_taken: after.saturating_sub(limit).saturating_sub(used.saturating_sub(limit)),
             used_before: used,
-            resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+            resets_in_ms: resets_in_ms(&cur, now, l.window),
             window_start: cur.window_start,
             warned,
         });
@@ -338,7 +313,7 @@ fn apply(policy: &Policy, state: &mut TenantState, now: Millis, demands: &[Deman
             continue;
         }
         let slot = state.slot_mut(b.id);
-        let (mut cur, _) = rolled(slot, now, l.window_ms, false);
+        let (mut cur, _) = rolled(slot, now, l.window, false);
         if d.admit == Admit::Reserve {
             cur.used = cur.used.saturating_add(d.units);
         }
@@ -356,7 +331,7 @@ pub fn charge(policy: &Policy, state: &mut TenantState, now: Millis, budget: usi
     }
     let sliding = b.algorithm == Algorithm::Sliding;
     let slot = state.slot_mut(b.id);
-    let (mut cur, carried) = rolled(slot, now, l.window_ms, sliding);
+    let (mut cur, carried) = rolled(slot, now, l.window, sliding);
     let (gl, remote) = global_terms(b, l, policy.global, cur.remote);
     let before = cur.used.saturating_add(carried).saturating_add(remote);
     cur.used = cur.used.saturating_add(units);
@@ -370,7 +345,7 @@ pub fn charge(policy: &Policy, state: &mut TenantState, now: Millis, budget: usi
         used: after,
         burst_taken: after.saturating_sub(limit).saturating_sub(before.saturating_sub(limit)),
         used_before: before,
-        resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+        resets_in_ms: resets_in_ms(&cur, now, l.window),
         window_start: cur.window_start,
         warned: None,
     })
@@ -387,9 +362,9 @@ pub fn settle(policy: &Policy, state: &mut TenantState, now: Millis, at: Millis,
         return None;
     }
     let slot = state.slot_mut(b.id);
-    let (mut cur, _) = rolled(slot, now, l.window_ms, false);
+    let (mut cur, _) = rolled(slot, now, l.window, false);
     let before = cur.used;
-    if cur.window_start == window_start(at, l.window_ms) {
+    if cur.window_start == l.window.start(at) {
         cur.used = cur.used.saturating_sub(reserved).saturating_add(actual);
     } else {
         cur.used = cur.used.saturating_add(actual);
@@ -403,7 +378,7 @@ pub fn settle(policy: &Policy, state: &mut TenantState, now: Millis, at: Millis,
         used: cur.used,
         burst_taken: cur.used.saturating_sub(limit).saturating_sub(before.saturating_sub(limit)),
         used_before: before,
-        resets_in_ms: resets_in_ms(&cur, now, l.window_ms),
+        resets_in_ms: resets_in_ms(&cur, now, l.window),
         window_start: cur.window_start,
         warned: None,
     })
@@ -414,11 +389,11 @@ pub fn standing(policy: &Policy, state: &TenantState, now: Millis, budget: usize
     let b = &policy.budgets[budget];
     let l = &policy.limits[budget];
     let stored = state.slot(b.id).copied().unwrap_or(Slot { budget: b.id, ..Slot::default() });
-    let (cur, carried) = rolled(&stored, now, l.window_ms, b.algorithm == Algorithm::Sliding);
+    let (cur, carried) = rolled(&stored, now, l.window, b.algorithm == Algorithm::Sliding);
     let (gl, remote) = global_terms(b, l, policy.global, cur.remote);
     let used = cur.used.saturating_add(carried).saturating_add(remote);
     let (limit, burst) = scaled(&gl, policy.keep);
-    Usage { budget, limit, burst_credits: burst, used, burst_taken: 0, used_before: used, resets_in_ms: resets_in_ms(&cur, now, l.window_ms), window_start: cur.window_start, warned: None }
+    Usage { budget, limit, burst_credits: burst, used, burst_taken: 0, used_before: used, resets_in_ms: resets_in_ms(&cur, now, l.window), window_start: cur.window_start, warned: None }
 }
 
 /// Clear a budget's window counts (not in_flight slots).

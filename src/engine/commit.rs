@@ -5,7 +5,7 @@ use super::subject::{Subjects, Who};
 use super::{Admitted, ScopeCharge, Worker};
 use crate::config::{Config, TenantPolicy};
 use crate::core::{self, id::OVERFLOW, Demand, GlobalView, Millis, Policy, Rejection, TenantState, Usage};
-use crate::store::{self, Scratch, SharedStore, StoreError};
+use crate::store::{self, keys, Scratch, SharedStore, StoreError};
 
 /// What every subject's decision of one request shares.
 #[derive(Debug, Clone, Copy)]
@@ -73,14 +73,11 @@ pub(crate) fn commit<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, su
             undo(cfg, store, w, &done.tenant_key, subjects.policy, &done.tenant_reserved, now, &done.scopes);
             return Err(Refusal::Store(error));
         }
-        let overflow = match scope {
-            None => scratch.key.ends_with("|overflow"),
-            Some(_) => scratch.key.starts_with("tq1|so|"),
-        };
+        let overflow = keys::is_overflow(&scratch.key);
         if overflow && scope.is_none() {
             done.reported = OVERFLOW.to_string();
         }
-        let id = if overflow { OVERFLOW } else { who.id };
+        let id = if overflow { OVERFLOW } else { who.subject.id() };
         match result {
             Ok(Ok(())) => {
                 done.usage.extend_from_slice(usage);
@@ -118,7 +115,7 @@ struct Failure {
 /// `max_tracked`). Leaves the key decided under in `scratch.key`, its standings in `usage`.
 #[allow(clippy::too_many_arguments)]
 fn decide<S: SharedStore>(store: &S, scratch: &mut Scratch, usage: &mut Vec<Usage>, who: &Who<'_>, ds: &[Demand], pol: &Policy<'_>, token: u64, now: Millis) -> Result<Result<(), Rejection>, Failure> {
-    who.space.key(who.id, &mut scratch.key);
+    keys::state(who.subject, &mut scratch.key);
     let mut run = |scratch: &mut Scratch| {
         store::transact(store, scratch, |st: &mut TenantState| match core::decide(pol, st, now, ds, usage) {
             Ok(()) => (true, Ok(())),
@@ -130,7 +127,7 @@ fn decide<S: SharedStore>(store: &S, scratch: &mut Scratch, usage: &mut Vec<Usag
         r => return r.map_err(|error| Failure { error, resolving: false }),
     }
     // The same lock token for every subject: each space has its own registry lock.
-    store::resolve_in(store, who.space, who.id, who.kind, who.max_tracked, now, token, scratch).map_err(|error| Failure { error, resolving: true })?;
+    store::resolve(store, who.subject, who.kind, who.max_tracked, now, token, scratch).map_err(|error| Failure { error, resolving: true })?;
     run(scratch).map_err(|error| Failure { error, resolving: false })
 }
 

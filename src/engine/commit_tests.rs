@@ -9,7 +9,7 @@ use super::*;
 use crate::engine::demands::demands;
 use crate::engine::subject::{identify, RuntimePolicies};
 use crate::engine::{Conditions, RequestFacts};
-use crate::store::{init_registry, init_registry_in, MemStore, Space};
+use crate::store::{init_registry, MemStore};
 
 const NOW: u64 = 1_700_000_000_000;
 const TERMS: Terms = Terms { keep: 1.0, saturation_retry_after_s: 1, global: GlobalView::Remote };
@@ -39,9 +39,9 @@ fn used(cfg: &Config, s: &MemStore, key: &str, budget: &str) -> u64 {
 
 fn store(scoped: bool) -> MemStore {
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     if scoped {
-        init_registry_in(&s, Space::Scope("team")).unwrap();
+        init_registry(&s, Some("team")).unwrap();
     }
     s
 }

@@ -5,9 +5,9 @@
 
 use super::{global_marks, plain_reply, reject_reply_in, rollback, Admitted, Reply, Worker};
 use crate::config::{Config, OnUnavailable, TenantPolicy};
-use crate::core::{self, Demand, Millis, Policy, Reason, Rejection};
+use crate::core::{self, Demand, Millis, Policy, Reason, Rejection, Subject};
 use crate::global::{rls, Answer};
-use crate::store::{self, SharedStore, StoreError, TenantKind};
+use crate::store::{self, keys, SharedStore, StoreError, TenantKind};
 
 /// The outcome of an `exact` request once the service answered or could not.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ pub enum ExactOutcome {
 
 /// A demand's subject: its descriptor entry, its key and its policy.
 struct Who<'a> {
-    subject: rls::Subject<'a>,
+    subject: Subject<'a>,
     scope: Option<(&'a str, &'a str)>,
     key: &'a str,
     policy: &'a TenantPolicy,
@@ -28,13 +28,13 @@ fn who<'a>(cfg: &'a Config, a: &'a Admitted, policy: &'a TenantPolicy, d: &Deman
     let (key, p) = a.subject_of(cfg, d.budget, policy)?;
     match cfg.budgets[d.budget].scope {
         None => {
-            let tenant = if a.key.is_empty() { a.tenant.as_str() } else { crate::global::tenant_of(&a.key).unwrap_or(&a.tenant) };
-            Some(Who { subject: rls::Subject { entry: "tenant", id: tenant }, scope: None, key, policy: p })
+            let tenant = if a.key.is_empty() { a.tenant.as_str() } else { keys::tenant_of(&a.key).unwrap_or(&a.tenant) };
+            Some(Who { subject: Subject::Tenant(tenant), scope: None, key, policy: p })
         }
         Some(sc) => {
             let (_, id) = a.scope_id_of(cfg, d.budget)?;
             let name = cfg.scopes[sc].name.as_str();
-            Some(Who { subject: rls::Subject { entry: name, id }, scope: Some((name, id)), key, policy: p })
+            Some(Who { subject: cfg.subject(Some(sc), id), scope: Some((name, id)), key, policy: p })
         }
     }
 }
@@ -54,8 +54,8 @@ pub fn exact_request(cfg: &Config, policy: &TenantPolicy, a: &Admitted) -> Vec<u
         .filter_map(|d| {
             let w = who(cfg, a, policy, d)?;
             let l = &w.policy.limits[d.budget];
-            let ws = core::window_start(a.at, l.window_ms);
-            Some(rls::descriptor(w.subject, &cfg.budgets[d.budget].name, l.window_ms, ws, cap(w.policy, d.budget), d.units))
+            let ws = l.window.start(a.at);
+            Some(rls::descriptor(w.subject, &cfg.budgets[d.budget].name, l.window, ws, cap(w.policy, d.budget), d.units))
         })
         .collect();
     rls::encode(&g.domain, ds)
@@ -63,10 +63,10 @@ pub fn exact_request(cfg: &Config, policy: &TenantPolicy, a: &Admitted) -> Vec<u
 
 fn exact_rejection(policy: &TenantPolicy, d: &Demand, now: Millis) -> Rejection {
     let l = &policy.limits[d.budget];
-    let reset_ms = core::window_end(core::window_start(now, l.window_ms), l.window_ms).saturating_sub(now).max(1);
+    let reset_ms = l.window.end(l.window.start(now)).saturating_sub(now).max(1);
     let reset_s = reset_ms.div_ceil(1000).max(1);
     let reason = if l.burst_credits > 0 { Reason::BurstExhausted } else { Reason::Exceeded };
-    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false, window_s: core::window_s(now, l.window_ms) }
+    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false, window_s: l.window.len_s(now) }
 }
 
 /// Finish an `exact` request. `answers`: the service's answer per `a.exact` demand, or
@@ -85,7 +85,7 @@ pub fn exact_finish<S: SharedStore>(
         // No local budget of the tenant applied: resolve the tenant's key now, to record the units.
         let token = w.token();
         let kind = if cfg.tenants.contains_key(&a.tenant) { TenantKind::Named } else { TenantKind::Dynamic };
-        store::resolve(store, &a.tenant, kind, cfg.max_tracked, now, token, &mut w.scratch)?;
+        store::resolve(store, Subject::Tenant(&a.tenant), kind, cfg.max_tracked, now, token, &mut w.scratch)?;
         a.key.clone_from(&w.scratch.key);
     }
     let usage = match answers {
@@ -129,7 +129,7 @@ fn answered<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, a: &Admitte
         w.scratch.key.clear();
         w.scratch.key.push_str(who.key);
         let u = store::transact(store, &mut w.scratch, |st| {
-            core::record_exact(st, cfg.budgets[d.budget].id, l.window_ms, now, d.units, x);
+            core::record_exact(st, cfg.budgets[d.budget].id, l.window, now, d.units, x);
             let mut u = core::standing(&pol, st, now, d.budget);
             u.used_before = u.used.saturating_sub(d.units);
             (true, u)

@@ -152,7 +152,7 @@ fn saturation_refusal(cfg: &Config, subjects: &Subjects, tenant_demands: &[Deman
         reply.headers.push(("retry-after".into(), retry.to_string()));
         return shadow_or_reject(cfg, reply);
     };
-    let window_s = core::window_s(now, subjects.policy.limits[b].window_ms);
+    let window_s = subjects.policy.limits[b].window.len_s(now);
     let r = Rejection { budget: b, reason: Reason::SaturationThrottle, retry_after_s: retry, limit: 0, reset_s: retry, queue: false, window_s };
     finish_rejection(cfg, subjects.policy, tenant, r, gate, None)
 }

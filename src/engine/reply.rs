@@ -3,7 +3,8 @@
 
 use super::Admitted;
 use crate::config::{Config, TenantPolicy};
-use crate::core::budget::{Counts, CALENDAR_MONTH};
+use crate::core::budget::Counts;
+use crate::core::Window;
 use crate::core::{Reason, Rejection};
 
 /// The LLM API a request path belongs to (SPEC 2): its SDKs read the body's `error` member.
@@ -91,7 +92,7 @@ fn unit_words(c: &Counts) -> &'static str {
 /// The provider-shaped error of a 429 (SPEC 2): a sentence naming the budget (and scope id),
 /// its limit and window and when it resets; `insufficient_quota` where retrying soon cannot
 /// help (windows over an hour, calendar months, money).
-fn rejection_error(cfg: &Config, window_ms: u64, r: &Rejection, scope: Option<(&str, &str)>) -> ProviderError {
+fn rejection_error(cfg: &Config, window: Window, r: &Rejection, scope: Option<(&str, &str)>) -> ProviderError {
     let b = &cfg.budgets[r.budget];
     if r.reason == Reason::SaturationThrottle {
         let message = format!("Tenant throttled while the service is saturated: retry in {} s.", r.retry_after_s);
@@ -101,14 +102,18 @@ fn rejection_error(cfg: &Config, window_ms: u64, r: &Rejection, scope: Option<(&
         Some((sn, id)) => format!("Quota {} of {sn} {id}", b.name),
         None => format!("Tenant quota {}", b.name),
     };
-    let per = match window_ms {
-        0 => String::new(),
-        CALENDAR_MONTH => " per calendar month".to_string(),
-        w => format!(" per {} s", w / 1000),
+    let per = match window {
+        Window::None => String::new(),
+        Window::CalendarMonth => " per calendar month".to_string(),
+        Window::Fixed(w) => format!(" per {} s", w.get() / 1000),
     };
-    let when = if window_ms == 0 { format!("retry in {} s", r.retry_after_s) } else { format!("resets in {} s", r.reset_s.max(1)) };
+    let when = if window.is_none() { format!("retry in {} s", r.retry_after_s) } else { format!("resets in {} s", r.reset_s.max(1)) };
     let message = format!("{whose} exceeded: limit {} {}{per}, {when}.", r.limit, unit_words(&b.counts));
-    let long = window_ms > 3_600_000 || b.counts == Counts::LlmCost;
+    let long = match window {
+        Window::None => false,
+        Window::Fixed(w) => w.get() > 3_600_000,
+        Window::CalendarMonth => true,
+    } || b.counts == Counts::LlmCost;
     let (code, kind) = match (long, &b.counts) {
         (true, _) => ("insufficient_quota", "insufficient_quota"),
         (false, Counts::LlmTokens(_)) => ("rate_limit_exceeded", "tokens"),
@@ -195,8 +200,8 @@ pub fn reject_reply(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejec
 pub fn reject_reply_in(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Rejection, scope: Option<(&str, &str)>) -> Reply {
     let b = &cfg.budgets[r.budget];
     let reason = r.reason.header_value(&b.name);
-    let window_ms = policy.limits[r.budget].window_ms;
-    let reset_s = if r.reason == Reason::SaturationThrottle { r.retry_after_s } else { r.reset_s.max(if window_ms == 0 { 1 } else { 0 }) };
+    let window = policy.limits[r.budget].window;
+    let reset_s = if r.reason == Reason::SaturationThrottle { r.retry_after_s } else { r.reset_s.max(if window.is_none() { 1 } else { 0 }) };
     let title = match r.reason {
         Reason::SaturationThrottle => "Tenant throttled while the service is saturated",
         _ => "Tenant quota exceeded",
@@ -222,13 +227,13 @@ pub fn reject_reply_in(cfg: &Config, policy: &TenantPolicy, tenant: &str, r: &Re
             ("x-tenant-quota-budget".into(), b.name.clone()),
             ("x-tenant-quota-limit".into(), r.limit.to_string()),
             ("x-tenant-quota-remaining".into(), "0".into()),
-            ("ratelimit-policy".into(), policy_header(cfg, r.budget, r.limit, if window_ms == 0 { 0 } else { r.window_s })),
+            ("ratelimit-policy".into(), policy_header(cfg, r.budget, r.limit, if window.is_none() { 0 } else { r.window_s })),
             ("ratelimit".into(), ratelimit_header(cfg, r.budget, 0, reset_s)),
             ("content-type".into(), "application/problem+json".into()),
         ],
         body,
         tenant: Some(tenant.to_string()),
-        provider: Box::new(rejection_error(cfg, window_ms, r, scope)),
+        provider: Box::new(rejection_error(cfg, window, r, scope)),
     };
     if let Some((sn, id)) = scope {
         reply.headers.push(("x-tenant-quota-scope".into(), sn.to_string()));
@@ -285,7 +290,7 @@ mod tests {
     fn refused(c: &Config, budget: &str, reset_s: u64, scope: Option<(&str, &str)>) -> Reply {
         let b = c.budget_index(budget).unwrap();
         let p = c.policy("acme");
-        let window_s = p.limits[b].window_ms / 1000;
+        let window_s = p.limits[b].window.fixed_ms().unwrap_or(0) / 1000;
         let r = Rejection { budget: b, reason: Reason::Exceeded, retry_after_s: reset_s.max(1), limit: p.limits[b].limit, reset_s, queue: false, window_s };
         reject_reply_in(c, p, "acme", &r, scope)
     }

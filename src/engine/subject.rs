@@ -3,10 +3,11 @@
 
 use super::{plain_reply, RequestFacts, Reply};
 use crate::config::{valid_tenant_id, Config, TenantPolicy};
-use crate::store::{Space, TenantKind};
+use crate::core::Subject;
+use crate::store::{keys, TenantKind};
 use std::collections::HashMap;
 
-/// Runtime policies (the admin API's overrides) by subject: a tenant id, or `"<scope> <id>"` (admin.rs).
+/// Runtime policies (the admin API's overrides) by subject ([`keys::override_entry`]).
 pub type RuntimePolicies = HashMap<String, TenantPolicy>;
 
 /// The subjects of one request.
@@ -31,8 +32,7 @@ pub(crate) struct ScopeId<'a> {
 
 /// One subject of the commit: where its counts live and under which policy.
 pub(crate) struct Who<'s> {
-    pub space: Space<'s>,
-    pub id: &'s str,
+    pub subject: Subject<'s>,
     pub kind: TenantKind,
     pub max_tracked: u64,
     pub policy: &'s TenantPolicy,
@@ -42,12 +42,12 @@ impl Subjects<'_> {
     /// The subject of `scope`'s budgets (None: the tenant's), if the request has one.
     pub fn who<'s>(&'s self, cfg: &'s Config, scope: Option<usize>) -> Option<Who<'s>> {
         let Some(sc) = scope else {
-            return Some(Who { space: Space::Tenants, id: self.tenant, kind: self.kind, max_tracked: cfg.max_tracked, policy: self.policy });
+            return Some(Who { subject: Subject::Tenant(self.tenant), kind: self.kind, max_tracked: cfg.max_tracked, policy: self.policy });
         };
         let s = self.scopes.get(sc)?.as_ref()?;
         let scope = &cfg.scopes[sc];
         let policy = s.runtime.as_ref().unwrap_or_else(|| scope.policy(s.id));
-        Some(Who { space: Space::Scope(&scope.name), id: s.id, kind: s.kind, max_tracked: scope.max_tracked, policy })
+        Some(Who { subject: cfg.subject(Some(sc), s.id), kind: s.kind, max_tracked: scope.max_tracked, policy })
     }
 }
 
@@ -85,8 +85,7 @@ pub(crate) fn identify<'a>(cfg: &'a Config, facts: &'a RequestFacts, overrides: 
         }
         let id = std::str::from_utf8(raw).unwrap_or_default();
         let kind = if sc.ids.contains_key(id) { TenantKind::Named } else { TenantKind::Dynamic };
-        // Runtime overrides of scope ids are kept under "<scope> <id>" (admin.rs).
-        let runtime = if overrides.is_empty() { None } else { overrides.get(&format!("{} {}", sc.name, id)).cloned() };
+        let runtime = if overrides.is_empty() { None } else { overrides.get(&keys::override_entry(cfg.subject(Some(i), id))).cloned() };
         scopes.push(Some(ScopeId { id, kind, runtime }));
     }
     Ok(Subjects { tenant, kind, policy, scopes })

@@ -3,7 +3,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 use crate::core::TenantState;
-use crate::store::{self, init_registry, init_registry_in, MemStore};
+use crate::store::{self, init_registry, MemStore};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -31,7 +31,7 @@ fn cfg(extra: &str) -> Config {
 #[test]
 fn on_error_allow_passes_and_deny_answers_503() {
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     s.unavailable.store(true, Ordering::SeqCst);
     let mut w = Worker::new(1);
     match run(&cfg(""), &s, &mut w, Some("a"), &[]) {
@@ -50,7 +50,7 @@ fn on_error_allow_passes_and_deny_answers_503() {
 #[test]
 fn contention_past_the_retry_bound_is_an_error_not_a_lost_count() {
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     let c = cfg(r#","on_error":"deny""#);
     let mut w = Worker::new(1);
     assert!(matches!(run(&c, &s, &mut w, Some("a"), &[]), Verdict::Admit(_)));
@@ -65,7 +65,7 @@ fn contention_past_the_retry_bound_is_an_error_not_a_lost_count() {
 #[test]
 fn replies_for_bad_input() {
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     let mut w = Worker::new(1);
     let c = cfg(r#","tenant":{"fallback":null}"#);
     match run(&c, &s, &mut w, None, &[]) {
@@ -87,7 +87,7 @@ fn replies_for_bad_input() {
 #[test]
 fn reject_reply_has_every_spec_field() {
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     let mut w = Worker::new(1);
     let c = cfg("");
     for _ in 0..2 {
@@ -139,8 +139,8 @@ mod scopes {
     fn setup() -> (Config, MemStore, Worker) {
         let c = Config::parse(TEAM.as_bytes()).unwrap();
         let s = MemStore::new();
-        init_registry(&s).unwrap();
-        store::init_registry_in(&s, store::Space::Scope("team")).unwrap();
+        init_registry(&s, None).unwrap();
+        store::init_registry(&s, Some("team")).unwrap();
         (c, s, Worker::new(3))
     }
 
@@ -236,8 +236,8 @@ mod scopes {
                        "team_rpm":{"counts":"requests","window_ms":60000,"limit":50,"scope":"team"}}}"#;
         let c = std::sync::Arc::new(Config::parse(json.as_bytes()).unwrap());
         let s = std::sync::Arc::new(MemStore::new());
-        init_registry(&*s).unwrap();
-        store::init_registry_in(&*s, store::Space::Scope("team")).unwrap();
+        init_registry(&*s, None).unwrap();
+        store::init_registry(&*s, Some("team")).unwrap();
         s.yield_in_get.store(true, Ordering::Relaxed);
         let handles: Vec<_> = (0..64)
             .map(|k| {
@@ -276,8 +276,8 @@ fn scoped_exact_budgets_ask_and_record_under_their_scope_id() {
     )
     .unwrap();
     let s = MemStore::new();
-    init_registry(&s).unwrap();
-    init_registry_in(&s, store::Space::Scope("team")).unwrap();
+    init_registry(&s, None).unwrap();
+    init_registry(&s, Some("team")).unwrap();
     let mut w = Worker::new(7);
     let mut headers = Map(HashMap::new());
     let facts = RequestFacts::read(&c, &mut headers, Some(b"acme".to_vec()), vec![Some(b"blue".to_vec())], true);
@@ -325,7 +325,7 @@ fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
 fn log_fields_of_an_admitted_a_rejected_and_a_scoped_request() {
     use log_fields::*;
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     let mut w = Worker::new(1);
     let c = cfg(r#","filter_state":true"#);
     assert!(c.filter_state);
@@ -348,7 +348,7 @@ fn log_fields_of_an_admitted_a_rejected_and_a_scoped_request() {
     ]);
     // A scoped budget's refusal names its scope id.
     let sc = Config::parse(br#"{"scopes":{"team":{"header":"x-team-id"}},"budgets":{"team_rpm":{"counts":"requests","window_ms":60000,"limit":1,"scope":"team"}}}"#).unwrap();
-    crate::store::init_registry_in(&s, crate::store::Space::Scope("team")).unwrap();
+    crate::store::init_registry(&s, Some("team")).unwrap();
     let mut headers = Map(HashMap::new());
     let mut go = |w: &mut Worker| {
         let facts = RequestFacts::read(&sc, &mut headers, Some(b"t".to_vec()), vec![Some(b"blue".to_vec())], true);

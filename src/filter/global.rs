@@ -10,7 +10,7 @@ use proxy_wasm::types::BufferType;
 use std::collections::HashSet;
 
 /// Test hook (`test_hooks.trap_sync_leader_path`): a note asking the lease holder to trap.
-pub const TRAP_KEY: &str = "tq1|gtrap";
+pub const TRAP_KEY: &str = crate::store::keys::GLOBAL_TRAP;
 
 
 /// Metric ids, defined once per worker.

@@ -24,7 +24,7 @@ pub(super) struct BodyWait {
 /// the host will not send one.
 const BODY_WAIT_MS: u64 = 1000;
 /// Shared: `[1]` once a worker found that bodies cannot be read, `[0]` once one saw a body.
-const BODY_OFF_KEY: &str = "tq1|bodyoff";
+const BODY_OFF_KEY: &str = crate::store::keys::BODY_OFF;
 
 fn set_body_reading_off(sh: &mut Shared, off: bool) {
     if sh.body_reading_off != off {

@@ -290,8 +290,7 @@ impl Metrics {
 /// A named tenant's remaining units in a budget, from shared data.
 fn current_remaining(cfg: &Config, overrides: &crate::admin::Overrides, tenant: &str, budget: usize, now: u64) -> Option<u64> {
     use crate::store::SharedStore;
-    let mut key = String::new();
-    crate::store::tenant_key(tenant, &mut key);
+    let key = crate::store::keys::state_key(crate::core::Subject::Tenant(tenant));
     let mut buf = Vec::new();
     host::HostStore.get(&key, &mut buf).ok()??;
     let state = crate::core::TenantState::decode(&buf).ok()?;

@@ -74,12 +74,12 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let init = store::init_registry(&HostStore)
+        let init = store::init_registry(&HostStore, None)
             .and_then(|_| admin::init(&HostStore))
             .and_then(|_| saturation::init(&cfg))
             .and_then(|_| if cfg.global.is_some() { crate::global::init(&HostStore) } else { Ok(()) })
             .and_then(|_| if has_in_flight(&cfg) { crate::store::ledger::init(&HostStore) } else { Ok(()) })
-            .and_then(|_| cfg.scopes.iter().try_for_each(|sc| store::init_registry_in(&HostStore, store::Space::Scope(&sc.name))));
+            .and_then(|_| cfg.scopes.iter().try_for_each(|sc| store::init_registry(&HostStore, Some(&sc.name))));
         if let Err(e) = init {
             host::log(host::LOG_CRITICAL, &format!("tenant-quota: shared data unavailable at configure: {e:?}"));
             return false;

@@ -23,7 +23,7 @@ pub const FLUSH_MS: u64 = 5;
 const ORCA_HEADER: &str = "endpoint-load-metrics";
 
 fn signal_key(name: &str) -> String {
-    format!("tq1|sig|{name}")
+    crate::store::keys::signal(name)
 }
 
 #[derive(Default)]

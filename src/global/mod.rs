@@ -30,12 +30,11 @@ pub mod rls;
 use crate::config::{Config, GlobalMode, TenantPolicy};
 pub use crate::core::Answer;
 use crate::core::{self, Millis, TenantState};
-use crate::store::{self, Scratch, SharedStore, StoreError};
+use crate::core::{Subject, Window};
+use crate::store::{self, keys, Absent, Scratch, SharedStore, Step, StoreError};
 use std::collections::HashMap;
 
-pub const LEASE_KEY: &str = "tq1|glease";
-pub const HEALTH_KEY: &str = "tq1|ghealth";
-pub const DIRTY_KEY: &str = "tq1|gdirty";
+pub use keys::{DIRTY as DIRTY_KEY, HEALTH as HEALTH_KEY, LEASE as LEASE_KEY};
 /// Descriptors per `ShouldRateLimit` call.
 pub const BATCH: usize = 500;
 /// The dirty list's bound; past it, workers keep their keys until the leader drains it.
@@ -78,21 +77,24 @@ pub fn lease_ms(g: &crate::config::Global) -> u64 {
     (2 * g.sync_period_ms + g.timeout_ms).max(100)
 }
 
-/// Take or renew the lease for `me`. Returns whether `me` holds it.
+/// Take or renew the lease for `me`. Returns whether `me` holds it. One attempt: losing the
+/// race means another worker took the lease.
 pub fn hold_lease<S: SharedStore>(store: &S, me: u64, now: Millis, lease_ms: u64, buf: &mut Vec<u8>) -> Result<bool, StoreError> {
-    let Some(cas) = store.get(LEASE_KEY, buf)? else { return Err(StoreError::Unavailable) };
-    let l = Lease::decode(buf)?;
-    let free = l.owner == 0 || now >= l.deadline;
-    if l.owner != me && !free {
-        return Ok(false);
-    }
-    if l.owner == me && l.deadline.saturating_sub(now) > lease_ms / 2 {
-        return Ok(true);
-    }
-    match store.set(LEASE_KEY, &Lease { owner: me, deadline: now.saturating_add(lease_ms) }.encode(), cas) {
-        Ok(()) => Ok(true),
+    let r = store::update_once(store, LEASE_KEY, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        let l = Lease::decode(b)?;
+        let free = l.owner == 0 || now >= l.deadline;
+        if l.owner != me && !free {
+            return Ok(Step::Keep(false));
+        }
+        if l.owner == me && l.deadline.saturating_sub(now) > lease_ms / 2 {
+            return Ok(Step::Keep(true));
+        }
+        out.extend_from_slice(&Lease { owner: me, deadline: now.saturating_add(lease_ms) }.encode());
+        Ok(Step::Write(true))
+    });
+    match r {
         Err(StoreError::CasMismatch) => Ok(false),
-        Err(e) => Err(e),
+        r => r,
     }
 }
 
@@ -136,17 +138,12 @@ pub fn read_health<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<Healt
 }
 
 fn update_health<S: SharedStore>(store: &S, buf: &mut Vec<u8>, f: impl Fn(&mut Health)) -> Result<Health, StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let Some(cas) = store.get(HEALTH_KEY, buf)? else { return Err(StoreError::Unavailable) };
-        let mut h = Health::decode(buf)?;
+    store::update(store, HEALTH_KEY, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        let mut h = Health::decode(b)?;
         f(&mut h);
-        match store.set(HEALTH_KEY, &h.encode(), cas) {
-            Ok(()) => return Ok(h),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.extend_from_slice(&h.encode());
+        Ok(Step::Write(h))
+    })
 }
 
 /// An answer arrived: the Envoy is (again) not degraded.
@@ -186,101 +183,55 @@ pub fn init<S: SharedStore>(store: &S) -> Result<(), StoreError> {
 /// Append a worker's changed tenants (store keys) to the shared dirty list. Keys that do not
 /// fit under [`MAX_DIRTY_BYTES`] stay in `keys` for the next tick.
 pub fn publish_dirty<S: SharedStore>(store: &S, keys: &mut Vec<String>, urgent: bool, buf: &mut Vec<u8>) -> Result<(), StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let Some(cas) = store.get(DIRTY_KEY, buf)? else { return Err(StoreError::Unavailable) };
-        if buf.is_empty() {
-            buf.push(0);
-        }
+    let taken = store::update(store, DIRTY_KEY, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        out.extend_from_slice(if b.is_empty() { &[0] } else { b });
         if urgent {
-            buf[0] = 1;
+            out[0] = 1;
         }
         let mut taken = 0;
         for k in keys.iter() {
-            if buf.len() + k.len() + 1 > MAX_DIRTY_BYTES {
+            if out.len() + k.len() + 1 > MAX_DIRTY_BYTES {
                 break;
             }
-            buf.push(b'\n');
-            buf.extend_from_slice(k.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(k.as_bytes());
             taken += 1;
         }
-        match store.set(DIRTY_KEY, buf, cas) {
-            Ok(()) => {
-                keys.drain(..taken);
-                return Ok(());
-            }
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        Ok(Step::Write(taken))
+    })?;
+    keys.drain(..taken);
+    Ok(())
 }
 
 /// Take the whole dirty list: (keys, whether a worker asked for an early round).
 pub fn take_dirty<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<(Vec<String>, bool), StoreError> {
-    for _ in 0..store::MAX_CAS_RETRIES {
-        let Some(cas) = store.get(DIRTY_KEY, buf)? else { return Err(StoreError::Unavailable) };
-        if buf.len() <= 1 && buf.first().copied().unwrap_or(0) == 0 {
-            return Ok((Vec::new(), false));
+    store::update(store, DIRTY_KEY, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        if b.len() <= 1 && b.first().copied().unwrap_or(0) == 0 {
+            return Ok(Step::Keep((Vec::new(), false)));
         }
-        match store.set(DIRTY_KEY, &[0], cas) {
-            Ok(()) => {
-                let urgent = buf[0] == 1;
-                let keys = buf[1..]
-                    .split(|&b| b == b'\n')
-                    .filter(|k| !k.is_empty())
-                    .filter_map(|k| std::str::from_utf8(k).ok().map(str::to_string))
-                    .collect();
-                return Ok((keys, urgent));
-            }
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.push(0);
+        let urgent = b[0] == 1;
+        let keys = b[1..]
+            .split(|&c| c == b'\n')
+            .filter(|k| !k.is_empty())
+            .filter_map(|k| std::str::from_utf8(k).ok().map(str::to_string))
+            .collect();
+        Ok(Step::Write((keys, urgent)))
+    })
 }
 
-/// Whose counts a state key holds: `(None, tenant id)` or `(Some(scope index), scope id)`.
-pub fn subject_of<'a>(cfg: &Config, key: &'a str) -> Option<(Option<usize>, &'a str)> {
-    if key == "tq1|overflow" {
-        return Some((None, crate::core::id::OVERFLOW));
-    }
-    if let Some(id) = key.strip_prefix("tq1|t|") {
-        return Some((None, id));
-    }
-    let (scope, id) = if let Some(name) = key.strip_prefix("tq1|so|") {
-        (name, crate::core::id::OVERFLOW)
-    } else {
-        // Scope names have no `|` (config), ids may.
-        key.strip_prefix("tq1|s|")?.split_once('|')?
-    };
-    let i = cfg.scopes.iter().position(|s| s.name == scope)?;
-    Some((Some(i), id))
-}
-
-/// The tenant id a tenant's state key belongs to (None for a scope id's key).
-pub fn tenant_of(key: &str) -> Option<&str> {
-    if key == "tq1|overflow" {
-        Some(crate::core::id::OVERFLOW)
-    } else {
-        key.strip_prefix("tq1|t|")
+/// Whose counts a state key holds (None: not a state key, or a scope no longer configured).
+pub fn subject_of<'a>(cfg: &'a Config, key: &'a str) -> Option<Subject<'a>> {
+    match keys::parse_state(key)? {
+        (None, id) => Some(Subject::Tenant(id)),
+        (Some(name), id) => cfg.scope_subject(name, id),
     }
 }
 
-/// A subject's policy: a runtime override (kept under the tenant id, or "<scope> <id>") or
-/// the configured one.
-pub fn policy_of(cfg: &Config, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, scope: Option<usize>, id: &str) -> TenantPolicy {
-    match scope {
-        None => overrides(id).unwrap_or_else(|| cfg.policy(id).clone()),
-        Some(i) => {
-            let sc = &cfg.scopes[i];
-            overrides(&format!("{} {}", sc.name, id)).unwrap_or_else(|| sc.policy(id).clone())
-        }
-    }
-}
-
-/// The descriptor's first entry for a subject.
-pub fn rls_subject<'a>(cfg: &'a Config, scope: Option<usize>, id: &'a str) -> rls::Subject<'a> {
-    rls::Subject { entry: scope.map_or("tenant", |i| cfg.scopes[i].name.as_str()), id }
+/// A subject's policy: a runtime override (kept under [`keys::override_entry`]) or the
+/// configured one.
+pub fn policy_of(cfg: &Config, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, who: Subject<'_>) -> TenantPolicy {
+    overrides(&keys::override_entry(who)).unwrap_or_else(|| cfg.configured_policy(who).clone())
 }
 
 /// One descriptor of a sync call.
@@ -295,7 +246,7 @@ pub struct Pending {
     /// The cap sent (the answer is read back in its scale).
     pub cap: u64,
     /// The subject's window (a tenant entry may set its own).
-    pub window_ms: u64,
+    pub window: Window,
 }
 
 /// The descriptors a subject's state calls for at `now`: every global budget of its scope it
@@ -311,11 +262,11 @@ pub fn plan(cfg: &Config, policy: &TenantPolicy, scope: Option<usize>, key: &str
         if l.unlimited {
             continue;
         }
-        if let Some((ws, units)) = core::unsent(state, b.id, l.window_ms, now) {
+        if let Some((ws, units)) = core::unsent(state, b.id, l.window, now) {
             if mode == GlobalMode::Exact && units == 0 {
                 continue;
             }
-            out.push(Pending { key: key.to_string(), budget: i, window_start: ws, units, cap: l.limit.saturating_add(l.burst_credits), window_ms: l.window_ms });
+            out.push(Pending { key: key.to_string(), budget: i, window_start: ws, units, cap: l.limit.saturating_add(l.burst_credits), window: l.window });
         }
     }
 }
@@ -324,8 +275,8 @@ pub fn plan(cfg: &Config, policy: &TenantPolicy, scope: Option<usize>, key: &str
 pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::RateLimitDescriptor {
     let b = &cfg.budgets[p.budget];
     let l = &policy.limits[p.budget];
-    let (scope, id) = subject_of(cfg, &p.key).unwrap_or((None, crate::core::id::OVERFLOW));
-    rls::descriptor(rls_subject(cfg, scope, id), &b.name, l.window_ms, p.window_start, p.cap, p.units)
+    let who = subject_of(cfg, &p.key).unwrap_or(Subject::Tenant(crate::core::id::OVERFLOW));
+    rls::descriptor(who, &b.name, l.window, p.window_start, p.cap, p.units)
 }
 
 /// Whether the service counted a status in the window the units were sent for. Without the
@@ -339,12 +290,10 @@ pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::R
 /// the service, the safe side: README, residual error), and as our window is over too its
 /// units are never sent again. Answers without a reset, and calendar months (the month is
 /// in the descriptor), are taken as they are.
-pub fn same_window(window_ms: u64, window_start: Millis, sent_at: Millis, answered_at: Millis, reset_ms: Option<u64>) -> bool {
+pub fn same_window(window: Window, window_start: Millis, sent_at: Millis, answered_at: Millis, reset_ms: Option<u64>) -> bool {
     let Some(reset) = reset_ms else { return true };
-    if window_ms == crate::core::budget::CALENDAR_MONTH || window_ms == 0 {
-        return true;
-    }
-    let end = window_start.saturating_add(window_ms);
+    let Window::Fixed(_) = window else { return true };
+    let end = window.end(window_start);
     end > sent_at.saturating_add(reset).saturating_sub(1000) && end <= answered_at.saturating_add(reset)
 }
 
@@ -423,7 +372,8 @@ impl SyncLoop {
             self.round_pending = 0;
             if self.queue.is_empty() && probe {
                 // A read of a descriptor no tenant can have: tells whether the service is back.
-                let d = rls::descriptor(rls::Subject { entry: "tenant", id: "-" }, "-", 1000, core::window_start(now, 1000), 1, 0);
+                let second = Window::from_ms(1000);
+                let d = rls::descriptor(Subject::Tenant("-"), "-", second, second.start(now), 1, 0);
                 return Some((rls::encode(&g.domain, vec![d]), Vec::new()));
             }
         }
@@ -431,15 +381,15 @@ impl SyncLoop {
         let mut descriptors = Vec::new();
         while items.len() < BATCH {
             let Some(key) = self.queue.pop() else { break };
-            let Some((scope, id)) = subject_of(cfg, &key) else { continue };
-            let policy = policy_of(cfg, overrides, scope, id);
+            let Some(who) = subject_of(cfg, &key) else { continue };
+            let policy = policy_of(cfg, overrides, who);
             self.scratch.key.clone_from(&key);
             let Ok(Some(_)) = store.get(&key, &mut self.scratch.buf) else { continue };
             if self.scratch.state.decode_from(&self.scratch.buf).is_err() {
                 continue;
             }
             let from = items.len();
-            plan(cfg, &policy, scope, &key, &self.scratch.state, now, &mut items);
+            plan(cfg, &policy, who.scope(), &key, &self.scratch.state, now, &mut items);
             for p in &items[from..] {
                 self.round_pending = self.round_pending.saturating_add(p.units);
                 descriptors.push(descriptor_of(cfg, &policy, p));
@@ -477,12 +427,12 @@ impl SyncLoop {
         for (p, st) in batch.items.iter().zip(answers) {
             self.scratch.key.clone_from(&p.key);
             let Some(b) = cfg.budgets.get(p.budget) else { continue };
-            let window_ms = p.window_ms;
-            if !same_window(window_ms, p.window_start, batch.sent_at, now, st.reset_ms) {
+            let window = p.window;
+            if !same_window(window, p.window_start, batch.sent_at, now, st.reset_ms) {
                 continue;
             }
             let a = rls::unscale(st.answer, p.cap);
-            let r = store::transact(store, &mut self.scratch, |s| (core::apply_answer(s, b.id, window_ms, p.window_start, batch.sent_at, p.units, a), ()));
+            let r = store::transact(store, &mut self.scratch, |s| (core::apply_answer(s, b.id, window, p.window_start, batch.sent_at, p.units, a), ()));
             if r.is_err() {
                 errors += 1;
             }

@@ -102,12 +102,12 @@ const YEAR_MS: u64 = 365 * 86_400_000;
 
 /// The service's unit for a window (config refuses other windows for global budgets). A
 /// calendar month is counted in the service's YEAR with the month in an entry of its own.
-pub fn unit(window_ms: u64) -> i32 {
-    match window_ms {
-        1000 => 1,
-        60_000 => 2,
-        3_600_000 => 3,
-        86_400_000 => 4,
+pub fn unit(window: Window) -> i32 {
+    match window.fixed_ms() {
+        Some(1000) => 1,
+        Some(60_000) => 2,
+        Some(3_600_000) => 3,
+        Some(86_400_000) => 4,
         _ => UNIT_YEAR,
     }
 }
@@ -126,28 +126,24 @@ pub fn scale(cap: u64) -> u64 {
     cap.div_ceil(u64::from(u32::MAX)).max(1)
 }
 
-/// Who a descriptor counts: `("tenant", id)` or `(<scope name>, id)` (SPEC 8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subject<'a> {
-    pub entry: &'a str,
-    pub id: &'a str,
-}
+pub use crate::core::Subject;
+use crate::core::Window;
 
-/// One (subject, budget) descriptor: entries `(tenant|<scope>, id)`, `("budget", name)`, and
+/// One (subject, budget) descriptor: entries `(tenant|<scope>, id)` ([`Subject::entry`]), `("budget", name)`, and
 /// for a calendar month `("month", "YYYY-MM")`. No entry changes with the window (the
 /// service keys its counters by window itself, and keeps a set of stats counters for every
 /// distinct descriptor for the life of its process: research note D1), so what the service
 /// holds per subject and budget is one descriptor, or one per month for calendar months.
-pub fn descriptor(who: Subject<'_>, budget: &str, window_ms: u64, window_start: u64, cap: u64, hits: u64) -> RateLimitDescriptor {
-    let mut entries = vec![Entry { key: who.entry.into(), value: who.id.into() }, Entry { key: "budget".into(), value: budget.into() }];
-    if window_ms == crate::core::budget::CALENDAR_MONTH {
+pub fn descriptor(who: Subject<'_>, budget: &str, window: Window, window_start: u64, cap: u64, hits: u64) -> RateLimitDescriptor {
+    let mut entries = vec![Entry { key: who.entry().into(), value: who.id().into() }, Entry { key: "budget".into(), value: budget.into() }];
+    if window == Window::CalendarMonth {
         let (y, m, _) = crate::core::month::civil_from_days(window_start / 86_400_000);
         entries.push(Entry { key: "month".into(), value: format!("{y:04}-{m:02}") });
     }
     let k = scale(cap);
     RateLimitDescriptor {
         entries,
-        limit: Some(RateLimitOverride { requests_per_unit: (cap / k).min(u64::from(u32::MAX)) as u32, unit: unit(window_ms) }),
+        limit: Some(RateLimitOverride { requests_per_unit: (cap / k).min(u64::from(u32::MAX)) as u32, unit: unit(window) }),
         hits_addend: Some(UInt64Value { value: hits.div_ceil(k) }),
     }
 }

@@ -41,8 +41,8 @@ fn answer(statuses: Vec<(i32, Option<u32>, u32)>) -> Vec<u8> {
 
 #[test]
 fn descriptor_carries_subject_budget_override_and_hits_and_no_window() {
-    let acme = rls::Subject { entry: "tenant", id: "acme" };
-    let d = rls::descriptor(acme, "rpm", MIN, T0 - T0 % MIN, 12, 0);
+    let acme = rls::Subject::Tenant("acme");
+    let d = rls::descriptor(acme, "rpm", Window::from_ms(MIN), T0 - T0 % MIN, 12, 0);
     let e: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
     assert_eq!(e, vec![("tenant", "acme"), ("budget", "rpm")]);
     assert_eq!(d.limit.as_ref().map(|l| (l.requests_per_unit, l.unit)), Some((12, 2)));
@@ -55,10 +55,10 @@ fn descriptor_carries_subject_budget_override_and_hits_and_no_window() {
     // D1: the next window, a day or a year later, sends the very same entries.
     for later in [MIN, 86_400_000, 400 * 86_400_000] {
         let ws = T0 + later - (T0 + later) % MIN;
-        assert_eq!(rls::descriptor(acme, "rpm", MIN, ws, 12, 3).entries, d.entries);
+        assert_eq!(rls::descriptor(acme, "rpm", Window::from_ms(MIN), ws, 12, 3).entries, d.entries);
     }
     // A scope id's descriptor begins with (<scope>, id).
-    let blue = rls::descriptor(rls::Subject { entry: "team", id: "blue" }, "team_day", 86_400_000, 0, 5, 1);
+    let blue = rls::descriptor(rls::Subject::Scope { ix: 0, name: "team", id: "blue" }, "team_day", Window::from_ms(86_400_000), 0, 5, 1);
     let e: Vec<(&str, &str)> = blue.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
     assert_eq!(e, vec![("team", "blue"), ("budget", "team_day")]);
     assert_eq!(blue.limit.as_ref().map(|l| l.unit), Some(4));
@@ -66,10 +66,9 @@ fn descriptor_carries_subject_budget_override_and_hits_and_no_window() {
 
 #[test]
 fn calendar_months_have_a_month_entry_and_the_service_year() {
-    use crate::core::budget::CALENDAR_MONTH;
     // 2026-12-01 00:00 UTC.
     let dec = crate::core::month::month_start(T0 + 100 * 86_400_000);
-    let d = rls::descriptor(rls::Subject { entry: "tenant", id: "acme" }, "spend", CALENDAR_MONTH, dec, 1000, 7);
+    let d = rls::descriptor(rls::Subject::Tenant("acme"), "spend", Window::CalendarMonth, dec, 1000, 7);
     let e: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
     let (y, m, _) = crate::core::month::civil_from_days(dec / 86_400_000);
     let month = format!("{y:04}-{m:02}");
@@ -84,7 +83,7 @@ fn caps_past_32_bits_are_scaled_down_and_hits_up() {
     assert_eq!(rls::scale(u64::from(u32::MAX) + 1), 2);
     let k = rls::scale(cap);
     assert_eq!(k, 3);
-    let d = rls::descriptor(rls::Subject { entry: "tenant", id: "a" }, "usd", 86_400_000, 0, cap, 4);
+    let d = rls::descriptor(rls::Subject::Tenant("a"), "usd", Window::from_ms(86_400_000), 0, cap, 4);
     let sent_cap = u64::from(d.limit.unwrap().requests_per_unit);
     // The service's cap never admits more than ours, and hits never count less than sent.
     assert!(sent_cap * k <= cap && (sent_cap + 1) * k > cap, "{sent_cap}");
@@ -98,21 +97,21 @@ fn caps_past_32_bits_are_scaled_down_and_hits_up() {
 fn an_answer_counted_in_another_window_is_not_applied() {
     let ws = T0 - T0 % MIN;
     // Sent and answered 20 s before the window's end, reset in 20 s: the same window.
-    assert!(same_window(MIN, ws, ws + 39_990, ws + 40_000, Some(20_000)));
+    assert!(same_window(Window::from_ms(MIN), ws, ws + 39_990, ws + 40_000, Some(20_000)));
     // The service counts whole seconds: processed at ws + 40.5 s, it says 20 s.
-    assert!(same_window(MIN, ws, ws + 40_490, ws + 40_510, Some(20_000)));
+    assert!(same_window(Window::from_ms(MIN), ws, ws + 40_490, ws + 40_510, Some(20_000)));
     // Sent 10 ms before the end, processed after it: the service counted it in the next window.
-    assert!(!same_window(MIN, ws, ws + MIN - 10, ws + MIN + 100, Some(60_000)));
+    assert!(!same_window(Window::from_ms(MIN), ws, ws + MIN - 10, ws + MIN + 100, Some(60_000)));
     // No duration said: applied (an older service).
-    assert!(same_window(MIN, ws, ws + MIN - 10, ws + MIN + 100, None));
+    assert!(same_window(Window::from_ms(MIN), ws, ws + MIN - 10, ws + MIN + 100, None));
     // 1 s windows: the service always says 1 s (whole seconds). Answered late in the window
     // is still this window (it was not, with a half-window tolerance: units were sent twice).
     let s = T0 - T0 % 1000;
     for at in [s + 10, s + 499, s + 501, s + 990] {
-        assert!(same_window(1000, s, at - 5, at, Some(1000)), "{at}");
+        assert!(same_window(Window::from_ms(1000), s, at - 5, at, Some(1000)), "{at}");
     }
     // Sent in the next second (a window this slot no longer is in): not this window.
-    assert!(!same_window(1000, s, s + 1005, s + 1010, Some(1000)));
+    assert!(!same_window(Window::from_ms(1000), s, s + 1005, s + 1010, Some(1000)));
 }
 
 #[test]
@@ -122,10 +121,11 @@ fn subjects_are_read_back_from_state_keys() {
              "budgets":{"team_day":{"counts":"requests","window_ms":86400000,"limit":5,"scope":"team","global":"sync"}}}"#,
     )
     .unwrap();
-    assert_eq!(subject_of(&c, "tq1|t|acme|x"), Some((None, "acme|x")));
-    assert_eq!(subject_of(&c, "tq1|overflow"), Some((None, crate::core::id::OVERFLOW)));
-    assert_eq!(subject_of(&c, "tq1|s|team|blue|1"), Some((Some(0), "blue|1")));
-    assert_eq!(subject_of(&c, "tq1|so|team"), Some((Some(0), crate::core::id::OVERFLOW)));
+    let team = |id| Some(Subject::Scope { ix: 0, name: "team", id });
+    assert_eq!(subject_of(&c, "tq1|t|acme|x"), Some(Subject::Tenant("acme|x")));
+    assert_eq!(subject_of(&c, "tq1|overflow"), Some(Subject::Tenant(crate::core::id::OVERFLOW)));
+    assert_eq!(subject_of(&c, "tq1|s|team|blue|1"), team("blue|1"));
+    assert_eq!(subject_of(&c, "tq1|so|team"), team(crate::core::id::OVERFLOW));
     assert_eq!(subject_of(&c, "tq1|s|nosuch|blue"), None);
     assert_eq!(subject_of(&c, "tq1|registry"), None);
 }
@@ -224,20 +224,20 @@ fn failed_calls_keep_units_for_the_next_round_and_windows_never_mix() {
     assert_eq!(items[0].units, 4);
     // An answer for the window is applied to it...
     let mut s2 = get(&store, "tq1|t|a");
-    assert!(core::apply_answer(&mut s2, rpm, MIN, ws, T0, 4, Answer::Total(10)));
+    assert!(core::apply_answer(&mut s2, rpm, Window::from_ms(MIN), ws, T0, 4, Answer::Total(10)));
     assert_eq!(s2.slot(rpm).unwrap().remote, 6);
     // ... one for an older window is dropped ...
-    assert!(!core::apply_answer(&mut s2, rpm, MIN, ws - MIN, T0, 4, Answer::Total(50)));
+    assert!(!core::apply_answer(&mut s2, rpm, Window::from_ms(MIN), ws - MIN, T0, 4, Answer::Total(50)));
     assert_eq!(s2.slot(rpm).unwrap().remote, 6);
     // ... and one for the next window starts it: nothing of this window's units carries over.
-    assert!(core::apply_answer(&mut s2, rpm, MIN, ws + MIN, T0, 0, Answer::Total(3)));
+    assert!(core::apply_answer(&mut s2, rpm, Window::from_ms(MIN), ws + MIN, T0, 0, Answer::Total(3)));
     let s = *s2.slot(rpm).unwrap();
     assert_eq!((s.window_start, s.used, s.acked, s.remote), (ws + MIN, 0, 0, 3));
     // Once the window has rolled, old unsent units are not sent: a read of the new window.
-    assert_eq!(core::unsent(&st, rpm, MIN, ws + MIN + 5), Some((ws + MIN, 0)));
+    assert_eq!(core::unsent(&st, rpm, Window::from_ms(MIN), ws + MIN + 5), Some((ws + MIN, 0)));
     // OVER_LIMIT: the count exceeds the cap, whatever we knew.
     let mut s3 = st.clone();
-    core::apply_answer(&mut s3, rpm, MIN, ws, T0, 4, Answer::Over { cap: 12 });
+    core::apply_answer(&mut s3, rpm, Window::from_ms(MIN), ws, T0, 4, Answer::Over { cap: 12 });
     assert_eq!(s3.slot(rpm).unwrap().remote, 9);
 }
 
@@ -252,7 +252,7 @@ fn exact_units_are_recorded_acknowledged_and_undone_on_refusal() {
     let d = [Demand { budget: local, units: 1, admit: Admit::Reserve }];
     let mut usage = Vec::new();
     decide(&pol, &mut st, T0, &d, &mut usage).unwrap();
-    core::record_exact(&mut st, c.budgets[wire].id, 1000, T0, 1, Answer::Total(3));
+    core::record_exact(&mut st, c.budgets[wire].id, Window::from_ms(1000), T0, 1, Answer::Total(3));
     let s = *st.slot(c.budgets[wire].id).unwrap();
     assert_eq!((s.used, s.acked, s.remote), (1, 1, 2));
     // Acknowledged units are not sent again by the sync loop.
@@ -310,8 +310,8 @@ fn dirty_list_round_trips_and_is_bounded() {
     let mut many: Vec<String> = (0..40_000).map(|i| format!("tq1|t|tenant-{i:08}")).collect();
     publish_dirty(&store, &mut many, false, &mut b).unwrap();
     assert!(!many.is_empty(), "the list stops at its bound; the rest waits");
-    assert_eq!(tenant_of("tq1|overflow"), Some("overflow"));
-    assert_eq!(tenant_of("tq1|t|a|b"), Some("a|b"));
+    assert_eq!(keys::tenant_of("tq1|overflow"), Some("overflow"));
+    assert_eq!(keys::tenant_of("tq1|t|a|b"), Some("a|b"));
 }
 
 #[test]
@@ -360,31 +360,30 @@ fn config_refuses_what_the_service_cannot_express() {
 /// mid-month: the month's units are then all sent again, to the new key.
 #[test]
 fn a_month_crossing_the_service_year_sends_its_units_again() {
-    use crate::core::budget::CALENDAR_MONTH;
     let year = 365 * 86_400_000u64;
     // The first service-year boundary after T0, and the month around it.
     let boundary = (core::service_year(T0) + 1) * year;
-    let month = core::window_start(boundary, CALENDAR_MONTH);
+    let month = Window::CalendarMonth.start(boundary);
     assert!(month < boundary, "the boundary is inside its month");
     let id = 77;
     let mut st = TenantState::default();
     *st.slot_mut(id) = Slot { budget: id, window_start: month, used: 10, ..Slot::default() };
     // Before the boundary: 10 sent, the service counts 25 (15 by others).
     let before = boundary - 1000;
-    assert_eq!(core::unsent(&st, id, CALENDAR_MONTH, before), Some((month, 10)));
-    assert!(core::apply_answer(&mut st, id, CALENDAR_MONTH, month, before, 10, Answer::Total(25)));
-    assert_eq!(core::unsent(&st, id, CALENDAR_MONTH, before), Some((month, 0)));
+    assert_eq!(core::unsent(&st, id, Window::CalendarMonth, before), Some((month, 10)));
+    assert!(core::apply_answer(&mut st, id, Window::CalendarMonth, month, before, 10, Answer::Total(25)));
+    assert_eq!(core::unsent(&st, id, Window::CalendarMonth, before), Some((month, 0)));
     assert_eq!(st.slot(id).unwrap().remote, 15);
     // After it the key is new and empty: everything this Envoy counted goes again.
     let after = boundary + 1000;
-    assert_eq!(core::unsent(&st, id, CALENDAR_MONTH, after), Some((month, 10)));
+    assert_eq!(core::unsent(&st, id, Window::CalendarMonth, after), Some((month, 10)));
     // The others sent theirs again too: the new key holds 25 + 10 = 35 after ours.
-    assert!(core::apply_answer(&mut st, id, CALENDAR_MONTH, month, after, 10, Answer::Total(35)));
+    assert!(core::apply_answer(&mut st, id, Window::CalendarMonth, month, after, 10, Answer::Total(35)));
     let s = *st.slot(id).unwrap();
     assert_eq!((s.used, s.acked, s.remote), (10, 10, 25));
-    assert_eq!(core::unsent(&st, id, CALENDAR_MONTH, after), Some((month, 0)));
+    assert_eq!(core::unsent(&st, id, Window::CalendarMonth, after), Some((month, 0)));
     // Fixed windows are not affected: their acknowledged units stay acknowledged.
     let mut st = TenantState::default();
     *st.slot_mut(id) = Slot { budget: id, window_start: boundary - boundary % 86_400_000, used: 4, acked: 4, ..Slot::default() };
-    assert_eq!(core::unsent(&st, id, 86_400_000, after), Some((boundary - boundary % 86_400_000, 0)));
+    assert_eq!(core::unsent(&st, id, Window::from_ms(86_400_000), after), Some((boundary - boundary % 86_400_000, 0)));
 }

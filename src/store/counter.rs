@@ -1,16 +1,16 @@
 //! Counters kept in shared data across workers, beside the tenant states: the places taken
 //! in the request queues (SPEC 6) and the all-tenant in-flight count (a saturation signal).
-//! Both are CAS loops over any [`SharedStore`], so they are tested natively against
+//! Both are [`super::update`]s over any [`SharedStore`], so they are tested natively against
 //! [`super::MemStore`]; the filter only calls them with the host's store.
 
-use super::{SharedStore, StoreError, MAX_CAS_RETRIES};
+use super::{keys, update, Absent, SharedStore, Step, StoreError};
 
 /// The all-tenant in-flight count: `u64` little-endian, created at configure.
-pub const IN_FLIGHT_KEY: &str = "tq1|inflight";
+pub const IN_FLIGHT_KEY: &str = keys::IN_FLIGHT;
 
 /// The shared count of requests waiting on a (subject, budget) in this Envoy.
 pub fn places_key(subject_key: &str, budget_id: u32) -> String {
-    format!("tq1|qw|{budget_id:08x}|{subject_key}")
+    keys::queue_places(subject_key, budget_id)
 }
 
 /// `[count u64][updated ms u64]`
@@ -38,34 +38,25 @@ fn encode_places(count: u64, at: u64) -> [u8; 16] {
 /// which can only lose a place count between two workers meeting a new key at once: a
 /// bounded error on a bound, never on a quota.
 pub fn take_place<S: SharedStore>(store: &S, key: &str, buf: &mut Vec<u8>, max: u64, now: u64, stale_ms: u64) -> Result<bool, StoreError> {
-    for _ in 0..MAX_CAS_RETRIES {
-        let cas = store.get(key, buf)?;
-        let (mut count, at) = decode_places(buf);
-        if cas.is_none() || now.saturating_sub(at) > stale_ms {
+    update(store, key, Absent::InsertBlind, buf, &mut Vec::new(), |b, out| {
+        let (mut count, at) = decode_places(b);
+        if b.is_empty() || now.saturating_sub(at) > stale_ms {
             count = 0;
         }
         if count >= max {
-            return Ok(false);
+            return Ok(Step::Keep(false));
         }
-        match store.set(key, &encode_places(count + 1, now), cas.unwrap_or(0)) {
-            Ok(()) => return Ok(true),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.extend_from_slice(&encode_places(count + 1, now));
+        Ok(Step::Write(true))
+    })
 }
 
 /// Give a place back (nothing when the key is missing or the store fails).
 pub fn leave_place<S: SharedStore>(store: &S, key: &str, buf: &mut Vec<u8>, now: u64) {
-    for _ in 0..MAX_CAS_RETRIES {
-        let Ok(Some(cas)) = store.get(key, buf) else { return };
-        let (count, _) = decode_places(buf);
-        match store.set(key, &encode_places(count.saturating_sub(1), now), cas) {
-            Err(StoreError::CasMismatch) => continue,
-            _ => return,
-        }
-    }
+    let _ = update(store, key, Absent::Fail(StoreError::Missing), buf, &mut Vec::new(), |b, out| {
+        out.extend_from_slice(&encode_places(decode_places(b).0.saturating_sub(1), now));
+        Ok(Step::Write(()))
+    });
 }
 
 /// Create the in-flight count if missing (configure time, before traffic, so that every
@@ -93,18 +84,12 @@ pub fn read_in_flight<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Option<u6
 /// Add `delta` to the in-flight count, with CAS, saturating at 0 and `u64::MAX`. The count
 /// must exist ([`init_in_flight`]): a missing one is `Unavailable`, never created blind.
 pub fn add_in_flight<S: SharedStore>(store: &S, delta: i64) -> Result<(), StoreError> {
-    let mut buf = Vec::new();
-    for _ in 0..MAX_CAS_RETRIES {
-        let Some(cas) = store.get(IN_FLIGHT_KEY, &mut buf)? else { return Err(StoreError::Unavailable) };
-        let cur = read_u64(&buf);
+    update(store, IN_FLIGHT_KEY, Absent::Fail(StoreError::Unavailable), &mut Vec::new(), &mut Vec::new(), |b, out| {
+        let cur = read_u64(b);
         let next = if delta >= 0 { cur.saturating_add(delta as u64) } else { cur.saturating_sub(delta.unsigned_abs()) };
-        match store.set(IN_FLIGHT_KEY, &next.to_le_bytes(), cas) {
-            Ok(()) => return Ok(()),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.extend_from_slice(&next.to_le_bytes());
+        Ok(Step::Write(()))
+    })
 }
 
 /// A malformed value reads as 0.

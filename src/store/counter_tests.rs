@@ -2,7 +2,7 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
-use crate::store::MemStore;
+use crate::store::{MemStore, MAX_CAS_RETRIES};
 use std::sync::atomic::Ordering;
 
 const T: u64 = 1_700_000_000_000;

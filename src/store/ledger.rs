@@ -19,11 +19,11 @@
 //! `tq1|vm|<n>|<shard>` for the slots, sharded so one write stays small); a freed place is
 //! reused, so the number of keys is bounded by the number of VMs alive at once.
 
-use super::{SharedStore, StoreError, MAX_CAS_RETRIES};
+use super::{keys, update, update_once, Absent, SharedStore, Step, StoreError};
 use crate::core::Millis;
 use std::collections::HashMap;
 
-pub const PLACES_KEY: &str = "tq1|vms";
+pub const PLACES_KEY: &str = keys::LEDGER_PLACES;
 pub const SHARDS: usize = 16;
 /// A ledger whose heartbeat is older than this is reclaimed.
 pub const STALE_MS: u64 = 10_000;
@@ -32,13 +32,7 @@ pub const HEARTBEAT_MS: u64 = 1_000;
 pub const SCAN_MS: u64 = 1_000;
 const TAKEN: u64 = u64::MAX;
 
-fn place_key(n: usize) -> String {
-    format!("tq1|vm|{n}")
-}
-
-fn shard_key(n: usize, s: usize) -> String {
-    format!("tq1|vm|{n}|{s:x}")
-}
+use keys::{ledger_place as place_key, ledger_shard as shard_key};
 
 fn shard_of(key: &str) -> usize {
     (crate::core::id::fnv1a(key.as_bytes()) as usize) % SHARDS
@@ -94,22 +88,33 @@ pub fn decode_entries(b: &[u8]) -> Result<Vec<(String, u32, u32)>, StoreError> {
 }
 
 /// The places list: one owner id (u64) per place; 0 is a free place.
-fn read_places<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<(Vec<u64>, u32), StoreError> {
-    let Some(cas) = store.get(PLACES_KEY, buf)? else { return Err(StoreError::Unavailable) };
-    if buf.len() % 8 != 1 || buf[0] != 1 {
+fn decode_places(b: &[u8]) -> Result<Vec<u64>, StoreError> {
+    if b.len() % 8 != 1 || b[0] != 1 {
         return Err(StoreError::Corrupt);
     }
-    let ids = buf[1..].chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect();
-    Ok((ids, cas))
+    Ok(b[1..].chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
 }
 
-fn write_places<S: SharedStore>(store: &S, ids: &[u64], cas: u32) -> Result<(), StoreError> {
-    let mut v = Vec::with_capacity(1 + 8 * ids.len());
-    v.push(1);
+fn encode_places(ids: &[u64], out: &mut Vec<u8>) {
+    out.push(1);
     for id in ids {
-        v.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
     }
-    store.set(PLACES_KEY, &v, cas)
+}
+
+fn read_places<S: SharedStore>(store: &S, buf: &mut Vec<u8>) -> Result<Vec<u64>, StoreError> {
+    store.get(PLACES_KEY, buf)?.ok_or(StoreError::Unavailable)?;
+    decode_places(buf)
+}
+
+/// Read-modify-write the places list.
+fn update_places<S: SharedStore, R>(store: &S, buf: &mut Vec<u8>, out: &mut Vec<u8>, mut f: impl FnMut(&mut Vec<u64>) -> Step<R>) -> Result<R, StoreError> {
+    update(store, PLACES_KEY, Absent::Fail(StoreError::Unavailable), buf, out, |b, out| {
+        let mut ids = decode_places(b)?;
+        let step = f(&mut ids);
+        encode_places(&ids, out);
+        Ok(step)
+    })
 }
 
 /// Create the places list if missing. Idempotent; run at configure, before traffic.
@@ -200,8 +205,8 @@ impl Ledger {
 
     /// Take a free place (or a new one) for this VM's ledger.
     fn register<S: SharedStore>(&mut self, store: &S, now: Millis) -> Result<(), StoreError> {
-        for _ in 0..MAX_CAS_RETRIES {
-            let (mut ids, cas) = read_places(store, &mut self.buf)?;
+        let id = self.id;
+        let place = update_places(store, &mut self.buf, &mut self.out, |ids| {
             let place = match ids.iter().position(|&o| o == 0) {
                 Some(p) => p,
                 None => {
@@ -209,20 +214,15 @@ impl Ledger {
                     ids.len() - 1
                 }
             };
-            ids[place] = self.id;
-            match write_places(store, &ids, cas) {
-                Ok(()) => {
-                    store.set(&place_key(place), &encode_place(self.id, now), 0)?;
-                    self.place = Some(place);
-                    self.written.clear();
-                    self.dirty = u32::MAX;
-                    return Ok(());
-                }
-                Err(StoreError::CasMismatch) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::Contended)
+            ids[place] = id;
+            Step::Write(place)
+        })?;
+        // The place is this VM's alone from here: its keys are written without CAS.
+        store.set(&place_key(place), &encode_place(self.id, now), 0)?;
+        self.place = Some(place);
+        self.written.clear();
+        self.dirty = u32::MAX;
+        Ok(())
     }
 
     /// Every tick: register, write changed shards, beat, and reclaim dead VMs' ledgers.
@@ -239,12 +239,17 @@ impl Ledger {
         let Some(place) = self.place else { return Ok(report) };
         if now >= self.next_heartbeat {
             self.next_heartbeat = now.saturating_add(HEARTBEAT_MS);
-            let cas = store.get(&place_key(place), &mut self.buf)?;
-            match (cas, decode_place(&self.buf)) {
-                (Some(cas), Some((owner, hb))) if owner == self.id && hb != TAKEN => {
-                    store.set(&place_key(place), &encode_place(self.id, now), cas)?;
+            let id = self.id;
+            let beat = update_once(store, &place_key(place), Absent::Fail(StoreError::Missing), &mut self.buf, &mut self.out, |b, out| match decode_place(b) {
+                Some((owner, hb)) if owner == id && hb != TAKEN => {
+                    out.extend_from_slice(&encode_place(id, now));
+                    Ok(Step::Write(true))
                 }
-                _ => {
+                _ => Ok(Step::Keep(false)),
+            });
+            match beat {
+                Ok(true) => {}
+                Err(StoreError::Missing) | Ok(false) => {
                     // Taken over while this VM stalled: its slots were given back.
                     report.lost_own = true;
                     self.held.clear();
@@ -253,6 +258,7 @@ impl Ledger {
                     self.id = self.id.wrapping_add(0x9e37_79b9_7f4a_7c15) | 1;
                     return Ok(report);
                 }
+                Err(e) => return Err(e),
             }
         }
         for s in 0..SHARDS {
@@ -262,7 +268,7 @@ impl Ledger {
         }
         if now >= self.next_scan {
             self.next_scan = now.saturating_add(SCAN_MS);
-            let (ids, _) = read_places(store, &mut self.buf)?;
+            let ids = read_places(store, &mut self.buf)?;
             for (p, owner) in ids.into_iter().enumerate() {
                 if p == place || owner == 0 {
                     continue;
@@ -285,48 +291,56 @@ impl Ledger {
         now: Millis,
         release: &mut R,
     ) -> Result<Option<u64>, StoreError> {
-        let Some(cas) = store.get(&place_key(p), &mut self.buf)? else { return Ok(None) };
-        let Some((o, hb)) = decode_place(&self.buf) else { return Ok(None) };
-        let stale = hb != TAKEN && now.saturating_sub(hb) > STALE_MS;
-        // A place left TAKEN by a reclaimer that died half-way is finished by the next one.
-        let abandoned = hb == TAKEN;
-        if o != owner || !(stale || abandoned) {
-            return Ok(None);
-        }
-        if stale {
-            match store.set(&place_key(p), &encode_place(owner, TAKEN), cas) {
-                Ok(()) => {}
-                Err(StoreError::CasMismatch) => return Ok(None),
-                Err(e) => return Err(e),
+        // Take the place by CAS from its stale owner: one attempt, as losing the race means
+        // another VM took it (or the owner beat).
+        let take = update_once(store, &place_key(p), Absent::Fail(StoreError::Missing), &mut self.buf, &mut self.out, |b, out| {
+            let Some((o, hb)) = decode_place(b) else { return Ok(Step::Keep(false)) };
+            let stale = hb != TAKEN && now.saturating_sub(hb) > STALE_MS;
+            // A place left TAKEN by a reclaimer that died half-way is finished by the next one.
+            let abandoned = hb == TAKEN;
+            if o != owner || !(stale || abandoned) {
+                return Ok(Step::Keep(false));
             }
+            if abandoned {
+                return Ok(Step::Keep(true));
+            }
+            out.extend_from_slice(&encode_place(owner, TAKEN));
+            Ok(Step::Write(true))
+        });
+        match take {
+            Ok(true) => {}
+            Ok(false) | Err(StoreError::Missing | StoreError::CasMismatch) => return Ok(None),
+            Err(e) => return Err(e),
         }
         let mut slots = 0;
         for s in 0..SHARDS {
-            let key = shard_key(p, s);
-            let Some(scas) = store.get(&key, &mut self.buf)? else { continue };
-            let entries = decode_entries(&self.buf).unwrap_or_default();
             // Clear the shard first: a reclaimer that dies after this leaks, never repeats.
-            match store.set(&key, &[1], scas) {
-                Ok(()) => {}
-                Err(StoreError::CasMismatch) => continue,
+            let cleared = update_once(store, &shard_key(p, s), Absent::Fail(StoreError::Missing), &mut self.buf, &mut self.out, |b, out| {
+                out.push(1);
+                Ok(Step::Write(decode_entries(b).unwrap_or_default()))
+            });
+            let entries = match cleared {
+                Ok(entries) => entries,
+                Err(StoreError::Missing | StoreError::CasMismatch) => continue,
                 Err(e) => return Err(e),
-            }
+            };
             for (k, b, n) in entries {
                 release(&k, b, n)?;
                 slots += u64::from(n);
             }
         }
-        for _ in 0..MAX_CAS_RETRIES {
-            let (mut ids, cas) = read_places(store, &mut self.buf)?;
+        // Free the place, unless someone else already did; a list too contended to update
+        // keeps it listed (the next reclaimer frees it).
+        let freed = update_places(store, &mut self.buf, &mut self.out, |ids| {
             if ids.get(p) != Some(&owner) {
-                break;
+                return Step::Keep(());
             }
             ids[p] = 0;
-            match write_places(store, &ids, cas) {
-                Ok(()) => break,
-                Err(StoreError::CasMismatch) => continue,
-                Err(e) => return Err(e),
-            }
+            Step::Write(())
+        });
+        match freed {
+            Ok(()) | Err(StoreError::Contended) => {}
+            Err(e) => return Err(e),
         }
         Ok(Some(slots))
     }

@@ -10,12 +10,13 @@
 //! tracked tenants and sends new ones to the shared `overflow` tenant past `max_tracked`.
 
 pub mod counter;
+pub mod keys;
 pub mod ledger;
 mod mem;
 
 pub use mem::MemStore;
 
-use crate::core::{Millis, TenantState};
+use crate::core::{Millis, Subject, TenantState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
@@ -41,8 +42,6 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
 }
 
-pub const KEY_PREFIX: &str = "tq1|";
-pub const REGISTRY_KEY: &str = "tq1|registry";
 pub use crate::core::id::OVERFLOW as OVERFLOW_TENANT;
 /// CAS retries for one update before giving up (`on_error`).
 pub const MAX_CAS_RETRIES: usize = 256;
@@ -50,53 +49,6 @@ pub const MAX_CAS_RETRIES: usize = 256;
 pub const LOCK_MS: u64 = 200;
 /// How many times a request re-reads a held lock before giving up (`on_error`).
 pub const LOCK_SPINS: usize = 20_000;
-
-/// The key of a tenant's state. The overflow tenant has a key no client id can produce.
-pub fn tenant_key(id: &str, out: &mut String) {
-    out.clear();
-    if id == OVERFLOW_TENANT {
-        out.push_str("tq1|overflow");
-    } else {
-        out.push_str("tq1|t|");
-        out.push_str(id);
-    }
-}
-
-/// Where a subject's counts live: the tenants, or the ids of one scope (SPEC 7). Each space
-/// has its own registry (tracked count, creation lock) and its own `overflow` id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Space<'a> {
-    Tenants,
-    Scope(&'a str),
-}
-
-impl Space<'_> {
-    pub fn registry_key(&self) -> String {
-        match self {
-            Space::Tenants => REGISTRY_KEY.to_string(),
-            Space::Scope(s) => format!("tq1|sreg|{s}"),
-        }
-    }
-
-    /// The key of an id's state; `overflow` gets a key no id can produce.
-    pub fn key(&self, id: &str, out: &mut String) {
-        match self {
-            Space::Tenants => tenant_key(id, out),
-            Space::Scope(s) => {
-                out.clear();
-                if id == OVERFLOW_TENANT {
-                    out.push_str("tq1|so|");
-                    out.push_str(s);
-                } else {
-                    out.push_str("tq1|s|");
-                    out.push_str(s);
-                    out.push('|');
-                    out.push_str(id);
-                }
-            }
-        }
-    }
-}
 
 /// The registry: how many dynamic tenants have keys, and the creation lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,14 +86,10 @@ impl Registry {
     }
 }
 
-/// Create the registry if it is missing. Idempotent; run at configure, before traffic.
-pub fn init_registry<S: SharedStore>(store: &S) -> Result<(), StoreError> {
-    init_registry_in(store, Space::Tenants)
-}
-
-/// Create a space's registry if it is missing (idempotent; at configure).
-pub fn init_registry_in<S: SharedStore>(store: &S, space: Space) -> Result<(), StoreError> {
-    let key = space.registry_key();
+/// Create a space's registry if it is missing: the tenants' (`scope` None) or a scope's.
+/// Idempotent; run at configure, before traffic.
+pub fn init_registry<S: SharedStore>(store: &S, scope: Option<&str>) -> Result<(), StoreError> {
+    let key = keys::registry(scope);
     let mut buf = Vec::new();
     match store.get(&key, &mut buf)? {
         Some(_) => Registry::decode(&buf).map(|_| ()),
@@ -149,9 +97,10 @@ pub fn init_registry_in<S: SharedStore>(store: &S, space: Space) -> Result<(), S
     }
 }
 
+/// The tenants' registry.
 pub fn read_registry<S: SharedStore>(store: &S) -> Result<Registry, StoreError> {
     let mut buf = Vec::new();
-    match store.get(REGISTRY_KEY, &mut buf)? {
+    match store.get(keys::REGISTRY, &mut buf)? {
         Some(_) => Registry::decode(&buf),
         None => Err(StoreError::Unavailable),
     }
@@ -175,39 +124,24 @@ pub struct Scratch {
     pub key: String,
 }
 
-/// Make sure the tenant `id` has a key, creating it under the registry lock if needed.
-/// Leaves the key to use in `scratch.key`: the tenant's own, or the overflow tenant's when
-/// `max_tracked` dynamic tenants already exist. `token` identifies the caller (non-zero,
-/// unique per worker and call).
+/// Make sure the subject `who` has a key, creating it under its space's registry lock if
+/// needed. Leaves the key to use in `scratch.key`: the subject's own, or its space's
+/// `overflow` when `max_tracked` dynamic ids already exist. `token` identifies the caller
+/// (non-zero, unique per worker and call).
 pub fn resolve<S: SharedStore>(
     store: &S,
-    id: &str,
+    who: Subject<'_>,
     kind: TenantKind,
     max_tracked: u64,
     now: Millis,
     token: u64,
     scratch: &mut Scratch,
 ) -> Result<(), StoreError> {
-    resolve_in(store, Space::Tenants, id, kind, max_tracked, now, token, scratch)
-}
-
-/// [`resolve`] in any space (a scope's ids have their own registry and `overflow`).
-#[allow(clippy::too_many_arguments)]
-pub fn resolve_in<S: SharedStore>(
-    store: &S,
-    space: Space,
-    id: &str,
-    kind: TenantKind,
-    max_tracked: u64,
-    now: Millis,
-    token: u64,
-    scratch: &mut Scratch,
-) -> Result<(), StoreError> {
-    space.key(id, &mut scratch.key);
+    keys::state(who, &mut scratch.key);
     if store.get(&scratch.key, &mut scratch.buf)?.is_some() {
         return Ok(());
     }
-    let registry = space.registry_key();
+    let registry = keys::registry(who.scope_name());
     let mut spins = 0;
     loop {
         spins += 1;
@@ -222,7 +156,7 @@ pub fn resolve_in<S: SharedStore>(
             return Ok(());
         }
         if kind == TenantKind::Dynamic && reg.tracked >= max_tracked {
-            return resolve_in(store, space, OVERFLOW_TENANT, TenantKind::Named, max_tracked, now, token, scratch);
+            return resolve(store, who.overflow(), TenantKind::Named, max_tracked, now, token, scratch);
         }
         if reg.locked(now) {
             continue;
@@ -248,54 +182,123 @@ pub fn resolve_in<S: SharedStore>(
 }
 
 fn unlock<S: SharedStore>(store: &S, registry: &str, token: u64, delta: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
-    for _ in 0..MAX_CAS_RETRIES {
-        let Some(cas) = store.get(registry, buf)? else {
-            return Err(StoreError::Unavailable);
-        };
-        let mut reg = Registry::decode(buf)?;
+    update(store, registry, Absent::Fail(StoreError::Unavailable), buf, &mut Vec::new(), |b, out| {
+        let mut reg = Registry::decode(b)?;
         reg.tracked = reg.tracked.saturating_add(delta);
         if reg.owner == token {
             reg.owner = 0;
             reg.deadline = 0;
         }
-        match store.set(registry, &reg.encode(), cas) {
-            Ok(()) => return Ok(()),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        out.extend_from_slice(&reg.encode());
+        Ok(Step::Write(()))
+    })
 }
 
-/// Read-modify-write the state under `scratch.key` with CAS, retrying on conflict.
-/// `f` returns whether to write the modified state, and a result; it is re-run on every
-/// retry with a fresh copy of the stored state, so it must be pure.
-pub fn transact<S: SharedStore, R>(
+/// What an [`update`]'s closure decided about the value it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<R> {
+    /// Write the value the closure put in `out` (under the CAS token read), then return `R`.
+    Write(R),
+    /// Leave the stored value as it is and return `R`.
+    Keep(R),
+}
+
+/// What an [`update`] does when the key is missing (or holds an empty value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// Fail with this error: keys created before traffic, and state keys (see [`resolve`]).
+    Fail(StoreError),
+    /// Run the closure on an empty value and insert what it writes with CAS 0, which the host
+    /// never refuses: two workers meeting the key at once can lose one write. Only for counts
+    /// that bound memory, never for a quota.
+    InsertBlind,
+}
+
+/// Read-modify-write `key` under CAS, retrying on conflict up to [`MAX_CAS_RETRIES`] times
+/// (then [`StoreError::Contended`]). `f` gets the stored bytes and an empty `out` for the
+/// new value; it is re-run on every retry with what is stored by then, so it must be pure.
+/// An error from `f` ends the update and is returned as it is.
+///
+/// Every counting write is CAS-checked: a stored value with CAS token 0 (which would make
+/// the write unconditional under the host's rules) fails with [`StoreError::Unavailable`].
+pub fn update<S: SharedStore, R>(
     store: &S,
-    scratch: &mut Scratch,
-    mut f: impl FnMut(&mut TenantState) -> (bool, R),
+    key: &str,
+    absent: Absent,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    f: impl FnMut(&[u8], &mut Vec<u8>) -> Result<Step<R>, StoreError>,
 ) -> Result<R, StoreError> {
-    for _ in 0..MAX_CAS_RETRIES {
-        let Some(cas) = store.get(&scratch.key, &mut scratch.buf)? else {
-            return Err(StoreError::Missing);
+    attempt(store, key, absent, MAX_CAS_RETRIES, buf, out, f)
+}
+
+/// [`update`] tried once: a conflict returns [`StoreError::CasMismatch`]. For writes where
+/// losing the race is itself the answer (another worker took the lease or reclaimed the
+/// ledger first), so a retry would only re-read that.
+pub fn update_once<S: SharedStore, R>(
+    store: &S,
+    key: &str,
+    absent: Absent,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    f: impl FnMut(&[u8], &mut Vec<u8>) -> Result<Step<R>, StoreError>,
+) -> Result<R, StoreError> {
+    attempt(store, key, absent, 1, buf, out, f)
+}
+
+fn attempt<S: SharedStore, R>(
+    store: &S,
+    key: &str,
+    absent: Absent,
+    tries: usize,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    mut f: impl FnMut(&[u8], &mut Vec<u8>) -> Result<Step<R>, StoreError>,
+) -> Result<R, StoreError> {
+    for _ in 0..tries {
+        let cas = match (store.get(key, buf)?, absent) {
+            (Some(0), _) => return Err(StoreError::Unavailable),
+            (Some(cas), _) => cas,
+            (None, Absent::Fail(e)) => return Err(e),
+            (None, Absent::InsertBlind) => {
+                buf.clear();
+                0
+            }
         };
-        if cas == 0 {
-            // A zero token would make the write unconditional.
-            return Err(StoreError::Unavailable);
-        }
-        scratch.state.decode_from(&scratch.buf).map_err(|_| StoreError::Corrupt)?;
-        let (write, r) = f(&mut scratch.state);
-        if !write {
-            return Ok(r);
-        }
-        scratch.state.encode_into(&mut scratch.out);
-        match store.set(&scratch.key, &scratch.out, cas) {
+        out.clear();
+        let r = match f(buf, out)? {
+            Step::Keep(r) => return Ok(r),
+            Step::Write(r) => r,
+        };
+        match store.set(key, out, cas) {
             Ok(()) => return Ok(r),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(StoreError::Contended)
+    Err(if tries == 1 { StoreError::CasMismatch } else { StoreError::Contended })
+}
+
+/// Read-modify-write the state under `scratch.key` ([`update`] of a [`TenantState`]).
+/// `f` returns whether to write the modified state, and a result; it is re-run on every
+/// retry with a fresh copy of the stored state, so it must be pure. A missing key is
+/// [`StoreError::Missing`] (the caller resolves it first).
+pub fn transact<S: SharedStore, R>(
+    store: &S,
+    scratch: &mut Scratch,
+    mut f: impl FnMut(&mut TenantState) -> (bool, R),
+) -> Result<R, StoreError> {
+    let Scratch { buf, out, state, key } = scratch;
+    update(store, key, Absent::Fail(StoreError::Missing), buf, out, |b, out| {
+        state.decode_from(b).map_err(|_| StoreError::Corrupt)?;
+        match f(state) {
+            (true, r) => {
+                state.encode_into(out);
+                Ok(Step::Write(r))
+            }
+            (false, r) => Ok(Step::Keep(r)),
+        }
+    })
 }
 
 #[cfg(test)]

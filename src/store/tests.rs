@@ -2,12 +2,13 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
+use crate::core::Subject;
 
 const NOW: u64 = 1_700_000_000_000;
 
 fn ready() -> MemStore {
     let s = MemStore::new();
-    init_registry(&s).unwrap();
+    init_registry(&s, None).unwrap();
     s
 }
 
@@ -29,8 +30,8 @@ fn host_cas_rules_are_modelled() {
 fn init_registry_is_idempotent() {
     let s = ready();
     let mut sc = Scratch::default();
-    resolve(&s, "a", TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
-    init_registry(&s).unwrap();
+    resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
+    init_registry(&s, None).unwrap();
     assert_eq!(read_registry(&s).unwrap().tracked, 1);
 }
 
@@ -39,13 +40,13 @@ fn max_tracked_sends_new_tenants_to_overflow() {
     let s = ready();
     let mut sc = Scratch::default();
     for i in 0..5 {
-        resolve(&s, &format!("t{i}"), TenantKind::Dynamic, 3, NOW, 7, &mut sc).unwrap();
+        resolve(&s, Subject::Tenant(&format!("t{i}")), TenantKind::Dynamic, 3, NOW, 7, &mut sc).unwrap();
     }
     assert_eq!(sc.key, "tq1|overflow");
     assert_eq!(read_registry(&s).unwrap().tracked, 3);
-    resolve(&s, "t1", TenantKind::Dynamic, 3, NOW, 7, &mut sc).unwrap();
+    resolve(&s, Subject::Tenant("t1"), TenantKind::Dynamic, 3, NOW, 7, &mut sc).unwrap();
     assert_eq!(sc.key, "tq1|t|t1");
-    resolve(&s, "named", TenantKind::Named, 3, NOW, 7, &mut sc).unwrap();
+    resolve(&s, Subject::Tenant("named"), TenantKind::Named, 3, NOW, 7, &mut sc).unwrap();
     assert_eq!(sc.key, "tq1|t|named");
     // registry + 3 tenants + overflow + named
     assert_eq!(s.len(), 6);
@@ -55,10 +56,10 @@ fn max_tracked_sends_new_tenants_to_overflow() {
 fn a_dead_lock_holder_blocks_only_until_the_deadline() {
     let s = ready();
     let held = Registry { tracked: 0, owner: 99, deadline: NOW + LOCK_MS };
-    s.set(REGISTRY_KEY, &held.encode(), 0).unwrap();
+    s.set(keys::REGISTRY, &held.encode(), 0).unwrap();
     let mut sc = Scratch::default();
-    assert_eq!(resolve(&s, "a", TenantKind::Dynamic, 10, NOW, 5, &mut sc), Err(StoreError::Contended));
-    resolve(&s, "a", TenantKind::Dynamic, 10, NOW + LOCK_MS, 5, &mut sc).unwrap();
+    assert_eq!(resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW, 5, &mut sc), Err(StoreError::Contended));
+    resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW + LOCK_MS, 5, &mut sc).unwrap();
     let r = read_registry(&s).unwrap();
     assert_eq!((r.tracked, r.owner), (1, 0));
 }
@@ -67,7 +68,7 @@ fn a_dead_lock_holder_blocks_only_until_the_deadline() {
 fn missing_registry_is_an_error_not_a_blind_write() {
     let s = MemStore::new();
     let mut sc = Scratch::default();
-    assert_eq!(resolve(&s, "a", TenantKind::Dynamic, 10, NOW, 5, &mut sc), Err(StoreError::Unavailable));
+    assert_eq!(resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW, 5, &mut sc), Err(StoreError::Unavailable));
     assert!(s.is_empty());
 }
 
@@ -75,7 +76,7 @@ fn missing_registry_is_an_error_not_a_blind_write() {
 fn transact_retries_cas_conflicts_then_gives_up() {
     let s = ready();
     let mut sc = Scratch::default();
-    resolve(&s, "a", TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
+    resolve(&s, Subject::Tenant("a"), TenantKind::Dynamic, 10, NOW, 1, &mut sc).unwrap();
     s.fail_sets.store(3, std::sync::atomic::Ordering::SeqCst);
     let mut runs = 0;
     transact(&s, &mut sc, |st| {
@@ -97,7 +98,7 @@ fn corrupt_state_is_reported() {
     let s = ready();
     s.set("tq1|t|bad", b"\x09garbage", 0).unwrap();
     let mut sc = Scratch::default();
-    tenant_key("bad", &mut sc.key);
+    keys::state(crate::core::Subject::Tenant("bad"), &mut sc.key);
     assert_eq!(transact(&s, &mut sc, |_| (true, ())), Err(StoreError::Corrupt));
 }
 
@@ -215,5 +216,74 @@ mod ledgers {
         assert!(ledger::decode_entries(&out[..out.len() - 1]).is_err());
         assert!(ledger::decode_entries(&[2]).is_err());
         assert_eq!(ledger::decode_entries(&[]).unwrap(), vec![]);
+    }
+}
+
+mod update {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::super::*;
+    use std::sync::atomic::Ordering;
+
+    fn add(store: &MemStore, key: &str, absent: Absent, n: u8) -> Result<u8, StoreError> {
+        update(store, key, absent, &mut Vec::new(), &mut Vec::new(), |b, out| {
+            let v = b.first().copied().unwrap_or(0).saturating_add(n);
+            out.push(v);
+            Ok(Step::Write(v))
+        })
+    }
+
+    #[test]
+    fn a_missing_key_fails_unless_the_caller_inserts_blind() {
+        let s = MemStore::new();
+        assert_eq!(add(&s, "k", Absent::Fail(StoreError::Unavailable), 1), Err(StoreError::Unavailable));
+        assert!(s.is_empty(), "nothing written");
+        assert_eq!(add(&s, "k", Absent::InsertBlind, 2), Ok(2));
+        assert_eq!(add(&s, "k", Absent::Fail(StoreError::Unavailable), 3), Ok(5));
+        assert_eq!(s.raw("k"), Some(vec![5]));
+    }
+
+    #[test]
+    fn conflicts_re_run_the_closure_on_what_is_stored_until_the_retries_run_out() {
+        let s = MemStore::new();
+        s.set("k", &[1], 0).unwrap();
+        s.fail_sets.store(MAX_CAS_RETRIES - 1, Ordering::SeqCst);
+        let mut runs = 0;
+        let r = update(&s, "k", Absent::Fail(StoreError::Missing), &mut Vec::new(), &mut Vec::new(), |b, out| {
+            runs += 1;
+            out.push(b[0] + 1);
+            Ok(Step::Write(()))
+        });
+        assert_eq!((r, runs), (Ok(()), MAX_CAS_RETRIES));
+        assert_eq!(s.raw("k"), Some(vec![2]));
+        s.fail_sets.store(MAX_CAS_RETRIES, Ordering::SeqCst);
+        assert_eq!(add(&s, "k", Absent::Fail(StoreError::Missing), 1), Err(StoreError::Contended));
+        assert_eq!(s.raw("k"), Some(vec![2]), "a write that never held its CAS changed nothing");
+    }
+
+    #[test]
+    fn keep_writes_nothing_and_errors_of_the_closure_end_the_update() {
+        let s = MemStore::new();
+        s.set("k", &[7], 0).unwrap();
+        s.fail_sets.store(1, Ordering::SeqCst);
+        let kept = update(&s, "k", Absent::Fail(StoreError::Missing), &mut Vec::new(), &mut Vec::new(), |b, _| Ok(Step::Keep(b[0])));
+        assert_eq!(kept, Ok(7));
+        assert_eq!(s.fail_sets.load(Ordering::SeqCst), 1, "no set was tried");
+        let failed: Result<(), _> = update(&s, "k", Absent::Fail(StoreError::Missing), &mut Vec::new(), &mut Vec::new(), |_, _| Err(StoreError::Corrupt));
+        assert_eq!(failed, Err(StoreError::Corrupt));
+    }
+
+    #[test]
+    fn update_once_reports_a_lost_race_as_a_mismatch() {
+        let s = MemStore::new();
+        s.set("k", &[1], 0).unwrap();
+        s.fail_sets.store(1, Ordering::SeqCst);
+        let r = update_once(&s, "k", Absent::Fail(StoreError::Missing), &mut Vec::new(), &mut Vec::new(), |_, out| {
+            out.push(9);
+            Ok(Step::Write(()))
+        });
+        assert_eq!(r, Err(StoreError::CasMismatch));
+        assert_eq!(s.raw("k"), Some(vec![1]));
     }
 }
