@@ -12,6 +12,8 @@ pub mod core;
 pub mod engine;
 pub mod global;
 pub mod llm;
+pub mod metric_names;
+pub mod queue;
 pub mod store;
 pub mod wire;
 

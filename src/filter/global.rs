@@ -3,16 +3,15 @@
 //! sees it. The logic is in `crate::global`.
 
 use super::host::{self, HostStore};
-use crate::config::{Config, TenantPolicy};
+use crate::config::{Config, Global, TenantPolicy};
 use crate::global::{self, rls, Health, SyncLoop};
+use crate::metric_names::{self as names, COUNTER, GAUGE};
 use proxy_wasm::types::BufferType;
 use std::collections::HashSet;
 
 /// Test hook (`test_hooks.trap_sync_leader_path`): a note asking the lease holder to trap.
 pub const TRAP_KEY: &str = crate::store::keys::GLOBAL_TRAP;
 
-const COUNTER: u32 = 0;
-const GAUGE: u32 = 1;
 
 /// Metric ids, defined once per worker.
 struct Ids {
@@ -68,17 +67,27 @@ pub fn answer_bytes(status_code: u32, size: usize) -> Option<Vec<u8>> {
     host::buffer(BufferType::GrpcReceiveBuffer as u32, 0, size)
 }
 
+/// The answers of an `exact` check's call for `n` descriptors, read in
+/// `on_grpc_call_response`: `None` (logged) for a failed call or an unusable answer.
+pub fn exact_answers(status_code: u32, size: usize, n: usize) -> Option<Vec<crate::global::Answer>> {
+    let answers = answer_bytes(status_code, size).and_then(|b| rls::decode_check(&b, n).ok());
+    if answers.is_none() {
+        host::log(host::LOG_WARN, &format!("tenant-quota: global: exact check failed (gRPC status {status_code})"));
+    }
+    answers
+}
+
 impl GlobalWorker {
     pub fn new(lease_id: u64) -> GlobalWorker {
         let ids = Ids {
-            syncs_ok: counter("quota_global_syncs_total.result.ok"),
-            syncs_error: counter("quota_global_syncs_total.result.error"),
-            checks_ok: counter("quota_global_checks_total.result.ok"),
-            checks_over: counter("quota_global_checks_total.result.over_limit"),
-            checks_error: counter("quota_global_checks_total.result.error"),
-            degraded: host::define_metric(GAUGE, "quota_global_degraded").unwrap_or(0),
-            pending: host::define_metric(GAUGE, "quota_global_pending_units").unwrap_or(0),
-            answer_age: host::define_metric(GAUGE, "quota_global_last_answer_age_ms").unwrap_or(0),
+            syncs_ok: counter(names::GLOBAL_SYNCS_OK),
+            syncs_error: counter(names::GLOBAL_SYNCS_ERROR),
+            checks_ok: counter(names::GLOBAL_CHECKS_OK),
+            checks_over: counter(names::GLOBAL_CHECKS_OVER),
+            checks_error: counter(names::GLOBAL_CHECKS_ERROR),
+            degraded: host::define_metric(GAUGE, names::GLOBAL_DEGRADED).unwrap_or(0),
+            pending: host::define_metric(GAUGE, names::GLOBAL_PENDING_UNITS).unwrap_or(0),
+            answer_age: host::define_metric(GAUGE, names::GLOBAL_LAST_ANSWER_AGE).unwrap_or(0),
         };
         GlobalWorker {
             dirty: HashSet::new(),
@@ -113,34 +122,53 @@ impl GlobalWorker {
     pub fn tick(&mut self, cfg: &Config, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, now: u64) {
         let Some(g) = cfg.global.as_ref() else { return };
         if !self.dirty.is_empty() || self.urgent {
-            // Keys that do not fit in the shared list stay in the set (no duplicates, so
-            // memory stays bounded by the tracked tenants) until the leader drains it.
-            let mut keys: Vec<String> = self.dirty.drain().collect();
-            let r = global::publish_dirty(&HostStore, &mut keys, self.urgent, &mut self.buf);
-            self.dirty.extend(keys);
-            match r {
-                Ok(()) => self.urgent = false,
-                Err(e) => host::log(host::LOG_WARN, &format!("tenant-quota: global: cannot publish changed tenants: {e:?}")),
-            }
+            self.publish();
         }
+        self.refresh_health(g, now);
+        self.hold_lease(g, now);
+        if self.leader {
+            self.lead(cfg, g, overrides, now);
+        }
+    }
+
+    /// Publish this worker's changed tenants for the lease holder.
+    fn publish(&mut self) {
+        // Keys that do not fit in the shared list stay in the set (no duplicates, so
+        // memory stays bounded by the tracked tenants) until the leader drains it.
+        let mut keys: Vec<String> = self.dirty.drain().collect();
+        let r = global::publish_dirty(&HostStore, &mut keys, self.urgent, &mut self.buf);
+        self.dirty.extend(keys);
+        match r {
+            Ok(()) => self.urgent = false,
+            Err(e) => host::log(host::LOG_WARN, &format!("tenant-quota: global: cannot publish changed tenants: {e:?}")),
+        }
+    }
+
+    /// Read the shared health; gauge and log a change of degraded mode.
+    fn refresh_health(&mut self, g: &Global, now: u64) {
         if let Ok(h) = global::read_health(&HostStore, &mut self.buf) {
             self.health = h;
         }
         let degraded = self.health.degraded(g, now);
-        if degraded != self.degraded {
-            self.degraded = degraded;
-            if self.ids.degraded != 0 {
-                host::record_metric(self.ids.degraded, u64::from(degraded));
-            }
-            host::log(
-                if degraded { host::LOG_WARN } else { host::LOG_INFO },
-                if degraded {
-                    "tenant-quota: global: rate limit service not answering, global budgets follow on_unavailable"
-                } else {
-                    "tenant-quota: global: rate limit service answering again"
-                },
-            );
+        if degraded == self.degraded {
+            return;
         }
+        self.degraded = degraded;
+        if self.ids.degraded != 0 {
+            host::record_metric(self.ids.degraded, u64::from(degraded));
+        }
+        host::log(
+            if degraded { host::LOG_WARN } else { host::LOG_INFO },
+            if degraded {
+                "tenant-quota: global: rate limit service not answering, global budgets follow on_unavailable"
+            } else {
+                "tenant-quota: global: rate limit service answering again"
+            },
+        );
+    }
+
+    /// Hold the sync lease, or watch it.
+    fn hold_lease(&mut self, g: &Global, now: u64) {
         match global::hold_lease(&HostStore, self.lease_id, now, global::lease_ms(g), &mut self.buf) {
             Ok(held) => {
                 if held && !self.leader {
@@ -150,9 +178,10 @@ impl GlobalWorker {
             }
             Err(_) => self.leader = false,
         }
-        if !self.leader {
-            return;
-        }
+    }
+
+    /// The lease holder's part: gauges, the trap hook, and the next sync call when due.
+    fn lead(&mut self, cfg: &Config, g: &Global, overrides: &dyn Fn(&str) -> Option<TenantPolicy>, now: u64) {
         self.gauges(now);
         if cfg.trap_sync_leader_path.is_some() {
             use crate::store::SharedStore;

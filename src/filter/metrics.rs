@@ -1,35 +1,13 @@
-//! Envoy stats for SPEC 3. Names carry their labels as dotted pairs
-//! (`quota_checks_total.tenant_id.acme.resource.rpm.result.allowed`); the `stats_config`
-//! tag rules in envoy/envoy.yaml turn them into Prometheus labels. Envoy puts them under
-//! `wasmcustom.`. Every distinct name lives until restart, so `tenant_id` is bounded:
-//! named tenants by name, everyone else `other`. Ids are defined lazily, once per worker.
+//! Envoy stats for SPEC 3: the host side (ids defined lazily, once per worker; updates
+//! batched). The names and their bounded label sets are spelt in [`crate::metric_names`].
 
 use super::host;
 use crate::config::Config;
 use crate::core::{self, Reason, Usage};
+use crate::metric_names::{self as names, Labels, COUNTER, GAUGE};
 use std::collections::HashMap;
 
-const COUNTER: u32 = 0;
-const GAUGE: u32 = 1;
-
-#[derive(Clone, Copy)]
-pub enum Kind {
-    Allowed = 0,
-    Rejected = 1,
-    ShadowRejected = 2,
-    ThrottleExceeded = 3,
-    ThrottleBurst = 4,
-    ThrottleSaturation = 5,
-    BurstUsed = 6,
-    Remaining = 7,
-    Warned = 8,
-    QueueWaiting = 9,
-    QueuedAdmitted = 10,
-    QueuedTimeout = 11,
-    QueuedFull = 12,
-    QueuedCancelled = 13,
-}
-const KINDS: usize = 14;
+pub use crate::metric_names::Kind;
 
 /// Counters and gauges are batched per worker and written to the host at most every
 /// [`FLUSH_MS`] (at the end of a request, and on a 5 ms tick for the last ones): each metric
@@ -38,11 +16,7 @@ const KINDS: usize = 14;
 pub const FLUSH_MS: u64 = 1;
 
 pub struct Metrics {
-    tenants: HashMap<String, usize>,
-    /// Per scope: named ids' label indices, and the index of its `other`.
-    scopes: Vec<(HashMap<String, usize>, usize)>,
-    labels: Vec<String>,
-    budgets: usize,
+    labels: Labels,
     ids: Vec<u32>,
     /// Pending counter increments and latest gauge values, by slot.
     pending: Vec<u64>,
@@ -73,40 +47,13 @@ pub struct Crossing {
     pub window_start_ms: u64,
 }
 
-/// A label value: named tenants keep their id with anything outside `[A-Za-z0-9_-]` as `_`.
-fn label(id: &str) -> String {
-    id.bytes().map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { b as char } else { '_' }).collect()
-}
-
 impl Metrics {
     pub fn new(cfg: &Config) -> Metrics {
-        // A label set per named tenant and `other`; then, per scope (SPEC 7), per named id
-        // and `other`, as `scope.<scope>.scope_id.<id>` in place of `tenant_id.<id>`, so a
-        // scope's series can never be read as a tenant's.
-        let mut tenants = HashMap::new();
-        let mut labels = Vec::new();
-        for (i, id) in cfg.tenants.keys().enumerate() {
-            tenants.insert(id.clone(), i);
-            labels.push(format!("tenant_id.{}", label(id)));
-        }
-        labels.push("tenant_id.other".into());
-        let mut scopes = Vec::new();
-        for sc in &cfg.scopes {
-            let mut ids = HashMap::new();
-            for id in sc.ids.keys() {
-                ids.insert(id.clone(), labels.len());
-                labels.push(format!("scope.{}.scope_id.{}", sc.name, label(id)));
-            }
-            scopes.push((ids, labels.len()));
-            labels.push(format!("scope.{}.scope_id.other", sc.name));
-        }
-        let n = labels.len() * cfg.budgets.len() * KINDS;
-        let errors = host::define_metric(COUNTER, "quota_errors_total").unwrap_or(0);
+        let labels = Labels::new(cfg);
+        let n = labels.slots();
+        let errors = host::define_metric(COUNTER, names::ERRORS).unwrap_or(0);
         Metrics {
-            tenants,
-            scopes,
             labels,
-            budgets: cfg.budgets.len(),
             ids: vec![0; n],
             pending: vec![0; n],
             gauge: vec![None; n],
@@ -121,49 +68,16 @@ impl Metrics {
         }
     }
 
-    pub fn tenant_index(&self, id: &str) -> usize {
-        self.tenants.get(id).copied().unwrap_or(self.tenants.len())
-    }
-
-    /// The label set of a tenant (`scope` None) or of a scope id.
-    pub fn label_index(&self, scope: Option<usize>, id: &str) -> usize {
-        match scope.and_then(|s| self.scopes.get(s)) {
-            None => self.tenant_index(id),
-            Some((ids, other)) => ids.get(id).copied().unwrap_or(*other),
-        }
-    }
-
     fn id(&mut self, cfg: &Config, tenant: usize, budget: usize, kind: Kind) -> Option<u32> {
-        let slot = (tenant * self.budgets + budget) * KINDS + kind as usize;
+        let slot = self.labels.slot(tenant, budget, kind);
         let cur = *self.ids.get(slot)?;
         if cur != 0 {
             return Some(cur);
         }
-        let t = &self.labels[tenant];
-        let b = &cfg.budgets[budget].name;
-        let (ty, name) = match kind {
-            Kind::Allowed => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.allowed")),
-            Kind::Rejected => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.rejected")),
-            Kind::ShadowRejected => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.shadow_rejected")),
-            Kind::ThrottleExceeded => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.{b}_exceeded")),
-            Kind::ThrottleBurst => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.burst_exhausted")),
-            Kind::ThrottleSaturation => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.saturation_throttle")),
-            Kind::BurstUsed => (COUNTER, format!("burst_credits_used_total.{t}.resource.{b}")),
-            Kind::Remaining => (GAUGE, format!("quota_remaining.{t}.resource.{b}")),
-            Kind::Warned => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.warned")),
-            Kind::QueueWaiting => (GAUGE, format!("quota_queue_waiting.{t}.resource.{b}")),
-            Kind::QueuedAdmitted => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.admitted")),
-            Kind::QueuedTimeout => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.timeout")),
-            Kind::QueuedFull => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.full")),
-            Kind::QueuedCancelled => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.cancelled")),
-        };
+        let (ty, name) = self.labels.name(cfg, tenant, budget, kind);
         let id = host::define_metric(ty, &name)?;
         self.ids[slot] = id;
         Some(id)
-    }
-
-    fn slot(&self, tenant: usize, budget: usize, kind: Kind) -> usize {
-        (tenant * self.budgets + budget) * KINDS + kind as usize
     }
 
     fn mark(&mut self, slot: usize) {
@@ -176,7 +90,7 @@ impl Metrics {
         if by == 0 || self.id(cfg, tenant, budget, kind).is_none() {
             return;
         }
-        let slot = self.slot(tenant, budget, kind);
+        let slot = self.labels.slot(tenant, budget, kind);
         self.mark(slot);
         self.pending[slot] = self.pending[slot].saturating_add(by);
     }
@@ -185,7 +99,7 @@ impl Metrics {
         if self.id(cfg, tenant, budget, kind).is_none() {
             return;
         }
-        let slot = self.slot(tenant, budget, kind);
+        let slot = self.labels.slot(tenant, budget, kind);
         self.mark(slot);
         self.gauge[slot] = Some(v);
     }
@@ -193,7 +107,7 @@ impl Metrics {
     /// A queue event (SPEC 6) of a tenant (`scope` None) or scope id: `waiting` moves the
     /// `quota_queue_waiting` gauge (+1 entering, -1 leaving), `result` counts an outcome.
     pub fn queued(&mut self, cfg: &Config, scope: Option<usize>, who: &str, budget: usize, waiting: i64, result: Option<Kind>) {
-        let t = self.label_index(scope, who);
+        let t = self.labels.label_index(scope, who);
         if waiting != 0 {
             if let Some(id) = self.id(cfg, t, budget, Kind::QueueWaiting) {
                 host::increment_metric(id, waiting);
@@ -206,12 +120,12 @@ impl Metrics {
 
     /// `quota_llm_tokens_total{tenant_id,kind}` (SPEC 5).
     pub fn llm_tokens(&mut self, tenant_id: &str, u: crate::llm::Usage) {
-        let t = self.tenant_index(tenant_id);
+        let t = self.labels.tenant_index(tenant_id);
         for (kind, n) in [("input", u.input), ("output", u.output)] {
             if n == 0 {
                 continue;
             }
-            let name = format!("quota_llm_tokens_total.{}.kind.{kind}", self.labels[t]);
+            let name = self.labels.llm_tokens(t, kind);
             let id = match self.gauges.get(&name) {
                 Some(id) => *id,
                 None => {
@@ -226,21 +140,21 @@ impl Metrics {
 
     /// `quota_alert_webhook_errors_total`: crossings whose webhook call failed.
     pub fn webhook_error(&mut self) {
-        if let Some(id) = host::define_metric(COUNTER, "quota_alert_webhook_errors_total") {
+        if let Some(id) = host::define_metric(COUNTER, names::ALERT_WEBHOOK_ERRORS) {
             host::increment_metric(id, 1);
         }
     }
 
     /// `quota_llm_usage_missing_total`: responses that ended without a usage report.
     pub fn llm_usage_missing(&mut self) {
-        if let Some(id) = host::define_metric(COUNTER, "quota_llm_usage_missing_total") {
+        if let Some(id) = host::define_metric(COUNTER, names::LLM_USAGE_MISSING) {
             host::increment_metric(id, 1);
         }
     }
 
     /// `quota_in_flight_reclaimed_total`: slots given back from VMs that stopped.
     pub fn reclaimed(&mut self, n: u64) {
-        if let Some(id) = host::define_metric(COUNTER, "quota_in_flight_reclaimed_total") {
+        if let Some(id) = host::define_metric(COUNTER, names::IN_FLIGHT_RECLAIMED) {
             host::increment_metric(id, n as i64);
         }
     }
@@ -248,7 +162,7 @@ impl Metrics {
     /// `quota_admin_auth_failures_total`: admin calls refused (token or source address).
     pub fn admin_auth_failure(&mut self) {
         if self.admin_failures == 0 {
-            self.admin_failures = host::define_metric(COUNTER, "quota_admin_auth_failures_total").unwrap_or(0);
+            self.admin_failures = host::define_metric(COUNTER, names::ADMIN_AUTH_FAILURES).unwrap_or(0);
         }
         if self.admin_failures != 0 {
             host::increment_metric(self.admin_failures, 1);
@@ -275,8 +189,7 @@ impl Metrics {
                 self.pending[slot] = 0;
             }
             if let Some(v) = self.gauge[slot].take() {
-                let tenant = slot / KINDS / self.budgets.max(1);
-                let budget = (slot / KINDS) % self.budgets.max(1);
+                let (tenant, budget) = self.labels.of_slot(slot);
                 let fresh = named.get(tenant).and_then(|t| current_remaining(cfg, overrides, t, budget, now));
                 host::record_metric(id, fresh.unwrap_or(v));
             }
@@ -302,7 +215,7 @@ impl Metrics {
     /// Standing after an admission or a charge, of a tenant (`scope` None) or of a scope id:
     /// allowed checks, burst use, remaining, threshold crossings (logged once each per window).
     pub fn usage_of(&mut self, cfg: &Config, scope: Option<usize>, tenant_id: &str, u: &Usage, count_check: bool) {
-        let t = self.label_index(scope, tenant_id);
+        let t = self.labels.label_index(scope, tenant_id);
         let who = match scope.and_then(|s| cfg.scopes.get(s)) {
             None => "tenant",
             Some(sc) => sc.name.as_str(),
@@ -316,7 +229,7 @@ impl Metrics {
         self.inc(cfg, t, u.budget, Kind::BurstUsed, u.burst_taken);
         self.set(cfg, t, u.budget, Kind::Remaining, u.remaining());
         for pct in core::crossed(u, &cfg.budgets[u.budget].alerts) {
-            let name = format!("quota_threshold_crossings_total.{}.resource.{}.threshold.{pct}", self.labels[t], cfg.budgets[u.budget].name);
+            let name = self.labels.threshold_crossing(cfg, t, u.budget, pct);
             let id = match self.gauges.get(&name) {
                 Some(id) => Some(*id),
                 None => host::define_metric(COUNTER, &name).inspect(|id| {
@@ -343,7 +256,7 @@ impl Metrics {
 
     /// [`Metrics::rejected`] of a tenant (`scope` None) or of a scope id.
     pub fn rejected_of(&mut self, cfg: &Config, scope: Option<usize>, tenant_id: &str, budget: usize, reason: Reason, shadow: bool) {
-        let t = self.label_index(scope, tenant_id);
+        let t = self.labels.label_index(scope, tenant_id);
         if shadow {
             self.inc(cfg, t, budget, Kind::ShadowRejected, 1);
             return;
@@ -362,7 +275,7 @@ impl Metrics {
         self.flush(cfg, overrides, 0, true);
         let mut out = [0u64; 3];
         for t in 0..self.labels.len() {
-            for b in 0..self.budgets {
+            for b in 0..self.labels.budgets() {
                 for (i, k) in [Kind::Allowed, Kind::Rejected, Kind::ShadowRejected].into_iter().enumerate() {
                     if let Some(id) = self.id(cfg, t, b, k) {
                         out[i] += host::get_metric(id).unwrap_or(0);

@@ -1,142 +1,178 @@
-//! Requests paused while they wait for room (SPEC 6, `on_exceed: queue`), resumed from the
-//! worker's tick: the root context re-runs the request's decision (the same CAS as any
-//! other, so queueing never breaks exactness) and, on admission, resumes the request after
-//! `set_effective_context` (Envoy 1.40 resumes a paused request that way); on timeout it
-//! answers the rejection of section 2 the same way.
-//!
-//! Order: within a worker, the requests waiting on one (tenant or scope id, budget) are
-//! retried in arrival order, and a pass stops at the first that still does not fit, so a later
-//! one never overtakes it. Bounds: at most `max_waiting` per (subject, budget) in the Envoy,
-//! counted in shared data (`tq1|qw|...`, with a timestamp so that counts left by a VM that
-//! trapped expire after the longest wait), so the filter's memory for waiting requests is
-//! bounded by that.
+//! Host side of the request queues (SPEC 6, `on_exceed: queue`): requests paused while they
+//! wait for room, resumed from the worker's tick. The order (who waits where, whose turn it
+//! is) is `crate::queue`; the shared count of places, which bounds how many wait per
+//! (subject, budget) in the Envoy, is `store::counter`. Here: the root context re-runs a
+//! request's decision on its turn (the same CAS as any other, so queueing never breaks
+//! exactness) and, on admission, resumes the request after `set_effective_context` (Envoy
+//! 1.40 resumes a paused request that way); on timeout it answers the rejection of section 2
+//! the same way.
 
 use super::host::{self, HostStore};
-use crate::engine::Waiting;
-use crate::store::{self, Absent, Step, StoreError};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use super::metrics::Kind;
+use super::verdict::{self, Delivered};
+use super::Shared;
+use crate::config::Config;
+use crate::engine::{self, Conditions, Reply, RequestFacts, Verdict, Waiting};
+use crate::store::{counter, StoreError};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
-/// What is needed to decide the request again.
-pub struct Entry {
-    pub ctx: u32,
-    pub since: u64,
-    pub deadline: u64,
+/// What is needed to decide a waiting request again.
+pub struct Paused {
     /// What the decision reads of the request (read once, at its headers or body).
-    pub facts: crate::engine::RequestFacts,
+    pub facts: RequestFacts,
     /// The latest refusal: its reply is sent on timeout; its subject labels the metrics.
     pub waiting: Box<Waiting>,
-    /// The budget the request waits on (index into the config's budgets).
-    pub budget: usize,
-    pub count_key: String,
 }
+
+pub type Entry = crate::queue::Entry<Paused>;
 
 #[derive(Default)]
 pub struct Queues {
-    /// (subject key, budget) -> waiting requests, oldest first.
-    pub queues: BTreeMap<(String, usize), VecDeque<Entry>>,
+    order: crate::queue::Queues<Paused>,
     /// Requests admitted from a queue, until their context picks the admission up.
-    pub delivered: HashMap<u32, super::verdict::Delivered>,
+    pub delivered: HashMap<u32, Delivered>,
     buf: Vec<u8>,
 }
 
 /// The shared count of requests waiting on a (subject, budget) in this Envoy.
 pub fn count_key(subject_key: &str, budget_id: u32) -> String {
-    crate::store::keys::queue_places(subject_key, budget_id)
-}
-
-/// `[count u64][updated ms u64]`
-fn decode(b: &[u8]) -> (u64, u64) {
-    if b.len() != 16 {
-        return (0, 0);
-    }
-    let mut c = [0u8; 8];
-    let mut t = [0u8; 8];
-    c.copy_from_slice(&b[..8]);
-    t.copy_from_slice(&b[8..]);
-    (u64::from_le_bytes(c), u64::from_le_bytes(t))
-}
-
-fn encode(count: u64, at: u64) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&count.to_le_bytes());
-    b[8..].copy_from_slice(&at.to_le_bytes());
-    b
+    counter::places_key(subject_key, budget_id)
 }
 
 impl Queues {
     pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
+        self.order.is_empty()
     }
 
     /// Take a place among the Envoy's waiting requests of this (subject, budget): false when
-    /// `max` already wait. The first write to a new key is blind (host rule), which can only
-    /// lose a place count between two workers meeting a new key at once: a bounded error on a
-    /// bound, never on a quota.
+    /// `max` already wait ([`counter::take_place`]).
     pub fn take_place(&mut self, key: &str, max: u64, now: u64, stale_ms: u64) -> Result<bool, StoreError> {
-        store::update(&HostStore, key, Absent::InsertBlind, &mut self.buf, &mut Vec::new(), |b, out| {
-            let (mut count, at) = decode(b);
-            if b.is_empty() || now.saturating_sub(at) > stale_ms {
-                count = 0;
-            }
-            if count >= max {
-                return Ok(Step::Keep(false));
-            }
-            out.extend_from_slice(&encode(count + 1, now));
-            Ok(Step::Write(true))
-        })
+        counter::take_place(&HostStore, key, &mut self.buf, max, now, stale_ms)
     }
 
     /// Give a place back.
     pub fn leave_place(&mut self, key: &str, now: u64) {
-        let _ = store::update(&HostStore, key, Absent::Fail(StoreError::Missing), &mut self.buf, &mut Vec::new(), |b, out| {
-            out.extend_from_slice(&encode(decode(b).0.saturating_sub(1), now));
-            Ok(Step::Write(()))
-        });
-    }
-
-    /// Take out the entries of a queue whose timeout has passed (behind a head that waits).
-    pub fn expired(&mut self, k: &(String, usize), now: u64) -> Vec<Entry> {
-        let Some(q) = self.queues.get_mut(k) else { return Vec::new() };
-        let (gone, keep): (VecDeque<Entry>, VecDeque<Entry>) = std::mem::take(q).into_iter().partition(|e| now >= e.deadline);
-        *q = keep;
-        gone.into_iter().collect()
+        counter::leave_place(&HostStore, key, &mut self.buf, now);
     }
 
     pub fn push(&mut self, e: Entry) {
-        self.queues.entry((e.waiting.key.clone(), e.budget)).or_default().push_back(e);
+        self.order.push(e.item.waiting.key.clone(), e);
     }
 
     /// The client left while waiting: remove its entry (and give its place back).
     pub fn cancel(&mut self, ctx: u32, now: u64) -> Option<Entry> {
-        let mut found = None;
-        for (k, q) in self.queues.iter_mut() {
-            if let Some(i) = q.iter().position(|e| e.ctx == ctx) {
-                found = Some((k.clone(), i));
-                break;
-            }
-        }
-        let (k, i) = found?;
-        let q = self.queues.get_mut(&k)?;
-        let e = q.remove(i)?;
-        if q.is_empty() {
-            self.queues.remove(&k);
-        }
+        let e = self.order.cancel(ctx)?;
         self.leave_place(&e.count_key, now);
         Some(e)
     }
 }
 
-/// Resume a paused request from the root context.
-pub fn resume(ctx: u32) -> bool {
-    host::set_effective_context(ctx) && host::resume_request()
+/// Retry the requests waiting in this worker's queues (from the tick): each decided again by
+/// the same CAS as any request, in `crate::queue`'s order.
+pub(super) fn pass(cfg: &Config, sh: &mut Shared, now: u64) {
+    let level = sh.saturation.level(cfg, now, &mut sh.metrics);
+    let global_degraded = cfg.global.is_some() && sh.global.degraded(cfg, now);
+    // The order is out of the worker's state while the turns use the rest of it: nothing
+    // queues a request meanwhile (only a request's own context does, never the tick).
+    let mut order = std::mem::take(&mut sh.queues.order);
+    order.pass(now, &mut Turns { cfg, sh, at: Conditions { now, level, global_degraded } });
+    sh.queues.order = order;
 }
 
-/// Answer a paused request from the root context (its decision goes to the access-log
-/// fields first, while its context is the effective one).
-pub fn answer(cfg: &crate::config::Config, ctx: u32, reply: &crate::engine::Reply) -> bool {
-    if !host::set_effective_context(ctx) {
-        return false;
+struct Turns<'a> {
+    cfg: &'a Config,
+    sh: &'a mut Shared,
+    at: Conditions,
+}
+
+fn subject(w: &Waiting) -> (Option<usize>, String) {
+    w.scope.clone().map_or((None, w.tenant.clone()), |(s, id)| (Some(s), id))
+}
+
+impl crate::queue::Turns<Paused> for Turns<'_> {
+    fn timed_out(&mut self, e: Entry) {
+        let (cfg, sh, now) = (self.cfg, &mut *self.sh, self.at.now);
+        let w = &e.item.waiting;
+        let (scope, who) = subject(w);
+        sh.queues.leave_place(&e.count_key, now);
+        sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(Kind::QueuedTimeout));
+        sh.metrics.rejected_of(cfg, scope, &who, w.rejection.budget, w.rejection.reason, false);
+        verdict::answer(cfg, e.ctx, &w.reply);
     }
-    super::log_fields::reply(cfg, reply);
-    host::send_local_response(reply.status, &reply.reason, &reply.body, &reply.headers)
+
+    fn retry(&mut self, mut e: Entry) -> Option<Entry> {
+        let (cfg, sh, now) = (self.cfg, &mut *self.sh, self.at.now);
+        let (scope, who) = subject(&e.item.waiting);
+        match engine::evaluate(cfg, &HostStore, &mut sh.worker, &e.item.facts, self.at, &sh.overrides.policies) {
+            Verdict::Wait(w) => {
+                e.item.waiting = w;
+                Some(e)
+            }
+            mut v => {
+                sh.queues.leave_place(&e.count_key, now);
+                let kind = if let Verdict::Admit(a) = &mut v {
+                    a.queued_ms = Some(now.saturating_sub(e.since));
+                    Some(Kind::QueuedAdmitted)
+                } else {
+                    None
+                };
+                sh.metrics.queued(cfg, scope, &who, e.budget, -1, kind);
+                let next = verdict::after_verdict(cfg, sh, v);
+                verdict::deliver(cfg, sh, e.ctx, next, now);
+                None
+            }
+        }
+    }
+}
+
+/// What a request refused only by `queue` budgets does.
+pub(super) enum Placed {
+    /// It waits in its queue (paused).
+    Waiting,
+    /// The queue is full (or its timeout is 0): the rejection now.
+    Refused(Reply),
+    /// The worker's state is busy: let it go on.
+    WorkerBusy,
+}
+
+/// A request only `queue` budgets refused: take a place and wait for room, or get the
+/// rejection now.
+pub(super) fn place(cfg: &Config, shared: &RefCell<Shared>, ctx: u32, w: Box<Waiting>, facts: RequestFacts) -> Placed {
+    let budget = w.rejection.budget;
+    let b = &cfg.budgets[budget];
+    let now = host::now_ms();
+    let count_key = count_key(&w.key, b.id);
+    let stale_ms = b.queue.timeout_ms.saturating_add(10_000);
+    let placed = {
+        let Ok(mut sh) = shared.try_borrow_mut() else { return Placed::WorkerBusy };
+        let sh = &mut *sh;
+        let (scope, who) = w.scope.as_ref().map_or((None, w.tenant.as_str()), |(s, id)| (Some(*s), id.as_str()));
+        let placed = b.queue.timeout_ms > 0 && sh.queues.take_place(&count_key, b.queue.max_waiting, now, stale_ms).unwrap_or(false);
+        if placed {
+            sh.metrics.queued(cfg, scope, who, budget, 1, None);
+        } else {
+            sh.metrics.queued(cfg, scope, who, budget, 0, Some(Kind::QueuedFull));
+            sh.metrics.rejected_of(cfg, scope, who, budget, w.rejection.reason, false);
+        }
+        placed
+    };
+    if !placed {
+        return Placed::Refused(w.reply);
+    }
+    let e = Entry { ctx, since: now, deadline: now.saturating_add(b.queue.timeout_ms), budget, count_key, item: Paused { facts, waiting: w } };
+    if let Ok(mut sh) = shared.try_borrow_mut() {
+        sh.queues.push(e);
+    }
+    Placed::Waiting
+}
+
+/// The client left while waiting: nothing was charged; free its place.
+pub(super) fn cancel(cfg: &Config, shared: &RefCell<Shared>, ctx: u32) {
+    let Ok(mut sh) = shared.try_borrow_mut() else { return };
+    let sh = &mut *sh;
+    if let Some(e) = sh.queues.cancel(ctx, host::now_ms()) {
+        let (scope, who) = subject(&e.item.waiting);
+        sh.metrics.queued(cfg, scope, &who, e.budget, -1, Some(Kind::QueuedCancelled));
+    }
 }

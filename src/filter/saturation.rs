@@ -1,7 +1,7 @@
 //! Saturation signals in shared data, so every worker throttles on the same view.
 //! Readings from responses (ORCA, plain headers, measured latency) are published under
 //! `tq1|sig|<name>`; the filter's own in-flight count across workers is a CAS counter
-//! under `tq1|inflight`; operator values come from the admin API. Each worker recomputes
+//! (`store::counter`); operator values come from the admin API. Each worker recomputes
 //! the level at most every [`RECOMPUTE_MS`] and lowers it only after [`HOLD_MS`].
 
 use super::host::{self, map, HostStore};
@@ -10,7 +10,7 @@ use crate::admin;
 use crate::config::{Config, Saturation, SignalSource};
 use crate::core::saturation::{self as sat, Hysteresis, Reading};
 use crate::core::Millis;
-use crate::store::{self, Absent, SharedStore, Step, StoreError};
+use crate::store::{counter, SharedStore, StoreError};
 
 pub const RECOMPUTE_MS: u64 = 5;
 pub const HOLD_MS: u64 = 1000;
@@ -20,7 +20,6 @@ const REPUBLISH_MS: u64 = 100;
 const SAMPLE_MS: u64 = 10;
 /// A worker folds its in-flight changes into the shared count at most this often (and on tick).
 pub const FLUSH_MS: u64 = 5;
-const INFLIGHT_KEY: &str = crate::store::keys::IN_FLIGHT;
 const ORCA_HEADER: &str = "endpoint-load-metrics";
 
 fn signal_key(name: &str) -> String {
@@ -70,7 +69,7 @@ impl SaturationState {
         let mut buf = Vec::new();
         for (i, g) in s.signals.iter().enumerate() {
             let source = match g.source {
-                SignalSource::InFlight => read_counter(&mut buf).map(|v| Reading { value: v as f64, at_ms: now }),
+                SignalSource::InFlight => counter::read_in_flight(&HostStore, &mut buf).map(|v| Reading { value: v as f64, at_ms: now }),
                 SignalSource::Operator => None,
                 _ => match HostStore.get(&self.keys[i], &mut buf) {
                     Ok(Some(_)) => sat::decode_reading(&buf),
@@ -93,7 +92,7 @@ impl SaturationState {
             return;
         }
         self.next_flush = now.saturating_add(FLUSH_MS);
-        if add_in_flight(self.pending_in_flight).is_ok() {
+        if counter::add_in_flight(&HostStore, self.pending_in_flight).is_ok() {
             self.pending_in_flight = 0;
         }
     }
@@ -170,45 +169,12 @@ fn strip(s: &Saturation) {
     }
 }
 
-fn read_counter(buf: &mut Vec<u8>) -> Option<u64> {
-    match HostStore.get(INFLIGHT_KEY, buf) {
-        Ok(Some(_)) if buf.len() == 8 => {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(buf);
-            Some(u64::from_le_bytes(a))
-        }
-        _ => None,
-    }
-}
-
 /// Create the in-flight counter if missing (configure time, before traffic).
 pub fn init(cfg: &Config) -> Result<(), StoreError> {
     if !cfg.saturation.as_ref().is_some_and(|s| s.signals.iter().any(|g| g.source == SignalSource::InFlight)) {
         return Ok(());
     }
-    let mut buf = Vec::new();
-    if HostStore.get(INFLIGHT_KEY, &mut buf)?.is_none() {
-        HostStore.set(INFLIGHT_KEY, &0u64.to_le_bytes(), 0)?;
-    }
-    Ok(())
-}
-
-/// Add `delta` (+1 / -1) to the all-tenant in-flight count, with CAS.
-fn add_in_flight(delta: i64) -> Result<(), StoreError> {
-    store::update(&HostStore, INFLIGHT_KEY, Absent::Fail(StoreError::Unavailable), &mut Vec::new(), &mut Vec::new(), |b, out| {
-        let cur = read_u64(b);
-        let next = if delta >= 0 { cur.saturating_add(delta as u64) } else { cur.saturating_sub(delta.unsigned_abs()) };
-        out.extend_from_slice(&next.to_le_bytes());
-        Ok(Step::Write(()))
-    })
-}
-
-fn read_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    if b.len() == 8 {
-        a.copy_from_slice(b);
-    }
-    u64::from_le_bytes(a)
+    counter::init_in_flight(&HostStore)
 }
 
 /// `saturation_<signal>` gauges: fractional signals (critical threshold ≤ 1, such as ORCA
@@ -217,9 +183,9 @@ fn record_gauges(s: &Saturation, readings: &[Option<Reading>], level: u8, metric
     for (g, r) in s.signals.iter().zip(readings) {
         let v = r.map_or(0.0, |r| r.value);
         let v = if g.critical <= 1.0 { v * 100.0 } else { v };
-        metrics.gauge_named(&format!("saturation_{}", g.name), v.round().max(0.0) as u64);
+        metrics.gauge_named(&crate::metric_names::saturation_gauge(&g.name), v.round().max(0.0) as u64);
     }
-    metrics.gauge_named("saturation_level", u64::from(level));
+    metrics.gauge_named(crate::metric_names::SATURATION_LEVEL, u64::from(level));
 }
 
 /// The status view of saturation.

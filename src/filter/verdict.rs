@@ -4,7 +4,8 @@
 //! in-flight ledger and the in-flight saturation signal are kept here and nowhere else, so the
 //! callers cannot drift apart.
 
-use super::{global, host, ledger_acquired, queue, record, HostStore, Shared};
+use super::host::{self, HostStore};
+use super::{global, log_fields, Shared};
 use crate::config::{Config, OnError, TenantPolicy};
 use crate::engine::{self, Admitted, Reply, Verdict, Waiting};
 
@@ -149,10 +150,10 @@ pub(super) fn deliver(cfg: &Config, sh: &mut Shared, ctx: u32, next: Next, now: 
             }
         }
         Next::Reply(reply) => {
-            queue::answer(cfg, ctx, &reply);
+            answer(cfg, ctx, &reply);
         }
         Next::Wait(w) => {
-            queue::answer(cfg, ctx, &w.reply);
+            answer(cfg, ctx, &w.reply);
         }
     }
 }
@@ -160,10 +161,7 @@ pub(super) fn deliver(cfg: &Config, sh: &mut Shared, ctx: u32, next: Next, now: 
 /// The answer of an `exact` check asked from the tick.
 pub(super) fn tick_exact_answered(cfg: &Config, sh: &mut Shared, token: u32, status_code: u32, size: usize, now: u64) -> bool {
     let Some(t) = sh.tick_exact.remove(&token) else { return false };
-    let answers = global::answer_bytes(status_code, size).and_then(|b| crate::global::rls::decode_check(&b, t.admitted.exact.len()).ok());
-    if answers.is_none() {
-        host::log(host::LOG_WARN, &format!("tenant-quota: global: exact check failed (gRPC status {status_code})"));
-    }
+    let answers = global::exact_answers(status_code, size, t.admitted.exact.len());
     let r = exact_answered(cfg, sh, t.admitted, answers.as_deref(), t.sent_at, now);
     exact_delivered(cfg, sh, t.ctx, r, t.counted);
     true
@@ -174,7 +172,7 @@ fn exact_delivered(cfg: &Config, sh: &mut Shared, ctx: u32, r: Result<Box<Admitt
         Ok(a) => resume(cfg, sh, ctx, Delivered { admitted: Some(a), counted }),
         Err(reply) => {
             uncount_in_flight(sh, counted);
-            queue::answer(cfg, ctx, &reply);
+            answer(cfg, ctx, &reply);
         }
     }
 }
@@ -183,7 +181,7 @@ fn exact_delivered(cfg: &Config, sh: &mut Shared, ctx: u32, r: Result<Box<Admitt
 /// it was admitted), undo the admission.
 fn resume(cfg: &Config, sh: &mut Shared, ctx: u32, d: Delivered) {
     sh.queues.delivered.insert(ctx, d);
-    if queue::resume(ctx) {
+    if resume_paused(ctx) {
         return;
     }
     let Some(d) = sh.queues.delivered.remove(&ctx) else { return };
@@ -193,6 +191,76 @@ fn resume(cfg: &Config, sh: &mut Shared, ctx: u32, d: Delivered) {
         if let Err(e) = engine::rollback(cfg, &HostStore, &mut sh.worker, &a, &p) {
             sh.metrics.error();
             host::log(host::LOG_ERROR, &format!("tenant-quota: could not undo the admission of `{}`: {e:?}", a.tenant));
+        }
+    }
+}
+
+/// Resume a paused request from the root context.
+fn resume_paused(ctx: u32) -> bool {
+    host::set_effective_context(ctx) && host::resume_request()
+}
+
+/// Answer a paused request from the root context (its decision goes to the access-log
+/// fields first, while its context is the effective one).
+pub(super) fn answer(cfg: &Config, ctx: u32, reply: &Reply) -> bool {
+    if !host::set_effective_context(ctx) {
+        return false;
+    }
+    log_fields::reply(cfg, reply);
+    host::send_local_response(reply.status, &reply.reason, &reply.body, &reply.headers)
+}
+
+/// Put an admitted request's in_flight slots on this VM's ledger.
+pub(super) fn ledger_acquired(cfg: &Config, sh: &mut Shared, a: &Admitted) {
+    if let Some(l) = &mut sh.ledger {
+        for &b in &a.in_flight {
+            l.acquired(&HostStore, key_of(cfg, a, b), cfg.budgets[b].id);
+        }
+    }
+}
+
+/// The store key a budget's units of an admitted request live under.
+pub(super) fn key_of<'a>(cfg: &Config, a: &'a Admitted, budget: usize) -> &'a str {
+    match cfg.budgets[budget].scope {
+        None => &a.key,
+        Some(sc) => a.scopes.iter().find(|c| c.scope == sc).map_or("", |c| c.key.as_str()),
+    }
+}
+
+/// Metrics of a verdict.
+pub(super) fn record(cfg: &Config, sh: &mut Shared, verdict: &Verdict) {
+    if let Verdict::Admit(a) = verdict {
+        sh.metrics.current_tenant.clone_from(&a.tenant);
+    }
+    match verdict {
+        Verdict::Pass { error: Some(_) } => sh.metrics.error(),
+        Verdict::Pass { error: None } => {}
+        Verdict::Admit(a) => {
+            if let (Some(_), Some(h)) = (&a.shadow, &a.headline) {
+                if a.usage.is_empty() {
+                    // A would-be rejection in shadow mode.
+                    let reason = if h.burst_credits > 0 { crate::core::Reason::BurstExhausted } else { crate::core::Reason::Exceeded };
+                    let (scope, who) = a.scope_id_of(cfg, h.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                    sh.metrics.rejected_of(cfg, scope, who, h.budget, reason, true);
+                    return;
+                }
+            }
+            for u in &a.usage {
+                let (scope, who) = a.scope_id_of(cfg, u.budget).map_or((None, a.tenant.as_str()), |(s, id)| (Some(s), id));
+                sh.metrics.usage_of(cfg, scope, who, u, true);
+            }
+        }
+        Verdict::Wait(_) => {}
+        Verdict::Reject { tenant, rejection, error, scope, .. } => {
+            if error.is_some() {
+                sh.metrics.error();
+            }
+            if let (Some(t), Some(r)) = (tenant, rejection) {
+                match scope {
+                    Some((s, id)) => sh.metrics.rejected_of(cfg, Some(*s), id, r.budget, r.reason, false),
+                    None => sh.metrics.rejected(cfg, t, r.budget, r.reason, false),
+                }
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! [`LOCK_MS`]. Keys are never removed (the ABI has no remove), so the registry also counts
 //! tracked tenants and sends new ones to the shared `overflow` tenant past `max_tracked`.
 
+pub mod counter;
 pub mod keys;
 pub mod ledger;
 mod mem;

@@ -1,0 +1,176 @@
+//! Metric names (SPEC 3), host-independent: the filter defines and writes them, this module
+//! only spells them. Names carry their labels as dotted pairs
+//! (`quota_checks_total.tenant_id.acme.resource.rpm.result.allowed`); the `stats_config`
+//! tag rules in envoy/envoy.yaml turn them into Prometheus labels (Envoy puts them under
+//! `wasmcustom.`), so every name here is part of the contract: byte for byte.
+//!
+//! Every distinct name lives until Envoy restarts, so the label sets are bounded by the
+//! configuration: named tenants by name and everyone else `other`; per scope (SPEC 7), its
+//! named ids and its `other`, as `scope.<scope>.scope_id.<id>` in place of `tenant_id.<id>`,
+//! so a scope's series can never be read as a tenant's.
+
+use crate::config::Config;
+use std::collections::HashMap;
+
+/// The host's metric types (proxy-wasm ABI numbers).
+pub const COUNTER: u32 = 0;
+pub const GAUGE: u32 = 1;
+
+/// Names without labels.
+pub const ERRORS: &str = "quota_errors_total";
+pub const ALERT_WEBHOOK_ERRORS: &str = "quota_alert_webhook_errors_total";
+pub const LLM_USAGE_MISSING: &str = "quota_llm_usage_missing_total";
+pub const IN_FLIGHT_RECLAIMED: &str = "quota_in_flight_reclaimed_total";
+pub const ADMIN_AUTH_FAILURES: &str = "quota_admin_auth_failures_total";
+pub const SATURATION_LEVEL: &str = "saturation_level";
+pub const GLOBAL_SYNCS_OK: &str = "quota_global_syncs_total.result.ok";
+pub const GLOBAL_SYNCS_ERROR: &str = "quota_global_syncs_total.result.error";
+pub const GLOBAL_CHECKS_OK: &str = "quota_global_checks_total.result.ok";
+pub const GLOBAL_CHECKS_OVER: &str = "quota_global_checks_total.result.over_limit";
+pub const GLOBAL_CHECKS_ERROR: &str = "quota_global_checks_total.result.error";
+pub const GLOBAL_DEGRADED: &str = "quota_global_degraded";
+pub const GLOBAL_PENDING_UNITS: &str = "quota_global_pending_units";
+pub const GLOBAL_LAST_ANSWER_AGE: &str = "quota_global_last_answer_age_ms";
+
+/// The per-(label set, budget) metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Allowed = 0,
+    Rejected = 1,
+    ShadowRejected = 2,
+    ThrottleExceeded = 3,
+    ThrottleBurst = 4,
+    ThrottleSaturation = 5,
+    BurstUsed = 6,
+    Remaining = 7,
+    Warned = 8,
+    QueueWaiting = 9,
+    QueuedAdmitted = 10,
+    QueuedTimeout = 11,
+    QueuedFull = 12,
+    QueuedCancelled = 13,
+}
+/// How many [`Kind`]s there are.
+pub const KINDS: usize = 14;
+
+/// A label value: an id with anything outside `[A-Za-z0-9_-]` as `_`.
+pub fn label(id: &str) -> String {
+    id.bytes().map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { b as char } else { '_' }).collect()
+}
+
+/// `saturation_<signal>`: a saturation signal's gauge.
+pub fn saturation_gauge(signal: &str) -> String {
+    format!("saturation_{signal}")
+}
+
+/// The label sets of one configuration, and the slots of its per-(label set, budget, kind)
+/// metrics: slot = (label set * budgets + budget) * [`KINDS`] + kind.
+pub struct Labels {
+    tenants: HashMap<String, usize>,
+    /// Per scope: named ids' label indices, and the index of its `other`.
+    scopes: Vec<(HashMap<String, usize>, usize)>,
+    labels: Vec<String>,
+    budgets: usize,
+}
+
+impl Labels {
+    pub fn new(cfg: &Config) -> Labels {
+        let mut tenants = HashMap::new();
+        let mut labels = Vec::new();
+        for (i, id) in cfg.tenants.keys().enumerate() {
+            tenants.insert(id.clone(), i);
+            labels.push(format!("tenant_id.{}", label(id)));
+        }
+        labels.push("tenant_id.other".into());
+        let mut scopes = Vec::new();
+        for sc in &cfg.scopes {
+            let mut ids = HashMap::new();
+            for id in sc.ids.keys() {
+                ids.insert(id.clone(), labels.len());
+                labels.push(format!("scope.{}.scope_id.{}", sc.name, label(id)));
+            }
+            scopes.push((ids, labels.len()));
+            labels.push(format!("scope.{}.scope_id.other", sc.name));
+        }
+        Labels { tenants, scopes, labels, budgets: cfg.budgets.len() }
+    }
+
+    /// How many label sets there are.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// How many budgets the slots span.
+    pub fn budgets(&self) -> usize {
+        self.budgets
+    }
+
+    /// How many slots there are.
+    pub fn slots(&self) -> usize {
+        self.labels.len() * self.budgets * KINDS
+    }
+
+    /// A tenant's label set (named tenants their own, everyone else `other`).
+    pub fn tenant_index(&self, id: &str) -> usize {
+        self.tenants.get(id).copied().unwrap_or(self.tenants.len())
+    }
+
+    /// The label set of a tenant (`scope` None) or of a scope id.
+    pub fn label_index(&self, scope: Option<usize>, id: &str) -> usize {
+        match scope.and_then(|s| self.scopes.get(s)) {
+            None => self.tenant_index(id),
+            Some((ids, other)) => ids.get(id).copied().unwrap_or(*other),
+        }
+    }
+
+    pub fn slot(&self, label: usize, budget: usize, kind: Kind) -> usize {
+        (label * self.budgets + budget) * KINDS + kind as usize
+    }
+
+    /// The (label set, budget) of a slot.
+    pub fn of_slot(&self, slot: usize) -> (usize, usize) {
+        let label = slot / KINDS / self.budgets.max(1);
+        let budget = (slot / KINDS) % self.budgets.max(1);
+        (label, budget)
+    }
+
+    /// The type and name of a per-(label set, budget) metric.
+    pub fn name(&self, cfg: &Config, label: usize, budget: usize, kind: Kind) -> (u32, String) {
+        let t = &self.labels[label];
+        let b = &cfg.budgets[budget].name;
+        match kind {
+            Kind::Allowed => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.allowed")),
+            Kind::Rejected => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.rejected")),
+            Kind::ShadowRejected => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.shadow_rejected")),
+            Kind::ThrottleExceeded => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.{b}_exceeded")),
+            Kind::ThrottleBurst => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.burst_exhausted")),
+            Kind::ThrottleSaturation => (COUNTER, format!("quota_throttles_total.{t}.resource.{b}.reason.saturation_throttle")),
+            Kind::BurstUsed => (COUNTER, format!("burst_credits_used_total.{t}.resource.{b}")),
+            Kind::Remaining => (GAUGE, format!("quota_remaining.{t}.resource.{b}")),
+            Kind::Warned => (COUNTER, format!("quota_checks_total.{t}.resource.{b}.result.warned")),
+            Kind::QueueWaiting => (GAUGE, format!("quota_queue_waiting.{t}.resource.{b}")),
+            Kind::QueuedAdmitted => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.admitted")),
+            Kind::QueuedTimeout => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.timeout")),
+            Kind::QueuedFull => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.full")),
+            Kind::QueuedCancelled => (COUNTER, format!("quota_queued_total.{t}.resource.{b}.result.cancelled")),
+        }
+    }
+
+    /// `quota_llm_tokens_total{tenant_id,kind}` (SPEC 5); `kind` is `input` or `output`.
+    pub fn llm_tokens(&self, label: usize, kind: &str) -> String {
+        format!("quota_llm_tokens_total.{}.kind.{kind}", self.labels[label])
+    }
+
+    /// `quota_threshold_crossings_total{...,resource,threshold}` (SPEC 5).
+    pub fn threshold_crossing(&self, cfg: &Config, label: usize, budget: usize, pct: u64) -> String {
+        format!("quota_threshold_crossings_total.{}.resource.{}.threshold.{pct}", self.labels[label], cfg.budgets[budget].name)
+    }
+}
+
+#[cfg(test)]
+#[path = "metric_names_tests.rs"]
+mod tests;
