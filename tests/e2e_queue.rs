@@ -238,3 +238,31 @@ fn queueing_keeps_exactness_under_64_clients_on_4_workers() {
     assert_eq!(admitted.load(Ordering::SeqCst), 60, "exactly limit + burst_credits, queueing or not");
     assert_eq!(up.received(), 60);
 }
+
+/// A queued request refused from the tick (its wait timed out) on an LLM API path gets the
+/// provider-shaped error body too (SPEC 2), like one refused in its header phase.
+#[test]
+fn a_queue_timeout_on_an_llm_path_answers_as_the_provider() {
+    let up = Upstream::start();
+    let e = Envoy::start(&conc(300, 100), up.port, EnvoyOpts::default());
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let port = e.port;
+            std::thread::spawn(move || request(port, "GET", "/slow/1500", &[("x-tenant-id", "llm")], None).status)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let r = request(e.port, "POST", "/slow/10/v1/chat/completions", &[("x-tenant-id", "llm")], Some(b"{}"));
+    let waited = t0.elapsed().as_millis();
+    assert_eq!(r.status, 429, "{}", r.body_str());
+    assert!(waited >= 250, "refused from the queue, after its wait: {waited} ms");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+    assert_eq!(v["error"]["type"], "requests", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("Tenant quota conc exceeded: limit 2 concurrent requests"), "{v}");
+    assert_eq!(v["budget"], "conc", "the problem body's other members stay: {v}");
+    for h in holders {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+}

@@ -81,16 +81,8 @@ impl Http {
     /// Answer with the quota's reply (its decision goes to the access-log fields too).
     fn reply(&mut self, r: &engine::Reply) -> Action {
         log_fields::reply(&self.config, r);
-        // On LLM API paths the body's `error` is the provider's error object (SPEC 2); the
-        // path is read only here, when a request is refused.
-        let path = host::header(map::REQUEST_HEADERS, ":path").unwrap_or_default();
-        match engine::LlmApi::of_path(&path) {
-            Some(api) => {
-                let body = r.provider_body(api);
-                self.send(r.status, &r.reason, &body, &r.headers)
-            }
-            None => self.send(r.status, &r.reason, &r.body, &r.headers),
-        }
+        let body = verdict::wire_body(r);
+        self.send(r.status, &r.reason, &body, &r.headers)
     }
 
     /// A request under the admin prefix: authenticate, then answer (after its body, if any).

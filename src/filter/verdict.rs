@@ -4,7 +4,7 @@
 //! in-flight ledger and the in-flight saturation signal are kept here and nowhere else, so the
 //! callers cannot drift apart.
 
-use super::host::{self, HostStore};
+use super::host::{self, map, HostStore};
 use super::{global, log_fields, Shared};
 use crate::config::{Config, OnError, TenantPolicy};
 use crate::engine::{self, Admitted, Reply, Verdict, Waiting};
@@ -207,7 +207,18 @@ pub(super) fn answer(cfg: &Config, ctx: u32, reply: &Reply) -> bool {
         return false;
     }
     log_fields::reply(cfg, reply);
-    host::send_local_response(reply.status, &reply.reason, &reply.body, &reply.headers)
+    host::send_local_response(reply.status, &reply.reason, &wire_body(reply), &reply.headers)
+}
+
+/// A reply's body as the client gets it: on LLM API paths its `error` is the provider's error
+/// object (SPEC 2). The effective context must be the request's: its `:path` is read here,
+/// only when a request is refused.
+pub(super) fn wire_body(r: &Reply) -> std::borrow::Cow<'_, str> {
+    let path = host::header(map::REQUEST_HEADERS, ":path").unwrap_or_default();
+    match crate::engine::LlmApi::of_path(&path) {
+        Some(api) => std::borrow::Cow::Owned(r.provider_body(api)),
+        None => std::borrow::Cow::Borrowed(&r.body),
+    }
 }
 
 /// Put an admitted request's in_flight slots on this VM's ledger.
