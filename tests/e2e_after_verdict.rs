@@ -99,3 +99,24 @@ fn requests_admitted_from_the_queue_count_in_the_in_flight_signal() {
     std::thread::sleep(Duration::from_millis(1300));
     assert_eq!(saturation_level(&e), "normal");
 }
+
+/// A request refused on its `exact` check (asked from the header phase) gives its place in the
+/// in-flight saturation signal back: the signal returns to normal (it stayed counted before).
+#[test]
+fn a_request_refused_on_its_exact_check_leaves_the_in_flight_signal() {
+    let up = Upstream::start();
+    let cfg = format!(
+        r#"{{"global":{{"cluster":"ratelimit","domain":"tenant-quota","sync_period_ms":100,"timeout_ms":100,"on_unavailable":"deny"}},
+            "budgets":{{"daily":{{"counts":"requests","window_ms":86400000,"limit":100,"global":"exact"}}}},
+            "saturation":{{"signals":{{"open":{{"from":"in_flight","elevated":1,"critical":2}}}},"stale_after_ms":60000}},
+            "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
+    );
+    let e = Envoy::start(&cfg, up.port, EnvoyOpts { concurrency: 1, extra_clusters: dead_rls(), ..EnvoyOpts::default() });
+    for _ in 0..3 {
+        let r = request(e.port, "GET", "/", &[("x-tenant-id", "x")], None);
+        assert_eq!(r.status, 503, "the service cannot be asked and on_unavailable is deny");
+    }
+    // The level is held 1 s after its cause ends.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(saturation_level(&e), "normal", "refused requests are not in flight");
+}

@@ -167,7 +167,11 @@ impl Http {
             None => None,
         };
         match outcome {
-            Some(Err(reply)) => return self.reply(&reply),
+            Some(Err(reply)) => {
+                // Refused: what it held (its place in the in-flight signal) goes back now.
+                held.release(&self.config, &self.shared, false);
+                return self.reply(&reply);
+            }
             Some(Ok(a)) => held.readmit(a),
             None => {}
         }
