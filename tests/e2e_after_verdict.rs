@@ -120,3 +120,36 @@ fn a_request_refused_on_its_exact_check_leaves_the_in_flight_signal() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(saturation_level(&e), "normal", "refused requests are not in flight");
 }
+
+/// Without `allow_on_headers_stop_iteration` (Istio's WasmPlugin) the first LLM request waits
+/// 1 s for its body, then every worker decides LLM requests on their headers. A request queued
+/// for a budget, resumed by the tick, then gets its body: that must not switch body reading
+/// back on (it did: the next LLM request waited 1 s again).
+#[test]
+fn a_queued_request_getting_its_body_leaves_body_reading_off() {
+    let up = Upstream::start();
+    let cfg = r#"{"llm":{"request_body":true,"model":{"request_body":"model"},"default_reserve_tokens":0},
+      "budgets":{"tokens":{"counts":{"llm_tokens":"total"},"window_ms":3600000,"limit":100000},
+                 "slots":{"counts":"in_flight","limit":1,"on_exceed":"queue","queue":{"timeout_ms":5000,"max_waiting":10}}}}"#;
+    let e = Envoy::start(cfg, up.port, EnvoyOpts { concurrency: 1, ..EnvoyOpts::default() });
+    let post = |path: &str| {
+        let t0 = Instant::now();
+        let r = request(e.port, "POST", path, &[("x-tenant-id", "b"), ("content-type", "application/json")], Some(b"{\"model\":\"m\"}"));
+        (r.status, t0.elapsed().as_millis())
+    };
+    // The first waits for its body 1 s; the next is decided on its headers at once.
+    assert_eq!(post("/").0, 200);
+    std::thread::sleep(Duration::from_millis(100));
+    let (s, ms) = post("/");
+    assert!(s == 200 && ms < 700, "decided on headers: {s} after {ms} ms");
+    // One holds the slot; one waits in the queue, is resumed by the tick and gets its body.
+    let port = e.port;
+    let holder = std::thread::spawn(move || request(port, "POST", "/slow/1000", &[("x-tenant-id", "b")], Some(b"{}")).status);
+    std::thread::sleep(Duration::from_millis(200));
+    let (s, _) = post("/slow/10");
+    assert_eq!(s, 200);
+    assert_eq!(holder.join().unwrap(), 200);
+    std::thread::sleep(Duration::from_millis(100));
+    let (s, ms) = post("/");
+    assert!(s == 200 && ms < 700, "still decided on headers after a queued request got its body: {s} after {ms} ms");
+}

@@ -283,13 +283,10 @@ impl HttpContext for Http {
                 // Hold the body until it is complete (bounded by Envoy's buffer limit).
                 return if end_of_stream { self.decide_with_body(body_size) } else { Action::Pause };
             }
-            // The tick decided it already (the body came after the deadline).
+            // Decided by the tick after the body did not come in time, and resumed: its body
+            // now flows whether or not the host shows bodies to a paused header phase, so it
+            // says nothing of that (the flag is probed again later: llm_body).
             self.phase = Phase::Queued;
-        }
-        if let Phase::Queued = self.phase {
-            // Decided by the tick after the body did not come in time (the option looked
-            // off), yet it came: the option is on after all.
-            llm_body::body_came(&self.shared);
         }
         self.adopt();
         if let Phase::Admin(_) = self.phase {

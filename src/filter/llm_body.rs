@@ -23,28 +23,45 @@ pub(super) struct BodyWait {
 /// How long a paused request waits for its first body callback before the filter decides
 /// the host will not send one.
 const BODY_WAIT_MS: u64 = 1000;
-/// Shared: `[1]` once a worker found that bodies cannot be read, `[0]` once one saw a body.
+/// Shared: `[1, <when, 8 bytes LE ms>]` once a worker found that bodies cannot be read, `[0]`
+/// once one saw a body come to a paused request.
 const BODY_OFF_KEY: &str = crate::store::keys::BODY_OFF;
+/// How long "bodies cannot be read" holds before one request pauses for its body again: a
+/// body that only came late (a slow client while the option is on) cannot be told from the
+/// option being off, since it comes after the request was resumed either way; the next
+/// probe finds out, at the cost of one request's wait per period when the option is off.
+const BODY_OFF_RETRY_MS: u64 = 600_000;
 
 fn set_body_reading_off(sh: &mut Shared, off: bool) {
     if sh.body_reading_off != off {
         sh.body_reading_off = off;
-        let _ = HostStore.set(BODY_OFF_KEY, &[u8::from(off)], 0);
+        let mut v = vec![u8::from(off)];
+        if off {
+            v.extend_from_slice(&host::now_ms().to_le_bytes());
+        }
+        let _ = HostStore.set(BODY_OFF_KEY, &v, 0);
     }
 }
 
-/// A body callback came to a request paused in its header phase: the host shows bodies.
-pub(super) fn body_came(shared: &RefCell<Shared>) {
-    if let Ok(mut sh) = shared.try_borrow_mut() {
-        set_body_reading_off(&mut sh, false);
+/// What the shared flag says at `now`: off, unless it was set over [`BODY_OFF_RETRY_MS`] ago.
+fn shared_off(now: u64) -> Option<bool> {
+    let mut b = Vec::new();
+    let Ok(Some(_)) = HostStore.get(BODY_OFF_KEY, &mut b) else { return None };
+    match b.as_slice() {
+        [1, when @ ..] if when.len() == 8 => {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(when);
+            Some(now.saturating_sub(u64::from_le_bytes(t)) < BODY_OFF_RETRY_MS)
+        }
+        [1, ..] => Some(true),
+        _ => Some(false),
     }
 }
 
 /// Tick: every worker follows what any worker learned about body reading.
 pub(super) fn follow_body_reading(sh: &mut Shared) {
-    let mut b = Vec::new();
-    if let Ok(Some(_)) = HostStore.get(BODY_OFF_KEY, &mut b) {
-        sh.body_reading_off = b.first() == Some(&1);
+    if let Some(off) = shared_off(host::now_ms()) {
+        sh.body_reading_off = off;
     }
 }
 
@@ -67,10 +84,12 @@ pub(super) fn body_wanted(cfg: &Config, shared: &RefCell<Shared>, headers: &mut 
         return None;
     }
     let now = host::now_ms();
-    // What any worker learned (shared data), read now rather than at the next tick.
-    let mut b = Vec::new();
-    let shared_off = matches!(HostStore.get(BODY_OFF_KEY, &mut b), Ok(Some(_))) && b.first() == Some(&1);
-    let off = shared_off || shared.try_borrow().map(|sh| sh.body_reading_off).unwrap_or(true);
+    // What any worker learned (shared data), read now rather than at the next tick; an old
+    // "off" lets this request probe again.
+    let off = match shared_off(now) {
+        Some(off) => off,
+        None => shared.try_borrow().map(|sh| sh.body_reading_off).unwrap_or(true),
+    };
     (!off).then_some(now)
 }
 
@@ -94,7 +113,11 @@ pub(super) fn pause_for_body(shared: &RefCell<Shared>, ctx: u32, facts: RequestF
 pub(super) fn first_body(shared: &RefCell<Shared>, ctx: u32) -> Option<BodyWait> {
     let Ok(mut sh) = shared.try_borrow_mut() else { return None };
     let wait = sh.body_waits.remove(&ctx);
-    set_body_reading_off(&mut sh, false);
+    if wait.is_some() {
+        // The body came to the paused request: the host shows bodies (the option is on).
+        // After the tick decided and resumed it, its body says nothing of that.
+        set_body_reading_off(&mut sh, false);
+    }
     wait
 }
 
@@ -129,7 +152,8 @@ pub(super) fn expire_waits(cfg: &Config, sh: &mut Shared, now: u64) {
     let due: Vec<u32> = sh.body_waits.iter().filter(|(_, w)| now >= w.deadline).map(|(c, _)| *c).collect();
     for ctx in due {
         let Some(w) = sh.body_waits.remove(&ctx) else { continue };
-        if !sh.body_reading_off {
+        if !sh.body_reading_off || shared_off(now) != Some(true) {
+            sh.body_reading_off = false;
             set_body_reading_off(sh, true);
             host::log(
                 host::LOG_WARN,
