@@ -60,12 +60,21 @@ fn one_limit_across_three_envoys_sync_local_and_exact() {
             "/sync" => {
                 // README: overshoot <= Λ·(2P + R); R allowed 50 ms on this shared machine.
                 let bound = (rate * (2.0 * P_MS as f64 + 50.0) / 1000.0) as u64;
-                eprintln!("sync: admitted {} of {total} at {rate}/s, limit 600, bound 600 + {bound}", load.admitted);
-                assert!(load.admitted >= 600, "sync admitted {} < 600", load.admitted);
+                let got = wait_redis(&redis, &tenant, budget, load.admitted, Duration::from_secs(5));
+                let errors: u64 = es.iter().map(|e| stat(e, "quota_global_syncs_total.result.error")).sum();
+                eprintln!("sync: admitted {} of {total} at {rate}/s, limit 600, bound 600 + {bound}; {got} in Redis, {errors} failed sync calls", load.admitted);
                 assert!(load.admitted <= 600 + bound, "sync admitted {} > 600 + {bound}", load.admitted);
                 assert!(load.admitted <= 3 * 600);
-                let got = wait_redis(&redis, &tenant, budget, load.admitted, Duration::from_secs(5));
-                assert_eq!(got, load.admitted, "every admitted unit reaches Redis once");
+                assert!(got >= load.admitted, "every admitted unit reaches Redis: {got} < {}", load.admitted);
+                if errors == 0 {
+                    assert_eq!(got, load.admitted, "with no failed call, every admitted unit reaches Redis once");
+                    assert!(load.admitted >= 600, "sync admitted {} < 600", load.admitted);
+                } else {
+                    // A call that timed out may have been applied and is sent again (at least
+                    // once, SPEC 8): the service then counts more than was admitted, and the
+                    // Envoys admit that much less (the safe side). Nothing else is lost.
+                    assert!(got >= 600, "only {got} units in the service after admitting {}", load.admitted);
+                }
             }
             "/local" => assert_eq!(load.admitted, 1800, "local: each Envoy admits its own 600"),
             _ => {

@@ -280,21 +280,31 @@ pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::R
 }
 
 /// Whether the service counted a status in the window the units were sent for. Without the
-/// window in the descriptor (D1) the service counts a call in the window it processes it in,
-/// at some moment in `[sent_at, answered_at]`, and says when that window ends:
-/// `duration_until_reset`, in whole seconds from the second it processed the call
-/// (envoyproxy/ratelimit `CalculateReset`; Limitador gives ms). So the service's window ends
-/// in `(sent_at + reset - 1 s, answered_at + reset]`, and the units were counted in ours iff
-/// our window's end lies there. A call processed after our window ended (sent in its last
-/// moments) is counted in the next one: its answer is not applied (its units stay counted by
-/// the service, the safe side: README, residual error), and as our window is over too its
-/// units are never sent again. Answers without a reset, and calendar months (the month is
-/// in the descriptor), are taken as they are.
-pub fn same_window(window: Window, window_start: Millis, sent_at: Millis, answered_at: Millis, reset_ms: Option<u64>) -> bool {
+/// window in the descriptor (D1) the service counts a call in the window it processes it
+/// in, and says when that window ends: `duration_until_reset`, in whole seconds from the
+/// second it processed the call (envoyproxy/ratelimit `CalculateReset`; Limitador gives ms).
+/// `answered_at + reset` is that end give or take the call's time, the 1 s granularity and
+/// the skew between the service's clock and ours: for windows of a minute or more, far less
+/// than half a window, so the window boundary nearest to it names the window exactly. An
+/// answer counted in another window is not applied (its units stay counted by the service,
+/// the safe side; as our window is over, they are never sent again).
+///
+/// For 1 s windows the reset always says 1 s: it cannot tell, and the answer is applied.
+/// Not applying an answer that was ours sends its units again (counted twice, and the window
+/// then admits that many less); applying one the service counted in the next second only
+/// sets `remote` of a window that is over, or ends within the clock skew (the README states
+/// this residual error). Calendar months (the month is in the descriptor) and answers
+/// without a reset are taken as they are.
+pub fn same_window(window: Window, window_start: Millis, answered_at: Millis, reset_ms: Option<u64>) -> bool {
     let Some(reset) = reset_ms else { return true };
-    let Window::Fixed(_) = window else { return true };
-    let end = window.end(window_start);
-    end > sent_at.saturating_add(reset).saturating_sub(1000) && end <= answered_at.saturating_add(reset)
+    match window.fixed_ms() {
+        Some(w) if w > 1000 => {
+            let est = answered_at.saturating_add(reset);
+            let nearest = est.saturating_add(w / 2) / w * w;
+            nearest == window.end(window_start)
+        }
+        _ => true,
+    }
 }
 
 /// A call in flight.
@@ -428,7 +438,7 @@ impl SyncLoop {
             self.scratch.key.clone_from(&p.key);
             let Some(b) = cfg.budgets.get(p.budget) else { continue };
             let window = p.window;
-            if !same_window(window, p.window_start, batch.sent_at, now, st.reset_ms) {
+            if !same_window(window, p.window_start, now, st.reset_ms) {
                 continue;
             }
             let a = rls::unscale(st.answer, p.cap);
