@@ -21,10 +21,20 @@ fn cfg() -> Config {
 }
 
 fn setup() -> (Config, MemStore) {
+    setup_with(cfg())
+}
+
+/// A store ready for the admin API under `c`.
+fn setup_with(c: Config) -> (Config, MemStore) {
     let s = MemStore::new();
     init_registry(&s, None).unwrap();
     init(&s).unwrap();
-    (cfg(), s)
+    (c, s)
+}
+
+/// A config of `budgets` (JSON members) with the admin API on.
+fn admin_cfg(extra: &str, budgets: &str) -> Config {
+    Config::parse(format!(r#"{{{extra}"budgets":{{{budgets}}},"admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#).as_bytes()).unwrap()
 }
 
 fn call(c: &Config, s: &MemStore, o: &mut Overrides, method: &str, path: &str, body: &str) -> (u32, Value) {
@@ -202,17 +212,7 @@ fn allowed_sources_match_v4_v6_and_refuse_unreadable_addresses() {
 
 #[test]
 fn a_calendar_month_budget_is_reported_as_such_never_as_a_sentinel_window() {
-    let c = Config::parse(
-        format!(
-            r#"{{"budgets":{{"monthly":{{"counts":"requests","window":"calendar_month","limit":1000}},"rpm":{{"counts":"requests","window_ms":60000,"limit":10}}}},
-               "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let s = MemStore::new();
-    init_registry(&s, None).unwrap();
-    init(&s).unwrap();
+    let (c, s) = setup_with(admin_cfg("", r#""monthly":{"counts":"requests","window":"calendar_month","limit":1000},"rpm":{"counts":"requests","window_ms":60000,"limit":10}"#));
     let mut o = Overrides::default();
     let (st, v) = call(&c, &s, &mut o, "GET", "/tenants/m", "");
     assert_eq!(st, 200, "{v}");
@@ -228,18 +228,7 @@ fn a_calendar_month_budget_is_reported_as_such_never_as_a_sentinel_window() {
 /// with the age of the others' figure; a budget that is not global has no such block.
 #[test]
 fn a_global_budgets_usage_shows_local_remote_and_age() {
-    let c = Config::parse(
-        format!(
-            r#"{{"global":{{"cluster":"rls"}},
-                 "budgets":{{"g":{{"counts":"requests","window_ms":60000,"limit":100,"global":"sync"}},"l":{{"counts":"requests","window_ms":60000,"limit":5}}}},
-                 "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let s = MemStore::new();
-    init_registry(&s, None).unwrap();
-    init(&s).unwrap();
+    let (c, s) = setup_with(admin_cfg(r#""global":{"cluster":"rls"},"#, r#""g":{"counts":"requests","window_ms":60000,"limit":100,"global":"sync"},"l":{"counts":"requests","window_ms":60000,"limit":5}"#));
     let mut o = Overrides::default();
     let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/acme", "");
     assert_eq!(v["budgets"]["g"]["global"], json!({"mode": "sync", "local": 0, "remote": 0, "remote_age_ms": null}));

@@ -124,20 +124,12 @@ pub fn bootstrap(plugin_json: &str, port: u16, admin: u16, upstream: u16, opts: 
 static_resources:
   listeners:
 {main}{extra_listeners}  clusters:
-  - name: upstream
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
-{extra_clusters}"#,
+{clusters}"#,
         extra = opts.extra_bootstrap,
         main = http_listener("main", port, &filters, "upstream", opts.route_timeout_ms)
             .replacen("          stat_prefix: ingress\n", &format!("          stat_prefix: ingress\n{}", opts.access_log), 1),
         extra_listeners = opts.extra_listeners,
-        extra_clusters = opts.extra_clusters,
+        clusters = upstream_clusters(upstream, &opts.extra_clusters),
     )
 }
 
@@ -369,4 +361,20 @@ pub fn validate(plugin_json: &str) -> Result<String, String> {
     } else {
         Err(log)
     }
+}
+
+/// The static cluster `upstream` at 127.0.0.1:`port`, then `extra` (YAML list items, 2-space
+/// indent): the `clusters:` items of every test bootstrap.
+pub fn upstream_clusters(port: u16, extra: &str) -> String {
+    format!(
+        r#"  - name: upstream
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+{extra}"#
+    )
 }

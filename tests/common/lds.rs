@@ -30,18 +30,10 @@ dynamic_resources:
     path_config_source: {{ path: "{lds}" }}
 static_resources:
   clusters:
-  - name: upstream
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
-{extra_clusters}"#,
+{clusters}"#,
         extra = opts.extra_bootstrap,
         lds = lds.display(),
-        extra_clusters = opts.extra_clusters,
+        clusters = upstream_clusters(upstream, &opts.extra_clusters),
     )
 }
 
