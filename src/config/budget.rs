@@ -60,8 +60,17 @@ fn compile(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
     if on_exceed == OnExceed::Queue && raw.global == Some(GlobalMode::Exact) {
         return err(format!("{p}.on_exceed"), "an `exact` global budget cannot queue (its answer comes from the rate limit service)");
     }
+    let fallback = match (on_exceed, &raw.fallback) {
+        (OnExceed::Fallback, Some(t)) => Some(super::providers::target(&format!("{p}.fallback"), t)?),
+        (OnExceed::Fallback, None) => return err(format!("{p}.fallback"), "`\"on_exceed\": \"fallback\"` needs `fallback`: where the request goes instead (`model`, `upstream`)"),
+        (_, Some(_)) => return err(format!("{p}.fallback"), "`fallback` needs `\"on_exceed\": \"fallback\"`"),
+        (_, None) => None,
+    };
+    if on_exceed == OnExceed::Fallback && raw.global == Some(GlobalMode::Exact) {
+        return err(format!("{p}.on_exceed"), "an `exact` global budget cannot fall back (its answer comes from the rate limit service, after the route is chosen)");
+    }
     let alerts = alerts(&p, window, raw.alerts.as_deref())?;
-    Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None, on_exceed, queue, alerts })
+    Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None, on_exceed, queue, fallback, alerts })
 }
 
 /// The window: none for `in_flight`, `window_ms` or `"window": "calendar_month"` for the rest.

@@ -14,6 +14,7 @@ mod error;
 mod global;
 mod llm;
 mod policy;
+mod providers;
 pub mod raw;
 mod rules;
 mod saturation;
@@ -27,6 +28,9 @@ pub use admin::{parse_source_ip, Admin, Cidr};
 pub use error::ConfigError;
 pub use global::{Global, OnUnavailable, GLOBAL_WINDOWS_MS};
 pub use llm::{Llm, ModelSource};
+pub use providers::{Providers, DEFAULT_ROUTE_HEADER};
+pub use raw::ProviderBy;
+pub use crate::core::budget::Target;
 pub use policy::{compile_subject_on, compile_tenant, compile_tenant_on, TenantPolicy};
 pub use raw::{Level, Mode, OnError, RawTenant};
 pub use scopes::Scope;
@@ -58,6 +62,10 @@ pub struct Config {
     /// SPEC 5 (defaults when the block is absent).
     pub llm: Llm,
     pub alerts_webhook: Option<Webhook>,
+    /// Upstream providers' cooldowns and fallbacks (None: no cooldowns).
+    pub providers: Option<Providers>,
+    /// The request header a fallback's `upstream` sets (`providers.route_header`).
+    pub route_header: String,
     /// Write each request's decision into Envoy filter state, for access logs and trace tags
     /// (`engine::log_fields`). Off by default: every field is a host call per request.
     pub filter_state: bool,
@@ -162,7 +170,9 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let saturation = raw.saturation.as_ref().map(saturation::compile).transpose()?;
     let admin = raw.admin.as_ref().map(admin::compile).transpose()?;
     let global = raw.global.as_ref().map(global::compile).transpose()?;
+    let (providers, route_header) = providers::compile(raw.providers.as_ref())?;
     rules::check(&budgets, &scopes, &llm, global.as_ref())?;
+    rules::fallbacks(&budgets, &llm, providers.as_ref())?;
     let hooks = raw.test_hooks.unwrap_or_default();
     Ok(Config {
         mode: raw.mode.unwrap_or_default(),
@@ -180,6 +190,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         scopes,
         llm,
         alerts_webhook,
+        providers,
+        route_header,
         filter_state: raw.filter_state.unwrap_or(false),
         trap_sync_leader_path: hooks.trap_sync_leader_path,
         trap_path: hooks.trap_path,

@@ -59,3 +59,22 @@ fn global_needs_service(budgets: &[Budget], global: Option<&Global>) -> Result<(
         _ => Ok(()),
     }
 }
+
+/// A fallback to another model rewrites the request's model: `llm.model` must say where it
+/// is. Providers named by model need it too.
+pub(super) fn fallbacks(budgets: &[Budget], llm: &Llm, providers: Option<&super::Providers>) -> Result<(), ConfigError> {
+    if llm.model.is_some() {
+        return Ok(());
+    }
+    if let Some(b) = budgets.iter().find(|b| b.fallback.as_ref().is_some_and(|t| t.model.is_some())) {
+        return err(format!("budgets.{}.fallback.model", b.name), "a fallback to another model needs `llm.model` (the header or body field it rewrites)");
+    }
+    match providers {
+        Some(p) if p.by == super::ProviderBy::Model => err("providers.by", "providers named by model need `llm.model`"),
+        Some(p) => match p.fallbacks.iter().find(|(_, t)| t.model.is_some()) {
+            Some((id, _)) => err(format!("providers.fallbacks.{id}.model"), "a fallback to another model needs `llm.model` (the header or body field it rewrites)"),
+            None => Ok(()),
+        },
+        None => Ok(()),
+    }
+}

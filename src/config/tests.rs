@@ -355,3 +355,46 @@ fn config_refuses_what_the_service_cannot_express() {
     assert_eq!(c.global.as_ref().unwrap().on_unavailable, OnUnavailable::LocalShare(3));
     assert_eq!(c.global.as_ref().unwrap().domain, "tenant-quota");
 }
+
+#[test]
+fn fallbacks_and_providers() {
+    let ok = parse(
+        r#"{"llm":{"model":{"header":"x-model"}},
+  "providers":{"by":"cluster","route_header":"X-Route","cooldown_on":[429],"cooldown_s":5,"max_cooldown_s":60,
+               "fallbacks":{"primary":{"upstream":"backup","model":"small"}}},
+  "budgets":{"b":{"counts":"requests","window_ms":60000,"limit":1,"on_exceed":"fallback","fallback":{"model":"small"}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(ok.budgets[0].fallback, Some(Target { model: Some("small".into()), upstream: None }));
+    let p = ok.providers.as_ref().unwrap();
+    assert_eq!((ok.route_header.as_str(), p.cooldown_s, p.max_cooldown_s), ("x-route", 5, 60));
+    assert!(p.cools_on(429) && !p.cools_on(503));
+    assert_eq!((p.cooldown_ms(None), p.cooldown_ms(Some(b" 7 ")), p.cooldown_ms(Some(b"999")), p.cooldown_ms(Some(b"Wed, 21 Oct"))), (5000, 7000, 60_000, 5000));
+    assert_eq!(parse(r#"{"budgets":{}}"#).unwrap().route_header, DEFAULT_ROUTE_HEADER);
+
+    let b = |extra: &str| format!(r#"{{"budgets":{{"b":{{"counts":"requests","window_ms":60000,"limit":1{extra}}}}}}}"#);
+    for (cfg, path) in [
+        (b(r#","on_exceed":"fallback""#), "budgets.b.fallback"),
+        (b(r#","fallback":{"upstream":"x"}"#), "budgets.b.fallback"),
+        (b(r#","on_exceed":"fallback","fallback":{}"#), "budgets.b.fallback"),
+        (b(r#","on_exceed":"fallback","fallback":{"upstream":"a b"}"#), "budgets.b.fallback.upstream"),
+        (b(r#","on_exceed":"fallback","fallback":{"model":"m"}"#), "budgets.b.fallback.model"),
+        (b(r#","on_exceed":"fallback","fallback":{"upstream":"x","cluster":"y"}"#), "budgets.b.fallback"),
+        (r#"{"providers":{"cooldown_on":[200]}}"#.to_string(), "providers.cooldown_on[0]"),
+        (r#"{"providers":{"cooldown_s":0}}"#.to_string(), "providers.cooldown_s"),
+        (r#"{"providers":{"cooldown_s":60,"max_cooldown_s":10}}"#.to_string(), "providers.max_cooldown_s"),
+        (r#"{"providers":{"route_header":"a b"}}"#.to_string(), "providers.route_header"),
+        (r#"{"providers":{"by":"host"}}"#.to_string(), "providers.by"),
+        (r#"{"providers":{"by":"model"}}"#.to_string(), "providers.by"),
+        (r#"{"providers":{"fallbacks":{"c1":{"model":"m"}}}}"#.to_string(), "providers.fallbacks.c1"),
+        (r#"{"llm":{"model":{"header":"x-model"}},"providers":{"by":"model","fallbacks":{"m":{"model":"m"}}}}"#.to_string(), "providers.fallbacks.m"),
+    ] {
+        let e = refused(&cfg);
+        assert!(e.path.starts_with(path), "{cfg}: {e}");
+    }
+    let e = refused(
+        r#"{"global":{"cluster":"rls","domain":"d"},
+  "budgets":{"b":{"counts":"requests","window_ms":60000,"limit":1,"global":"exact","on_exceed":"fallback","fallback":{"upstream":"x"}}}}"#,
+    );
+    assert!(e.path.starts_with("budgets.b"), "{e}");
+}

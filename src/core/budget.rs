@@ -99,6 +99,8 @@ pub struct Budget {
     /// For `on_exceed: queue`: how long a request may wait, and how many may wait per tenant
     /// (or scope id) and budget in one Envoy.
     pub queue: Queue,
+    /// For `on_exceed: fallback`: where the request goes instead.
+    pub fallback: Option<Target>,
     /// Alert thresholds in percent of `limit`, ascending (SPEC 5; default 80, 90, 95).
     pub alerts: Vec<u64>,
 }
@@ -162,6 +164,17 @@ pub enum OnExceed {
     Warn,
     /// Hold the request in the filter until the budget has room, up to a timeout.
     Queue,
+    /// Send the request elsewhere (`Budget::fallback`: another model, another upstream),
+    /// where the request's budgets are decided again without this one.
+    Fallback,
+}
+
+/// Where a rerouted request goes (a budget's `fallback`, a cooling provider's): another
+/// model, another upstream (the value of the route header), or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub model: Option<String>,
+    pub upstream: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

@@ -102,6 +102,9 @@ pub struct Rejection {
     pub reset_s: u64,
     /// Only `on_exceed: queue` budgets refused: the request may wait for room (SPEC 6).
     pub queue: bool,
+    /// Only `on_exceed: fallback` (and `queue`) budgets refused, a fallback one first in
+    /// config order: the request may go to its fallback.
+    pub fallback: bool,
     /// The window's length in seconds (0 for in_flight): the RateLimit `w`.
     pub window_s: u64,
 }
@@ -238,8 +241,10 @@ pub fn decide(
 ) -> Result<(), Rejection> {
     usage.clear();
     // Check. A `warn` budget that does not fit admits anyway (marked); a `queue` one refuses
-    // with `queue: true` unless a `reject` budget refuses too, which wins (SPEC 6).
+    // with `queue: true` unless a `reject` budget refuses too, which wins (SPEC 6); a
+    // `fallback` one refuses with `fallback: true`, over `queue` and under `reject`.
     let mut queued: Option<Rejection> = None;
+    let mut fell: Option<Rejection> = None;
     for d in demands {
         let b = &policy.budgets[d.budget];
         if policy.limits[d.budget].unlimited {
@@ -267,11 +272,15 @@ pub fn decide(
                 (Reason::Exceeded, if b.counts == Counts::InFlight { 1 } else { ceil_s(reset_ms) })
             };
             let reset_s = if l.window.is_none() { 0 } else { ceil_s(reset_ms) };
-            let r = Rejection { budget: d.budget, reason, retry_after_s: retry, limit, reset_s, queue: false, window_s: l.window.len_s(now) };
+            let r = Rejection { budget: d.budget, reason, retry_after_s: retry, limit, reset_s, queue: false, fallback: false, window_s: l.window.len_s(now) };
             match b.on_exceed {
                 OnExceed::Reject => return Err(r),
                 OnExceed::Queue => {
                     queued.get_or_insert(Rejection { queue: true, ..r });
+                    continue;
+                }
+                OnExceed::Fallback => {
+                    fell.get_or_insert(Rejection { fallback: true, ..r });
                     continue;
                 }
                 OnExceed::Warn => warned = Some(reason),
@@ -291,7 +300,7 @@ pub fn decide(
             warned,
         });
     }
-    if let Some(q) = queued {
+    if let Some(q) = fell.or(queued) {
         usage.clear();
         return Err(q);
     }

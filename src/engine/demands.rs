@@ -46,7 +46,11 @@ pub(crate) fn demands(cfg: &Config, facts: &RequestFacts, at: Conditions, subjec
     // decides them like `sync` ones) or nothing may wait (shadow mode).
     let exact_waits = cfg.mode == Mode::Enforce && !at.global_degraded;
     let global_denies = at.global_degraded && cfg.global.as_ref().is_some_and(|g| g.on_unavailable == OnUnavailable::Deny);
+    let rerouted_by = facts.rerouted.as_ref().and_then(|r| r.budget);
     for (i, b) in cfg.budgets.iter().enumerate() {
+        if rerouted_by == Some(i) {
+            continue;
+        }
         if !b.matcher.is_any() && !b.matcher.matches(&facts.method, &facts.path) {
             continue;
         }

@@ -66,7 +66,7 @@ fn exact_rejection(policy: &TenantPolicy, d: &Demand, now: Millis) -> Rejection 
     let reset_ms = l.window.end(l.window.start(now)).saturating_sub(now).max(1);
     let reset_s = reset_ms.div_ceil(1000).max(1);
     let reason = if l.burst_credits > 0 { Reason::BurstExhausted } else { Reason::Exceeded };
-    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false, window_s: l.window.len_s(now) }
+    Rejection { budget: d.budget, reason, retry_after_s: reset_s, limit: l.limit, reset_s, queue: false, fallback: false, window_s: l.window.len_s(now) }
 }
 
 /// Finish an `exact` request. `answers`: the service's answer per `a.exact` demand, or

@@ -63,6 +63,19 @@ pub struct RequestFacts {
     pub costs: Vec<(usize, HeaderUnits)>,
     /// What the JSON request body said, when it was read before admission (SPEC 5).
     pub llm_body: Option<LlmBody>,
+    /// Set when the request was sent to a fallback: decided again, once, without the budget
+    /// that sent it there.
+    pub rerouted: Option<Rerouted>,
+}
+
+/// A request sent to a fallback (a budget's, or a cooling provider's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rerouted {
+    /// The budget whose `on_exceed: fallback` sent it (None: its provider was cooling). It
+    /// neither decides nor counts the rerouted request.
+    pub budget: Option<usize>,
+    /// The `x-tenant-quota-fallback` response header's value.
+    pub header: String,
 }
 
 /// A cost header's value.
@@ -97,7 +110,7 @@ impl RequestFacts {
                 }
             }
         }
-        RequestFacts { tenant, scope_ids, end_of_stream, priority, method, path, model, content_length, costs, llm_body: None }
+        RequestFacts { tenant, scope_ids, end_of_stream, priority, method, path, model, content_length, costs, llm_body: None, rerouted: None }
     }
 
     /// A `request_header` budget's units.

@@ -24,7 +24,7 @@ use commit::{Committed, Refusal, Terms};
 pub use commit::rollback;
 use demands::Demands;
 pub use exact::{exact_finish, exact_request, ExactOutcome};
-pub use facts::{parse_priority, parse_units, Conditions, HeaderUnits, Headers, LlmBody, Needs, RequestFacts};
+pub use facts::{parse_priority, parse_units, Conditions, HeaderUnits, Headers, LlmBody, Needs, RequestFacts, Rerouted};
 pub use reply::{admitted_headers, plain_reply, policy_header, ratelimit_header, reject_reply, reject_reply_in, LlmApi, ProviderError, Reply};
 pub use subject::RuntimePolicies;
 use subject::Subjects;
@@ -45,6 +45,22 @@ pub enum Verdict {
     /// Only `on_exceed: queue` budgets refused (SPEC 6): the request may wait for room.
     /// Nothing is charged. `reply` is its rejection should it time out or find the queue full.
     Wait(Box<Waiting>),
+    /// Only `on_exceed: fallback` (and `queue`) budgets refused, on the request's first
+    /// decision: it goes to the refusing budget's `fallback` and is decided again there
+    /// ([`RequestFacts::rerouted`]). Nothing is charged.
+    Reroute(Box<Reroute>),
+}
+
+/// A request to send elsewhere.
+#[derive(Debug, Clone)]
+pub struct Reroute {
+    /// The budget whose fallback it takes, and why it refused.
+    pub budget: usize,
+    pub reason: Reason,
+    pub tenant: String,
+    /// Its rejection, should the fallback be impossible (e.g. a model that cannot be
+    /// rewritten).
+    pub reply: Reply,
 }
 
 /// A request that may wait for room.
@@ -113,7 +129,7 @@ pub fn evaluate<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, facts: 
     let mut done = Committed::default();
     match commit::commit(cfg, store, w, &mut subjects, &mut demands, gate.terms, at.now, &mut done) {
         Ok(()) => admit(cfg, done, demands, &gate, at.now),
-        Err(refusal) => refused(cfg, &subjects, refusal, done.reported, &gate),
+        Err(refusal) => refused(cfg, &subjects, refusal, done.reported, &gate, facts.rerouted.is_some()),
     }
 }
 
@@ -153,7 +169,7 @@ fn saturation_refusal(cfg: &Config, subjects: &Subjects, tenant_demands: &[Deman
         return shadow_or_reject(cfg, reply);
     };
     let window_s = subjects.policy.limits[b].window.len_s(now);
-    let r = Rejection { budget: b, reason: Reason::SaturationThrottle, retry_after_s: retry, limit: 0, reset_s: retry, queue: false, window_s };
+    let r = Rejection { budget: b, reason: Reason::SaturationThrottle, retry_after_s: retry, limit: 0, reset_s: retry, queue: false, fallback: false, window_s };
     finish_rejection(cfg, subjects.policy, tenant, r, gate, None)
 }
 
@@ -188,12 +204,18 @@ fn admit(cfg: &Config, done: Committed, d: Demands, gate: &Gate, now: core::Mill
 
 /// The verdict of a commit that stopped: `on_error` for a store failure; for a refusal, a
 /// wait when only `queue` budgets refused (enforce mode), else the rejection.
-fn refused(cfg: &Config, subjects: &Subjects, refusal: Refusal, reported: String, gate: &Gate) -> Verdict {
-    let (r, scope, key) = match refusal {
+fn refused(cfg: &Config, subjects: &Subjects, refusal: Refusal, reported: String, gate: &Gate, rerouted: bool) -> Verdict {
+    let (mut r, scope, key) = match refusal {
         Refusal::Store(error) => return store_error_verdict(cfg, error, Some(reported)),
         Refusal::Rejected { rejection, scope, key } => (rejection, scope, key),
     };
     let policy = subjects.who(cfg, scope.as_ref().map(|s| s.0)).map_or(subjects.policy, |w| w.policy);
+    // One hop: a request already rerouted is refused by a fallback budget like by any other.
+    if r.fallback && !rerouted && cfg.mode == Mode::Enforce {
+        let reply = reject_reply_in(cfg, policy, &reported, &r, scope.as_ref().map(|(s, id)| (cfg.scopes[*s].name.as_str(), id.as_str())));
+        return Verdict::Reroute(Box::new(Reroute { budget: r.budget, reason: r.reason, tenant: reported, reply }));
+    }
+    r.fallback = false;
     if r.queue && cfg.mode == Mode::Enforce {
         let reply = reject_reply_in(cfg, policy, &reported, &r, scope.as_ref().map(|(s, id)| (cfg.scopes[*s].name.as_str(), id.as_str())));
         return Verdict::Wait(Box::new(Waiting { reply, rejection: r, tenant: reported, scope, key }));
@@ -255,3 +277,6 @@ fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Reje
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[path = "fallback_tests.rs"]
+mod fallback_tests;

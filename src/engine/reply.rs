@@ -291,7 +291,7 @@ mod tests {
         let b = c.budget_index(budget).unwrap();
         let p = c.policy("acme");
         let window_s = p.limits[b].window.fixed_ms().unwrap_or(0) / 1000;
-        let r = Rejection { budget: b, reason: Reason::Exceeded, retry_after_s: reset_s.max(1), limit: p.limits[b].limit, reset_s, queue: false, window_s };
+        let r = Rejection { budget: b, reason: Reason::Exceeded, retry_after_s: reset_s.max(1), limit: p.limits[b].limit, reset_s, queue: false, fallback: false, window_s };
         reject_reply_in(c, p, "acme", &r, scope)
     }
 

@@ -327,6 +327,9 @@ fn drive(c: &Config, reqs: &[Request]) -> Result<(), TestCaseError> {
                 }
             }
             Verdict::Wait(w) => prop_assert_eq!(w.reply.status, 429),
+            // No generated budget falls back (engine/fallback_tests.rs covers it); a reroute
+            // would consume nothing either.
+            Verdict::Reroute(r) => prop_assert!(false, "no budget here falls back: {:?}", r),
             Verdict::Pass { .. } => {}
         }
         check_caps(c, &store)?;

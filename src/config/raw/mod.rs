@@ -34,6 +34,9 @@ pub struct RawConfig {
     pub llm: Option<RawLlm>,
     #[serde(default)]
     pub alerts_webhook: Option<RawWebhook>,
+    /// Upstream providers: cooldowns after a 429/503 and their fallbacks, the route header.
+    #[serde(default)]
+    pub providers: Option<RawProviders>,
     /// Write each request's decision into Envoy filter state (access logs, trace tags).
     #[serde(default)]
     pub filter_state: Option<bool>,
@@ -197,11 +200,55 @@ pub struct RawBudget {
     pub on_exceed: Option<OnExceed>,
     #[serde(default)]
     pub queue: Option<RawQueue>,
+    /// For `on_exceed: fallback`: where the request goes instead.
+    #[serde(default)]
+    pub fallback: Option<RawTarget>,
     /// Percentages of `limit` whose crossing is logged and counted (SPEC 5).
     #[serde(default)]
     pub alerts: Option<Vec<u64>>,
 }
 
+
+/// Where a rerouted request goes: another model, another upstream (the route header's value).
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
+
+/// `providers`: what names an upstream provider, when one cools after pushing back, and where
+/// its requests go meanwhile.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawProviders {
+    /// `"cluster"` (the route's upstream cluster) or `"model"`.
+    #[serde(default)]
+    pub by: Option<ProviderBy>,
+    #[serde(default)]
+    pub route_header: Option<String>,
+    #[serde(default)]
+    pub cooldown_on: Option<Vec<u32>>,
+    #[serde(default)]
+    pub cooldown_s: Option<u64>,
+    #[serde(default)]
+    pub max_cooldown_s: Option<u64>,
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, RawTarget>,
+}
+
+/// What names a provider (`providers.by`).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderBy {
+    /// The upstream cluster of the request's route (Envoy's `xds.cluster_name`).
+    #[default]
+    Cluster,
+    /// The request's model (`llm.model`).
+    Model,
+}
 
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(deny_unknown_fields)]
