@@ -160,6 +160,12 @@ impl Labels {
         }
     }
 
+    /// `quota_fallbacks_total{tenant_id,resource,reason}`: requests sent to a fallback, by the
+    /// budget (or the cooling provider, `reason` `provider_cooling`) that sent them.
+    pub fn fallback(&self, label: usize, resource: &str, reason: &str) -> String {
+        format!("quota_fallbacks_total.{}.resource.{}.reason.{}", self.labels[label], self::label(resource), self::label(reason))
+    }
+
     /// `quota_llm_tokens_total{tenant_id,kind}` (SPEC 5); `kind` is `input` or `output`.
     pub fn llm_tokens(&self, label: usize, kind: &str) -> String {
         format!("quota_llm_tokens_total.{}.kind.{kind}", self.labels[label])

@@ -89,6 +89,12 @@ fn visible_ascii(s: &str) -> bool {
 }
 
 impl Config {
+    /// Whether a fallback may rewrite a request's model (then a read body may change length).
+    pub fn rewrites_model(&self) -> bool {
+        let model = |t: &Target| t.model.is_some();
+        self.budgets.iter().any(|b| b.fallback.as_ref().is_some_and(model)) || self.providers.as_ref().is_some_and(|p| p.fallbacks.values().any(model))
+    }
+
     /// Parse and validate the plugin configuration.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);

@@ -25,6 +25,8 @@ pub struct Admitted {
     pub headline: Option<Usage>,
     /// `x-tenant-quota-shadow` reason of a would-be rejection (shadow mode).
     pub shadow: Option<String>,
+    /// `x-tenant-quota-fallback`: the request was sent to a fallback (why, and where).
+    pub fallback: Option<String>,
     /// Budgets holding an in_flight slot, released when the stream ends.
     pub in_flight: Vec<usize>,
     pub after: Vec<AfterCharge>,

@@ -107,6 +107,14 @@ impl Worker {
 /// Decide one request. Pure apart from the store: identify its subjects, gather the demands,
 /// let saturation refuse, commit subject by subject, admit.
 pub fn evaluate<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, facts: &RequestFacts, at: Conditions, overrides: &RuntimePolicies) -> Verdict {
+    let mut v = decide(cfg, store, w, facts, at, overrides);
+    if let (Verdict::Admit(a), Some(r)) = (&mut v, &facts.rerouted) {
+        a.fallback = Some(r.header.clone());
+    }
+    v
+}
+
+fn decide<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, facts: &RequestFacts, at: Conditions, overrides: &RuntimePolicies) -> Verdict {
     if cfg.mode == Mode::Off {
         return Verdict::Pass { error: None };
     }
@@ -182,6 +190,7 @@ fn admit(cfg: &Config, done: Committed, d: Demands, gate: &Gate, now: core::Mill
     Verdict::Admit(Box::new(Admitted {
         warnings: warned.into_iter().map(|(_, r)| r).collect(),
         queued_ms: None,
+        fallback: None,
         llm: d.llm,
         model: d.model,
         headline: core::closest_to_exhaustion(&done.usage).copied(),

@@ -256,6 +256,9 @@ pub fn admitted_headers(a: &Admitted, mut add: impl FnMut(&'static str, &str)) {
     if let Some(s) = &a.shadow {
         add("x-tenant-quota-shadow", s);
     }
+    if let Some(f) = &a.fallback {
+        add("x-tenant-quota-fallback", f);
+    }
     if !a.warnings.is_empty() {
         add("x-tenant-quota-warning", &a.warnings.join(","));
     }

@@ -44,6 +44,21 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -153,6 +168,26 @@ pub fn headers_raw(map_type: u32) -> Option<Vec<u8>> {
 pub fn add_header(map_type: u32, name: &str, value: &str) -> bool {
     // SAFETY: pointers and lengths of live strs.
     unsafe { proxy_add_header_map_value(map_type, name.as_ptr(), name.len(), value.as_ptr(), value.len()) == OK }
+}
+
+/// Set a header (replacing every value it had). False when the host refuses (e.g. request
+/// headers already sent upstream).
+pub fn replace_header(map_type: u32, name: &str, value: &str) -> bool {
+    // SAFETY: pointers and lengths of live strs.
+    unsafe { proxy_replace_header_map_value(map_type, name.as_ptr(), name.len(), value.as_ptr(), value.len()) == OK }
+}
+
+/// Envoy's `clear_route_cache` foreign function: the route is chosen again from the request
+/// headers as they are now (after the filter changed one a route matches). False when the
+/// host has no such function (NotFound) or no stream to act on.
+pub fn clear_route_cache() -> bool {
+    let name = "clear_route_cache";
+    let mut p: *mut u8 = null_mut();
+    let mut n: usize = 0;
+    // SAFETY: pointers of a live str and locals; a returned buffer is ours.
+    let s = unsafe { proxy_call_foreign_function(name.as_ptr(), name.len(), null_mut(), 0, &mut p, &mut n) };
+    drop(owned(p, n));
+    s == OK
 }
 
 #[allow(dead_code)]

@@ -9,6 +9,7 @@ use super::headers;
 use super::host::{self, map, HostStore};
 use super::llm_body::{self, BodyWait};
 use super::queue::{self, Placed};
+use super::reroute;
 use super::verdict::{self, Next};
 use super::{global, log_fields, test_hooks, Shared};
 use crate::config::{Config, Mode};
@@ -25,6 +26,10 @@ pub(super) struct Http {
     /// When the request headers arrived (for the upstream latency signal).
     started_ms: u64,
     phase: Phase,
+    /// Its body was read before admission (a fallback to another model rewrites it).
+    body_read: bool,
+    /// The model it was sent upstream with (providers named by model cool by it).
+    model: Option<String>,
 }
 
 /// Where a request is. Each phase holds what it needs, so the legal combinations are the
@@ -62,7 +67,7 @@ impl Phase {
 
 impl Http {
     pub(super) fn new(config: Rc<Config>, shared: Rc<RefCell<Shared>>, ctx: u32) -> Http {
-        Http { config, shared, ctx, started_ms: 0, phase: Phase::Undecided }
+        Http { config, shared, ctx, started_ms: 0, phase: Phase::Undecided, body_read: false, model: None }
     }
 
     fn send(&mut self, status: u32, details: &str, body: &str, headers: &[(String, String)]) -> Action {
@@ -106,8 +111,19 @@ impl Http {
     }
 
     /// Decide a request (at its headers, or at the end of its body when it was read) and act.
-    fn decide(&mut self, facts: RequestFacts) -> Action {
+    /// A request whose provider cools goes to the provider's fallback first; one that a
+    /// `fallback` budget refuses goes to the budget's, and is decided again there (once).
+    fn decide(&mut self, mut facts: RequestFacts) -> Action {
         let cfg = self.config.clone();
+        if cfg.providers.is_some() {
+            if let Some((target, why, id)) = reroute::cooling_fallback(&cfg, &self.shared, &facts, host::now_ms()) {
+                if let Some(f) = reroute::apply(&cfg, &facts, target, self.body_read, why) {
+                    self.count_fallback(&f, &id, "provider_cooling");
+                    facts = f;
+                }
+            }
+            self.model = reroute::model_of(&cfg, &facts);
+        }
         let next = {
             let Ok(mut sh) = self.shared.try_borrow_mut() else { return Action::Continue };
             let sh = &mut *sh;
@@ -129,6 +145,21 @@ impl Http {
             }
             Next::AskExact { admitted, counted } => self.ask_exact(admitted, counted),
             Next::Reply(reply) => self.reply(&reply),
+            Next::Reroute(r) => {
+                let b = &cfg.budgets[r.budget];
+                let reason = r.reason.header_value(&b.name);
+                let rerouted = b.fallback.as_ref().and_then(|t| {
+                    let why = engine::Rerouted { budget: Some(r.budget), header: reroute::describe(&format!("budget={}; reason={reason}", b.name), t) };
+                    reroute::apply(&cfg, &facts, t, self.body_read, why)
+                });
+                match rerouted {
+                    Some(f) => {
+                        self.count_fallback(&f, &b.name, &reason);
+                        self.decide(f)
+                    }
+                    None => self.reply(&r.reply),
+                }
+            }
             Next::Wait(w) => match queue::place(&cfg, &self.shared, self.ctx, w, facts) {
                 Placed::Waiting => {
                     self.phase = Phase::Queued;
@@ -137,6 +168,14 @@ impl Http {
                 Placed::Refused(reply) => self.reply(&reply),
                 Placed::WorkerBusy => Action::Continue,
             },
+        }
+    }
+
+    /// `quota_fallbacks_total`: a request sent to a fallback by `resource` for `reason`.
+    fn count_fallback(&self, facts: &RequestFacts, resource: &str, reason: &str) {
+        let tenant = facts.tenant.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+        if let Ok(mut sh) = self.shared.try_borrow_mut() {
+            sh.metrics.fallback(&tenant, resource, reason);
         }
     }
 
@@ -184,6 +223,7 @@ impl Http {
     fn decide_with_body(&mut self, body_size: usize) -> Action {
         let Phase::ReadingBody(Some(wait)) = std::mem::replace(&mut self.phase, Phase::Undecided) else { return Action::Continue };
         let facts = llm_body::facts_with_body(&self.config, wait, body_size);
+        self.body_read = facts.llm_body.is_some();
         self.decide(facts)
     }
 
@@ -266,7 +306,7 @@ impl HttpContext for Http {
         let (facts, mut headers) = headers::read_facts(&cfg, end_of_stream);
         // SPEC 5: read the JSON body before admission when an LLM budget may apply.
         if let Some(now) = llm_body::body_wanted(&cfg, &self.shared, &mut headers, end_of_stream) {
-            llm_body::pause_for_body(&self.shared, self.ctx, facts, &mut headers, now);
+            llm_body::pause_for_body(&cfg, &self.shared, self.ctx, facts, &mut headers, now);
             self.phase = Phase::ReadingBody(None);
             self.started_ms = now;
             return Action::Pause;
@@ -317,6 +357,9 @@ impl HttpContext for Http {
             if let Ok(mut sh) = self.shared.try_borrow_mut() {
                 sh.saturation.observe_response(&self.config, now, latency);
             }
+        }
+        if self.config.providers.is_some() {
+            reroute::observe_answer(&self.config, &self.shared, self.model.as_deref());
         }
         if let Some(held) = self.phase.held() {
             held.response_headers(&self.config, &self.shared);

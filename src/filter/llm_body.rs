@@ -95,9 +95,9 @@ pub(super) fn body_wanted(cfg: &Config, shared: &RefCell<Shared>, headers: &mut 
 
 /// Pause the request for its body: its wait goes to the worker's `body_waits` (where the
 /// tick expires it) until its first body callback.
-pub(super) fn pause_for_body(shared: &RefCell<Shared>, ctx: u32, facts: RequestFacts, headers: &mut HostHeaders, now: u64) {
+pub(super) fn pause_for_body(cfg: &Config, shared: &RefCell<Shared>, ctx: u32, facts: RequestFacts, headers: &mut HostHeaders, now: u64) {
     let path = String::from_utf8_lossy(&headers.get(":path").unwrap_or_default()).into_owned();
-    if crate::llm::request::is_chat_completions(&path) {
+    if crate::llm::request::is_chat_completions(&path) || cfg.rewrites_model() {
         // A rewritten body may change length: let Envoy frame it (chunked).
         host::remove_header(map::REQUEST_HEADERS, "content-length");
     }

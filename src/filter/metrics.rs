@@ -254,6 +254,22 @@ impl Metrics {
         self.rejected_of(cfg, None, tenant_id, budget, reason, shadow);
     }
 
+    /// A request of `tenant_id` sent to a fallback by `resource` (a budget's name, or a
+    /// cooling provider's id) for `reason`. Rare: written at once.
+    pub fn fallback(&mut self, tenant_id: &str, resource: &str, reason: &str) {
+        let t = self.labels.label_index(None, tenant_id);
+        let name = self.labels.fallback(t, resource, reason);
+        let id = match self.gauges.get(&name) {
+            Some(id) => Some(*id),
+            None => host::define_metric(COUNTER, &name).inspect(|id| {
+                self.gauges.insert(name, *id);
+            }),
+        };
+        if let Some(id) = id {
+            host::increment_metric(id, 1);
+        }
+    }
+
     /// [`Metrics::rejected`] of a tenant (`scope` None) or of a scope id.
     pub fn rejected_of(&mut self, cfg: &Config, scope: Option<usize>, tenant_id: &str, budget: usize, reason: Reason, shadow: bool) {
         let t = self.labels.label_index(scope, tenant_id);

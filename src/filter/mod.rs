@@ -19,6 +19,7 @@ mod llm_body;
 mod log_fields;
 mod metrics;
 mod queue;
+mod reroute;
 mod root;
 mod saturation;
 mod test_hooks;
@@ -58,4 +59,6 @@ struct Shared {
     body_reading_off: bool,
     /// `exact` checks asked from the tick, by call token (their answers come to the root).
     tick_exact: HashMap<u32, verdict::TickExact>,
+    /// Providers cooling after a 429/503 (configs with `providers`).
+    cool: reroute::Cool,
 }

@@ -106,6 +106,7 @@ impl RootContext for Root {
             body_waits: HashMap::new(),
             body_reading_off: false,
             tick_exact: HashMap::new(),
+            cool: super::reroute::Cool::default(),
             global: GlobalWorker::new(lease_id),
             worker,
             overrides: Overrides::default(),

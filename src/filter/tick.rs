@@ -2,7 +2,7 @@
 //! alerts webhook, LLM body waits that expired, the queues' turns, the in-flight ledger.
 
 use super::host::{self, HostStore};
-use super::{llm_body, queue, Shared};
+use super::{llm_body, queue, reroute, Shared};
 use crate::config::Config;
 
 /// One tick. `root` is the root context's id: steps that act on a paused request's context
@@ -25,6 +25,9 @@ pub(super) fn run(root: u32, cfg: Option<&Config>, sh: &mut Shared) {
         }
         if cfg.llm.request_body {
             llm_body::follow_body_reading(sh);
+        }
+        if cfg.providers.is_some() {
+            reroute::follow(sh);
         }
         if !sh.queues.is_empty() {
             queue::pass(cfg, sh, now);

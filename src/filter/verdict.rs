@@ -20,6 +20,8 @@ pub(super) enum Next {
     Reply(Reply),
     /// Only `queue` budgets refused: the request may wait.
     Wait(Box<Waiting>),
+    /// A `fallback` budget refused: send the request to its fallback and decide it again.
+    Reroute(Box<engine::Reroute>),
 }
 
 /// An admission decided away from its request's context (on the tick), until the context
@@ -69,6 +71,7 @@ pub(super) fn after_verdict(cfg: &Config, sh: &mut Shared, v: Verdict) -> Next {
             Next::Reply(*reply)
         }
         Verdict::Wait(w) => Next::Wait(w),
+        Verdict::Reroute(r) => Next::Reroute(r),
     }
 }
 
@@ -154,6 +157,11 @@ pub(super) fn deliver(cfg: &Config, sh: &mut Shared, ctx: u32, next: Next, now: 
         }
         Next::Wait(w) => {
             answer(cfg, ctx, &w.reply);
+        }
+        // Decided on the tick (a queue retry, a body wait that expired): the request is not
+        // rerouted from there; it gets the rejection.
+        Next::Reroute(r) => {
+            answer(cfg, ctx, &r.reply);
         }
     }
 }
@@ -261,7 +269,8 @@ pub(super) fn record(cfg: &Config, sh: &mut Shared, verdict: &Verdict) {
                 sh.metrics.usage_of(cfg, scope, who, u, true);
             }
         }
-        Verdict::Wait(_) => {}
+        // Counted where the reroute is carried out (`quota_fallbacks_total`).
+        Verdict::Wait(_) | Verdict::Reroute(_) => {}
         Verdict::Reject { tenant, rejection, error, scope, .. } => {
             if error.is_some() {
                 sh.metrics.error();

@@ -138,3 +138,12 @@ impl Fields for RawStreamOptions {
         Ok(())
     }
 }
+
+/// `body` (a JSON object) with its top-level `model` set to `model` (a fallback to another
+/// model). The other fields are kept (key order may change). `None` when `body` is not a
+/// JSON object.
+pub fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
+    let mut doc: Value = serde_json::from_slice(body).ok()?;
+    doc.as_object_mut()?.insert("model".to_owned(), Value::String(model.to_owned()));
+    serde_json::to_vec(&doc).ok()
+}

@@ -43,6 +43,8 @@ pub const GLOBAL_TRAP: &str = fixed!("gtrap");
 pub const LEDGER_PLACES: &str = fixed!("vms");
 pub const IN_FLIGHT: &str = fixed!("inflight");
 pub const BODY_OFF: &str = fixed!("bodyoff");
+/// Providers cooling after a 429/503 (`crate::providers`).
+pub const COOLING: &str = fixed!("cooling");
 
 const TENANT: &str = fixed!("t|");
 const TENANT_OVERFLOW: &str = fixed!("overflow");

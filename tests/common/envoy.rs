@@ -23,6 +23,9 @@ pub struct EnvoyOpts {
     /// An `access_log:` block for the `main` listener's connection manager (10-space indent,
     /// e.g. from [`shipped_access_log`]).
     pub access_log: String,
+    /// The `main` listener's route list (YAML list items, 14-space indent) in place of the
+    /// one route to `upstream` (e.g. a header match to another of `extra_clusters`).
+    pub routes: String,
 }
 
 impl Default for EnvoyOpts {
@@ -36,6 +39,7 @@ impl Default for EnvoyOpts {
             extra_clusters: String::new(),
             extra_listeners: String::new(),
             access_log: String::new(),
+            routes: String::new(),
         }
     }
 }
@@ -101,6 +105,16 @@ pub struct Envoy {
     pub(super) listeners: Vec<(String, u16)>,
 }
 
+/// `listener` with its route list replaced by `routes` (unchanged when `routes` is empty).
+fn with_routes(listener: String, routes: &str) -> String {
+    if routes.is_empty() {
+        return listener;
+    }
+    let start = listener.find("              - match:").expect("a route list");
+    let end = listener[start..].find("          http_filters:").map(|e| start + e).expect("http_filters after the routes");
+    format!("{}{}{}", &listener[..start], routes, &listener[end..])
+}
+
 pub fn indent(s: &str, n: usize) -> String {
     let pad = " ".repeat(n);
     s.lines().map(|l| format!("{pad}{l}\n")).collect()
@@ -126,7 +140,7 @@ static_resources:
 {main}{extra_listeners}  clusters:
 {clusters}"#,
         extra = opts.extra_bootstrap,
-        main = http_listener("main", port, &filters, "upstream", opts.route_timeout_ms)
+        main = with_routes(http_listener("main", port, &filters, "upstream", opts.route_timeout_ms), &opts.routes)
             .replacen("          stat_prefix: ingress\n", &format!("          stat_prefix: ingress\n{}", opts.access_log), 1),
         extra_listeners = opts.extra_listeners,
         clusters = upstream_clusters(upstream, &opts.extra_clusters),

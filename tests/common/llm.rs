@@ -75,10 +75,16 @@ pub const ERROR_JSON: Fixture = Fixture {
 
 pub const FIXTURES: [&Fixture; 7] = [&OPENAI_JSON, &OPENAI_SSE, &RESPONSES_SSE, &ANTHROPIC_JSON, &ANTHROPIC_SSE, &NO_USAGE_SSE, &ERROR_JSON];
 
+/// A status and `retry-after` to answer with instead of the usual answer.
+pub type PushBack = Arc<std::sync::Mutex<Option<(u16, Option<u64>)>>>;
+
 pub struct LlmUpstream {
     pub port: u16,
     /// Request bodies received on `/v1/chat/completions`.
     pub bodies: Arc<std::sync::Mutex<Vec<String>>>,
+    /// While set, `/v1/chat/completions` answers this status (with `retry-after` if given)
+    /// and an OpenAI error body, like a provider that pushes back.
+    pub push_back: PushBack,
 }
 
 impl LlmUpstream {
@@ -86,14 +92,15 @@ impl LlmUpstream {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let b = bodies.clone();
+        let push_back = Arc::new(std::sync::Mutex::new(None));
+        let (b, pb) = (bodies.clone(), push_back.clone());
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
-                let b = b.clone();
-                std::thread::spawn(move || serve_llm(s, b));
+                let (b, pb) = (b.clone(), pb.clone());
+                std::thread::spawn(move || serve_llm(s, b, pb));
             }
         });
-        LlmUpstream { port, bodies }
+        LlmUpstream { port, bodies, push_back }
     }
 }
 
@@ -117,7 +124,7 @@ fn query(path: &str, key: &str) -> Option<u64> {
     path.split_once('?')?.1.split('&').find_map(|kv| kv.strip_prefix(&format!("{key}=")).and_then(|v| v.parse().ok()))
 }
 
-fn serve_llm(s: TcpStream, bodies: Arc<std::sync::Mutex<Vec<String>>>) {
+fn serve_llm(s: TcpStream, bodies: Arc<std::sync::Mutex<Vec<String>>>, push_back: PushBack) {
     let Ok(mut w) = s.try_clone() else { return };
     let _ = w.set_nodelay(true);
     let mut r = BufReader::new(s);
@@ -127,6 +134,17 @@ fn serve_llm(s: TcpStream, bodies: Arc<std::sync::Mutex<Vec<String>>>) {
         let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
         if path.starts_with("/v1/chat/completions") {
             bodies.lock().unwrap().push(String::from_utf8_lossy(&req).into_owned());
+            let pushed = *push_back.lock().unwrap();
+            if let Some((status, retry)) = pushed {
+                // As OpenAI answers a rate limit (https://platform.openai.com/docs/guides/error-codes).
+                let body = r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+                let retry = retry.map(|r| format!("retry-after: {r}\r\n")).unwrap_or_default();
+                let resp = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{retry}content-length: {}\r\n\r\n{body}", body.len());
+                if w.write_all(resp.as_bytes()).is_err() {
+                    return;
+                }
+                continue;
+            }
             let (ct, body) = chat(&req);
             let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n{body}", body.len());
             if w.write_all(resp.as_bytes()).is_err() {

@@ -1,7 +1,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::request::{is_chat_completions, with_include_usage};
+use super::request::{is_chat_completions, with_include_usage, with_model};
 use super::*;
 use proptest::prelude::*;
 use proptest::test_runner::Config as PtConfig;

@@ -109,3 +109,13 @@ fn other_requests_pass_unchanged() {
     assert_eq!(with_include_usage(b"[1]"), None);
     assert_eq!(with_include_usage(b"nope"), None);
 }
+
+#[test]
+fn a_fallback_model_is_written_into_the_body() {
+    let out = with_model(br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#, "gpt-4o-mini").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((v["model"].as_str(), v["stream"].as_bool(), v["messages"][0]["content"].as_str()), (Some("gpt-4o-mini"), Some(true), Some("hi")));
+    let added: serde_json::Value = serde_json::from_slice(&with_model(b"{}", "m").unwrap()).unwrap();
+    assert_eq!(added["model"], "m");
+    assert_eq!((with_model(b"[1]", "m"), with_model(b"nope", "m")), (None, None));
+}
