@@ -23,7 +23,9 @@ fn cfg() -> String {
                "on_exceed":"fallback","fallback":{{"model":"gpt-4o-mini","upstream":"backup"}}}},
     "mini_rpd":{{"counts":"requests","window_ms":86400000,"limit":3,"match":{{"models":["gpt-4o-mini"]}}}},
     "big_tokens":{{"counts":{{"llm_tokens":"total"}},"window_ms":86400000,"limit":1000000,"match":{{"models":["gpt-4o"]}}}},
-    "mini_tokens":{{"counts":{{"llm_tokens":"total"}},"window_ms":86400000,"limit":1000000,"match":{{"models":["gpt-4o-mini"]}}}}}},
+    "mini_tokens":{{"counts":{{"llm_tokens":"total"}},"window_ms":86400000,"limit":1000000,"match":{{"models":["gpt-4o-mini"]}}}},
+    "provider_rpd":{{"counts":"requests","window_ms":86400000,"limit":1000000,"scope":"provider"}}}},
+  "scopes":{{"provider":{{"metadata":["xds","cluster_name"]}}}},
   "tenants":{{"conc":{{"budgets":{{"big_rpd":{{"limit":20}},"mini_rpd":{{"limit":25}}}}}}}},
   "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
     )
@@ -71,6 +73,13 @@ fn models(up: &LlmUpstream) -> Vec<String> {
     up.bodies.lock().unwrap().iter().map(|b| serde_json::from_str::<Value>(b).unwrap()["model"].as_str().unwrap_or("").to_string()).collect()
 }
 
+/// A per-provider budget's use: the scope `provider` takes its id from the route's cluster.
+fn provider_used(e: &Envoy, cluster: &str) -> u64 {
+    let r = request(e.port, "GET", &format!("/.quota/scopes/provider/{cluster}"), &[("authorization", "Bearer secret")], None);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    v["budgets"]["provider_rpd"]["used"].as_u64().unwrap_or_else(|| panic!("{cluster}: {v}"))
+}
+
 fn used(e: &Envoy, tenant: &str, budget: &str) -> u64 {
     let r = request(e.port, "GET", &format!("/.quota/tenants/{tenant}"), &[("authorization", "Bearer secret")], None);
     let v: Value = serde_json::from_slice(&r.body).unwrap();
@@ -103,12 +112,15 @@ fn exhaustion_reroutes_to_the_fallback_model_on_the_backup_until_it_is_exhausted
     // Usage went to the fallback's budgets: 13 tokens an answer.
     assert_eq!((used(&r.e, &t, "big_tokens"), used(&r.e, &t, "mini_tokens")), (26, 39));
     assert_eq!((used(&r.e, &t, "big_rpd"), used(&r.e, &t, "mini_rpd")), (2, 3), "the rerouting budget did not count them");
+    // A per-provider budget (scope id: the route's cluster) follows the reroute.
+    assert_eq!((provider_used(&r.e, "upstream"), provider_used(&r.e, "backup")), (2, 3));
     // The fallback exhausted too: its 429, provider-shaped, and nothing reaches either upstream.
     let resp = chat(r.e.port, &t, "gpt-4o", false);
     assert_eq!((resp.status, resp.header("x-tenant-quota-reason")), (429, Some("mini_rpd_exceeded")), "{}", resp.body_str());
     let body: Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
     assert_eq!((models(&r.primary).len(), models(&r.backup).len()), (2, 3));
+    assert_eq!((provider_used(&r.e, "upstream"), provider_used(&r.e, "backup")), (2, 3), "a refused request counts nowhere");
     // Every request sent to the fallback counts, the one its budget then refused too.
     assert_eq!(r.e.series(r#"quota_fallbacks_total{tenant_id="other",resource="big_rpd",reason="big_rpd_exceeded"}"#), Some(4.0));
 }
@@ -157,4 +169,33 @@ fn sixty_four_at_once_keep_both_budgets_exact() {
     assert_eq!((models(&r.primary).len(), models(&r.backup).len()), (20, 25));
     assert_eq!((used(&r.e, "conc", "big_rpd"), used(&r.e, "conc", "mini_rpd")), (20, 25));
     assert_eq!((used(&r.e, "conc", "big_tokens"), used(&r.e, "conc", "mini_tokens")), (20 * 13, 25 * 13));
+    assert_eq!((provider_used(&r.e, "upstream"), provider_used(&r.e, "backup")), (20, 25));
+}
+
+#[test]
+fn providers_named_by_model_cool_by_model() {
+    let (primary, backup) = (LlmUpstream::start(), LlmUpstream::start());
+    let cfg = r#"{"llm":{"request_body":true,"model":{"request_body":"model"}},
+  "providers":{"by":"model","cooldown_on":[503],"cooldown_s":1,"fallbacks":{"gpt-4o":{"model":"gpt-4o-mini"}}}}"#;
+    let opts = EnvoyOpts { allow_stop_iteration: true, extra_clusters: backup_cluster(backup.port), routes: ROUTES.into(), ..EnvoyOpts::default() };
+    let e = Envoy::start(cfg, primary.port, opts);
+    // A 429 is not in cooldown_on here; a 503 without retry-after cools for cooldown_s.
+    *primary.push_back.lock().unwrap() = Some((429, Some(30)));
+    assert_eq!(chat(e.port, "m", "gpt-4o", false).status, 429);
+    std::thread::sleep(Duration::from_millis(50));
+    let again = chat(e.port, "m", "gpt-4o", false);
+    assert_eq!((again.status, again.header("x-tenant-quota-fallback")), (429, None), "a 429 did not cool it");
+    *primary.push_back.lock().unwrap() = Some((503, None));
+    assert_eq!(chat(e.port, "m", "gpt-4o", false).status, 503);
+    let cooled_at = Instant::now();
+    *primary.push_back.lock().unwrap() = None;
+    std::thread::sleep(Duration::from_millis(50));
+    let resp = chat(e.port, "m", "gpt-4o", false);
+    assert_eq!((resp.status, resp.header("x-tenant-quota-fallback")), (200, Some("provider=gpt-4o; reason=provider_cooling; model=gpt-4o-mini")));
+    assert_eq!(chat(e.port, "m", "claude-x", false).header("x-tenant-quota-fallback"), None, "other models are not cooling");
+    assert!(cooled_at.elapsed() < Duration::from_millis(900), "within the cooldown");
+    assert_eq!(models(&primary), ["gpt-4o", "gpt-4o", "gpt-4o", "gpt-4o-mini", "claude-x"], "same cluster, the model rewritten");
+    assert!(models(&backup).is_empty());
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(cooled_at.elapsed()));
+    assert_eq!(chat(e.port, "m", "gpt-4o", false).header("x-tenant-quota-fallback"), None, "cooled down");
 }

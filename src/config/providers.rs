@@ -90,7 +90,7 @@ pub(super) fn compile(raw: Option<&RawProviders>) -> Result<(Option<Providers>, 
 
 /// A fallback target: `model` and/or `upstream`, each 1-256 bytes of visible ASCII.
 pub(super) fn target(p: &str, raw: &RawTarget) -> Result<Target, ConfigError> {
-    for (key, v) in [("model", &raw.model), ("upstream", &raw.upstream)] {
+    for (key, v) in [("model", &raw.model), ("upstream", &raw.upstream), ("cluster", &raw.cluster)] {
         if let Some(v) = v {
             if v.is_empty() || v.len() > 256 || !visible_ascii(v) {
                 return err(format!("{p}.{key}"), "1-256 bytes of visible ASCII");
@@ -100,5 +100,8 @@ pub(super) fn target(p: &str, raw: &RawTarget) -> Result<Target, ConfigError> {
     if raw.model.is_none() && raw.upstream.is_none() {
         return err(p, "set `model` (another model) or `upstream` (the route header's value), or both");
     }
-    Ok(Target { model: raw.model.clone(), upstream: raw.upstream.clone() })
+    if raw.cluster.is_some() && raw.upstream.is_none() {
+        return err(format!("{p}.cluster"), "`cluster` names where the route for `upstream` goes: set `upstream` too");
+    }
+    Ok(Target { model: raw.model.clone(), upstream: raw.upstream.clone(), cluster: raw.cluster.clone() })
 }

@@ -365,7 +365,7 @@ fn fallbacks_and_providers() {
   "budgets":{"b":{"counts":"requests","window_ms":60000,"limit":1,"on_exceed":"fallback","fallback":{"model":"small"}}}}"#,
     )
     .unwrap();
-    assert_eq!(ok.budgets[0].fallback, Some(Target { model: Some("small".into()), upstream: None }));
+    assert_eq!(ok.budgets[0].fallback, Some(Target { model: Some("small".into()), upstream: None, cluster: None }));
     let p = ok.providers.as_ref().unwrap();
     assert_eq!((ok.route_header.as_str(), p.cooldown_s, p.max_cooldown_s), ("x-route", 5, 60));
     assert!(p.cools_on(429) && !p.cools_on(503));
@@ -380,6 +380,7 @@ fn fallbacks_and_providers() {
         (b(r#","on_exceed":"fallback","fallback":{"upstream":"a b"}"#), "budgets.b.fallback.upstream"),
         (b(r#","on_exceed":"fallback","fallback":{"model":"m"}"#), "budgets.b.fallback.model"),
         (b(r#","on_exceed":"fallback","fallback":{"upstream":"x","cluster":"y"}"#), "budgets.b.fallback"),
+        (b(r#","on_exceed":"fallback","fallback":{"model":"m","cluster":"c"}"#), "budgets.b.fallback.cluster"),
         (r#"{"providers":{"cooldown_on":[200]}}"#.to_string(), "providers.cooldown_on[0]"),
         (r#"{"providers":{"cooldown_s":0}}"#.to_string(), "providers.cooldown_s"),
         (r#"{"providers":{"cooldown_s":60,"max_cooldown_s":10}}"#.to_string(), "providers.max_cooldown_s"),

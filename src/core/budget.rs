@@ -175,6 +175,9 @@ pub enum OnExceed {
 pub struct Target {
     pub model: Option<String>,
     pub upstream: Option<String>,
+    /// The cluster the route for `upstream` goes to, for per-provider scopes (ids from
+    /// `xds.cluster_name`, which Envoy leaves on the first route); default: `upstream`.
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

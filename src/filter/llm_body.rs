@@ -80,7 +80,9 @@ fn llm_may_apply(cfg: &Config, headers: &mut HostHeaders) -> bool {
 /// At the request headers: whether to read the JSON body before admission (an LLM budget
 /// may apply and bodies can be read). `Some(now)`: pause for it ([`pause_for_body`]).
 pub(super) fn body_wanted(cfg: &Config, shared: &RefCell<Shared>, headers: &mut HostHeaders, end_of_stream: bool) -> Option<u64> {
-    if !cfg.llm.request_body || end_of_stream || !llm_may_apply(cfg, headers) {
+    // Providers named by model need the model of every request.
+    let by_model = cfg.providers.as_ref().is_some_and(|p| p.by == crate::config::ProviderBy::Model);
+    if !cfg.llm.request_body || end_of_stream || !(by_model || llm_may_apply(cfg, headers)) {
         return None;
     }
     let now = host::now_ms();

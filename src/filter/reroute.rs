@@ -115,10 +115,15 @@ pub(super) fn apply(cfg: &Config, facts: &RequestFacts, target: &Target, body_re
         if !host::clear_route_cache() {
             host::log(host::LOG_WARN, "tenant-quota: fallback: Envoy's clear_route_cache is not available; the route may not follow the route header");
         }
-        // Ids read from attributes may follow the route (e.g. a scope per upstream cluster).
+        // Per-provider scopes (ids from `xds.cluster_name`) follow the route. Envoy keeps the
+        // first route's cluster in that attribute until its router chooses again, so the id
+        // is the target's `cluster` (default: the `upstream` value).
+        let cluster = target.cluster.as_ref().unwrap_or(u);
         for (i, sc) in cfg.scopes.iter().enumerate() {
             if let (TenantSource::Metadata(path), Some(id)) = (&sc.source, f.scope_ids.get_mut(i)) {
-                *id = host::property(path);
+                if path.len() == 2 && path[0] == CLUSTER_NAME[0] && path[1] == CLUSTER_NAME[1] {
+                    *id = Some(cluster.as_bytes().to_vec());
+                }
             }
         }
     }

@@ -217,6 +217,8 @@ pub struct RawTarget {
     pub model: Option<String>,
     #[serde(default)]
     pub upstream: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 /// `providers`: what names an upstream provider, when one cools after pushing back, and where
