@@ -379,7 +379,7 @@ fn fallbacks_and_providers() {
         (b(r#","on_exceed":"fallback","fallback":{}"#), "budgets.b.fallback"),
         (b(r#","on_exceed":"fallback","fallback":{"upstream":"a b"}"#), "budgets.b.fallback.upstream"),
         (b(r#","on_exceed":"fallback","fallback":{"model":"m"}"#), "budgets.b.fallback.model"),
-        (b(r#","on_exceed":"fallback","fallback":{"upstream":"x","cluster":"y"}"#), "budgets.b.fallback"),
+        (b(r#","on_exceed":"fallback","fallback":{"upstream":"x","region":"y"}"#), "budgets.b.fallback"),
         (b(r#","on_exceed":"fallback","fallback":{"model":"m","cluster":"c"}"#), "budgets.b.fallback.cluster"),
         (r#"{"providers":{"cooldown_on":[200]}}"#.to_string(), "providers.cooldown_on[0]"),
         (r#"{"providers":{"cooldown_s":0}}"#.to_string(), "providers.cooldown_s"),
