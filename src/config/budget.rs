@@ -126,7 +126,7 @@ fn global(p: &str, name: &str, counts: &Counts, algorithm: Algorithm, limits: &L
 pub(super) fn check_global_limits(path: &str, l: &Limits) -> Result<(), ConfigError> {
     let fits = match l.window {
         Window::Fixed(ms) => GLOBAL_WINDOWS_MS.contains(&ms.get()),
-        Window::CalendarMonth => true,
+        Window::CalendarMonth | Window::Cycle(_) => true,
         Window::None => false,
     };
     if !fits {

@@ -136,6 +136,7 @@ impl Config {
                 Window::None => None,
                 Window::Fixed(ms) => (ms.get() / t.max(1) > 100).then(|| format!("a window of {ms} ms")),
                 Window::CalendarMonth => Some("a calendar month".to_string()),
+                Window::Cycle(_) => Some("a billing cycle".to_string()),
             };
             if let (Some(window), true) = (long, t > 0) {
                 out.push(format!("budgets.{}: {window} is far longer than the queue timeout ({t} ms): few waiting requests will ever see it roll over", b.name));
