@@ -10,6 +10,7 @@
 
 mod admin;
 mod budget;
+mod cycle;
 mod error;
 mod global;
 mod llm;

@@ -4,10 +4,12 @@
 //! so that each refusal keeps the wording of the configuration reference and names the
 //! value's key when the value is at fault (`budgets.b.counts.llm_tokens`).
 
+use super::{RawCycle, RawWindow};
 use crate::config::error::WORDED;
 use crate::config::{valid_header_name, ModelSource, OnUnavailable};
 use crate::core::budget::{Counts, TokenKind};
 use serde::de::value::Error as ValueError;
+use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -252,5 +254,45 @@ impl Tagged for ModelSource {
             }),
             None => Err(refusal(Self::EXPECTED)),
         }
+    }
+}
+
+/// `budgets.<name>.window`: `"calendar_month"`, or a billing cycle object whose keys serde
+/// reads (a refusal inside names its key: `budgets.b.window.cycle`).
+impl<'de> Deserialize<'de> for RawWindow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawWindow, D::Error> {
+        const EXPECTED: &str = "expected \"calendar_month\" or a billing cycle {\"cycle\": \"monthly\" | \"daily\", \"day\": D, \"time_zone\": Z}";
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawWindow;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawWindow, E> {
+                Ok(RawWindow::Named(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawWindow, A::Error> {
+                RawCycle::deserialize(MapAccessDeserializer::new(map)).map(RawWindow::Cycle)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RawWindow, A::Error> {
+                Err(refusal(EXPECTED))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
