@@ -255,3 +255,5 @@ fn finish_rejection(cfg: &Config, policy: &TenantPolicy, tenant: String, r: Reje
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod cycle_tests;

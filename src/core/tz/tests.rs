@@ -60,7 +60,7 @@ fn rule_times_may_be_negative_or_past_24_hours() {
     for t in [utc(2027, 1, 1, 5, 0, 0), utc(2027, 7, 1, 0, 0, 0), utc(2027, 12, 31, 23, 0, 0), utc(2028, 1, 1, 5, 0, 0)] {
         assert_eq!(all.offset_at(t), -4 * 3600, "at {t}");
     }
-    assert_eq!(Zone::parse("AAA0BBB,M3.2.0/167,M11.1.0/-167").unwrap().has_dst(), true);
+    assert!(Zone::parse("AAA0BBB,M3.2.0/167,M11.1.0/-167").unwrap().has_dst());
 }
 
 #[test]
