@@ -7,7 +7,6 @@ use super::raw::{CycleKind, RawBilling, RawCycle};
 use crate::core::budget::{Budget, Limits};
 use crate::core::tz::Zone;
 use crate::core::{Cycle, Window};
-use serde_json::Value;
 
 /// `<p>.window` of a budget: a daily or monthly cycle (day 1 and UTC by default).
 pub(super) fn window(p: &str, c: &RawCycle) -> Result<Window, ConfigError> {
@@ -16,7 +15,7 @@ pub(super) fn window(p: &str, c: &RawCycle) -> Result<Window, ConfigError> {
         (CycleKind::Daily, Some(_)) => return err(format!("{p}.window.day"), "a daily cycle has no `day` (it starts every day at 00:00 in its time zone)"),
         (CycleKind::Daily, None) => Cycle::daily(zone),
         (CycleKind::Monthly, day) => {
-            let d = day.as_ref().map(|v| day_of_month(&format!("{p}.window.day"), v)).transpose()?.unwrap_or(1);
+            let d = day.map_or(1, |d| d.0);
             Cycle::monthly(d, zone).map_or_else(|| err(format!("{p}.window.day"), "day out of range"), Ok)?
         }
     };
@@ -33,7 +32,7 @@ pub(super) struct Billing {
 /// `<p>` is the `billing` object's path.
 pub(super) fn billing(p: &str, raw: &RawBilling) -> Result<Billing, ConfigError> {
     Ok(Billing {
-        day: raw.day.as_ref().map(|v| day_of_month(&format!("{p}.day"), v)).transpose()?,
+        day: raw.day.map(|d| d.0),
         zone: raw.time_zone.as_deref().map(|z| zone(&format!("{p}.time_zone"), z)).transpose()?,
     })
 }
@@ -49,15 +48,6 @@ pub(super) fn anchor(budgets: &[Budget], limits: &mut [Limits], scope: Option<us
         if let Window::Cycle(c) = l.window {
             l.window = Window::Cycle(c.anchored(b.day, b.zone));
         }
-    }
-}
-
-/// 1..=31, or `"last"` (31: every month's last day).
-fn day_of_month(path: &str, v: &Value) -> Result<u8, ConfigError> {
-    match v {
-        Value::Number(n) if n.as_u64().is_some_and(|d| (1..=31).contains(&d)) => Ok(n.as_u64().unwrap_or(1) as u8),
-        Value::String(s) if s == "last" => Ok(31),
-        other => err(path, format!("expected a day of the month from 1 to 31 or \"last\", got {other}")),
     }
 }
 

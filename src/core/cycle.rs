@@ -51,12 +51,15 @@ impl Cycle {
         Cycle { period, zone: zone.unwrap_or(self.zone) }
     }
 
-    /// Start of the cycle containing `now`.
+    /// Start of the cycle containing `now`. (Not inlined: every caller of `Window::start`
+    /// would carry a copy of the zone arithmetic, some 50 kB of wasm.)
+    #[inline(never)]
     pub fn start(self, now: Millis) -> Millis {
         to_ms(self.start_s(secs(now)))
     }
 
     /// End of the cycle that starts at `start`: the first boundary after it.
+    #[inline(never)]
     pub fn end(self, start: Millis) -> Millis {
         to_ms(self.end_s(secs(start)))
     }

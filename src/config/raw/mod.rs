@@ -251,17 +251,21 @@ pub enum RawWindow {
 }
 
 /// `{"cycle": "monthly", "day": 15, "time_zone": "America/New_York"}` or
-/// `{"cycle": "daily", "time_zone": "Asia/Tokyo"}`; `day` is 1..=31 or `"last"` (checked by
-/// `compile`, which names the key).
+/// `{"cycle": "daily", "time_zone": "Asia/Tokyo"}`.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawCycle {
     pub cycle: CycleKind,
     #[serde(default)]
-    pub day: Option<serde_json::Value>,
+    pub day: Option<RawDay>,
     #[serde(default)]
     pub time_zone: Option<String>,
 }
+
+/// A cycle's day of the month: 1..=31, or `"last"` read as 31 (every month's last day);
+/// anything else is refused while it is read (see `tagged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawDay(pub u8);
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -275,7 +279,7 @@ pub enum CycleKind {
 #[serde(deny_unknown_fields)]
 pub struct RawBilling {
     #[serde(default)]
-    pub day: Option<serde_json::Value>,
+    pub day: Option<RawDay>,
     #[serde(default)]
     pub time_zone: Option<String>,
 }

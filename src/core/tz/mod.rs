@@ -1,7 +1,7 @@
 //! Time zones of billing cycles (`"time_zone"`): POSIX TZ strings (POSIX.1-2024 `TZ`, the
 //! form of a TZif v3 file's footer), parsed into a small `Copy` value and evaluated at any
-//! instant. IANA names are looked up in [`zones::ZONES`], a generated table of each name's
-//! footer: the zone's current rules, which describe now and the future (a zone's past
+//! instant. IANA names are looked up in [`zones`], a generated table of each name's
+//! footer ([`table`] reads it): the zone's current rules, which describe now and the future (a zone's past
 //! transitions do not matter, cycles are computed for now and later).
 //!
 //! Times here are Unix seconds (`i64`; the callers convert from milliseconds), offsets are
@@ -27,7 +27,7 @@ pub struct Zone {
     /// UTC offset of standard time (seconds east of UTC).
     std: i32,
     dst: Option<Dst>,
-    /// 1 + the index of the zone's IANA name in [`zones::ZONES`]; 0 for a POSIX string.
+    /// 1 + the index of the zone's IANA name in the [`table`]; 0 for a POSIX string.
     name: u16,
 }
 
@@ -65,8 +65,8 @@ impl Zone {
 
     /// A zone by IANA name (exact spelling, as in the Time Zone Database), from the table.
     pub fn named(name: &str) -> Option<Zone> {
-        let i = zones::ZONES.binary_search_by(|(n, _)| (*n).cmp(name)).ok()?;
-        let zone = Zone::parse(zones::ZONES[i].1).ok()?;
+        let i = table::find(name)?;
+        let zone = Zone::parse(table::entry(i)?.1).ok()?;
         Some(Zone { name: u16::try_from(i + 1).unwrap_or(0), ..zone })
     }
 
@@ -113,7 +113,7 @@ impl Zone {
 
     /// The IANA name the zone was looked up by (None for a POSIX string).
     pub fn iana_name(self) -> Option<&'static str> {
-        zones::ZONES.get(usize::from(self.name).checked_sub(1)?).map(|(n, _)| *n)
+        table::entry(usize::from(self.name).checked_sub(1)?).map(|(n, _)| n)
     }
 
     /// Whether the zone ever changes its offset.
@@ -166,6 +166,42 @@ impl Zone {
         } else {
             best
         }
+    }
+}
+
+/// The generated zone table ([`zones`]): names in one string, each with its rule's index.
+pub mod table {
+    use super::zones::{NAMES, RULES, RULE_OF, STARTS};
+
+    /// How many names.
+    pub fn len() -> usize {
+        STARTS.len()
+    }
+
+    /// Name `i` (sorted order) and its POSIX TZ string.
+    pub fn entry(i: usize) -> Option<(&'static str, &'static str)> {
+        let start = usize::from(*STARTS.get(i)?);
+        let end = STARTS.get(i + 1).map_or(NAMES.len(), |&e| usize::from(e)).saturating_sub(1);
+        Some((NAMES.get(start..end)?, RULES.get(usize::from(*RULE_OF.get(i)?))?))
+    }
+
+    /// The index of an exact name.
+    pub fn find(name: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0, len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match entry(mid)?.0.cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// Every (name, POSIX TZ string), sorted by name.
+    pub fn iter() -> impl Iterator<Item = (&'static str, &'static str)> {
+        (0..len()).filter_map(entry)
     }
 }
 

@@ -120,14 +120,23 @@ fn names_come_from_the_table_and_unknown_ones_are_refused() {
 
 #[test]
 fn the_table_is_sorted_and_every_entry_parses() {
-    assert!(zones::ZONES.len() > 500);
-    for w in zones::ZONES.windows(2) {
+    assert!(table::len() > 500);
+    let all: Vec<_> = table::iter().collect();
+    assert_eq!(all.len(), table::len());
+    for w in all.windows(2) {
         assert!(w[0].0 < w[1].0, "{} before {}", w[0].0, w[1].0);
     }
-    for (name, footer) in zones::ZONES {
+    for (i, (name, footer)) in all.iter().enumerate() {
+        assert!(!name.is_empty() && !name.contains('\n'));
+        assert_eq!(table::find(name), Some(i));
         let z = Zone::named(name).unwrap_or_else(|| panic!("{name}: `{footer}` does not parse"));
         assert_eq!(z.iana_name(), Some(*name));
     }
+    assert_eq!(table::entry(0), Some(("Africa/Abidjan", "GMT0")));
+    assert_eq!(table::find("America/New_York").and_then(table::entry), Some(("America/New_York", "EST5EDT,M3.2.0,M11.1.0")));
+    assert_eq!(table::find("Zulu").and_then(table::entry).map(|e| e.1), Some("UTC0"), "the last name");
+    assert_eq!((table::find("A"), table::find("Zz"), table::find("")), (None, None, None));
+    assert_eq!(table::entry(table::len()), None);
 }
 
 #[test]
