@@ -10,7 +10,7 @@
 //! Times are Unix milliseconds, as for every [`super::Window`]; boundaries fall on whole
 //! seconds (offsets are whole seconds). Defined for every `u64`; results past it saturate.
 
-use super::tz::{civil_from_days, days_from_civil, month_len, Zone};
+use super::tz::{civil_from_days, days_from_civil, month_len, Memo, Zone};
 use super::Millis;
 
 /// How often a cycle starts again.
@@ -70,12 +70,12 @@ impl Cycle {
     }
 
     /// The boundary of cycle `k` (a local day, or a month counted as `year * 12 + month - 1`).
-    fn boundary(self, k: i64) -> i64 {
+    fn boundary(self, memo: &mut Memo, k: i64) -> i64 {
         match self.period {
-            Period::Daily => self.zone.day_start(k),
+            Period::Daily => self.zone.day_start_in(memo, k),
             Period::Monthly(day) => {
                 let (y, m) = (k.div_euclid(12), k.rem_euclid(12) as u32 + 1);
-                self.zone.day_start(days_from_civil(y, m, u32::from(day).min(month_len(y, m))))
+                self.zone.day_start_in(memo, days_from_civil(y, m, u32::from(day).min(month_len(y, m))))
             }
         }
     }
@@ -94,34 +94,42 @@ impl Cycle {
 
     /// The last boundary at or before `t` (Unix seconds).
     fn start_s(self, t: i64) -> i64 {
-        let local = self.zone.local(t);
+        let memo = &mut Memo::default();
+        let local = self.zone.local_in(memo, t);
         let i = self.index(local);
         // A boundary of the next local day or month can already be past when a fold (local
         // time going back) straddles it: only then is it looked at.
         let ahead = self.index(local.saturating_add(self.zone.shift()));
         if ahead > i {
-            let b = self.boundary(ahead);
+            let b = self.boundary(memo, ahead);
             if b <= t {
                 return b;
             }
         }
-        let b = self.boundary(i);
+        let b = self.boundary(memo, i);
         if b <= t {
             b
         } else {
-            self.boundary(i - 1)
+            self.boundary(memo, i - 1)
         }
     }
 
     /// The first boundary after `s` (Unix seconds).
     fn end_s(self, s: i64) -> i64 {
-        let i = self.index(self.zone.local(s));
+        let memo = &mut Memo::default();
+        let i = self.index(self.zone.local_in(memo, s));
         let first = match self.period {
             // A local day's own boundary is never after its instants.
             Period::Daily => i + 1,
             Period::Monthly(_) => i,
         };
-        (first..first + 3).map(|k| self.boundary(k)).find(|&b| b > s).unwrap_or_else(|| self.boundary(first + 3))
+        for k in first..first + 3 {
+            let b = self.boundary(memo, k);
+            if b > s {
+                return b;
+            }
+        }
+        self.boundary(memo, first + 3)
     }
 }
 

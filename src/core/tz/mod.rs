@@ -128,15 +128,12 @@ impl Zone {
 
     /// The UTC offset in effect at Unix second `t`.
     pub fn offset_at(self, t: i64) -> i32 {
-        match self.dst {
-            None => self.std,
-            Some(d) => Changes::around(self, d, year_of(local_day(t, self.std))).offset_at(t),
-        }
+        self.offset_in(&mut Memo::default(), t)
     }
 
     /// Local time (seconds since 1970-01-01T00:00 local) at Unix second `t`.
     pub fn local(self, t: i64) -> i64 {
-        t.saturating_add(i64::from(self.offset_at(t)))
+        self.local_in(&mut Memo::default(), t)
     }
 
     /// The first instant of local day `day` (days since 1970-01-01): the earliest instant
@@ -144,9 +141,27 @@ impl Zone {
     /// spring-forward gap over 00:00) gives the first instant after the gap; a midnight that
     /// happens twice (a fall-back fold) the earlier one.
     pub fn day_start(self, day: i64) -> i64 {
+        self.day_start_in(&mut Memo::default(), day)
+    }
+
+    /// [`Zone::offset_at`], reusing the year's rule changes `memo` holds.
+    pub(crate) fn offset_in(self, memo: &mut Memo, t: i64) -> i32 {
+        match self.dst {
+            None => self.std,
+            Some(d) => memo.changes(self, d, year_of(local_day(t, self.std))).offset_at(t),
+        }
+    }
+
+    /// [`Zone::local`], reusing `memo`.
+    pub(crate) fn local_in(self, memo: &mut Memo, t: i64) -> i64 {
+        t.saturating_add(i64::from(self.offset_in(memo, t)))
+    }
+
+    /// [`Zone::day_start`], reusing `memo`.
+    pub(crate) fn day_start_in(self, memo: &mut Memo, day: i64) -> i64 {
         let m = day.saturating_mul(DAY);
         let Some(d) = self.dst else { return m.saturating_sub(i64::from(self.std)) };
-        let ch = Changes::around(self, d, year_of(day));
+        let ch = memo.changes(self, d, year_of(day));
         // The earliest instant with local time >= m lies where local time equals m (one of
         // the two offsets, if in effect there) or at a change that jumps over m.
         let mut best = i64::MAX;
@@ -166,6 +181,22 @@ impl Zone {
         } else {
             best
         }
+    }
+}
+
+/// The rule changes around the last year asked for, kept for the next question about the
+/// same year: a cycle's start and end ask several times about one year.
+#[derive(Default)]
+pub(crate) struct Memo {
+    held: Option<(i64, Changes)>,
+}
+
+impl Memo {
+    fn changes(&mut self, z: Zone, d: Dst, year: i64) -> &Changes {
+        if !matches!(self.held, Some((y, _)) if y == year) {
+            self.held = None;
+        }
+        &self.held.get_or_insert_with(|| (year, Changes::around(z, d, year))).1
     }
 }
 
