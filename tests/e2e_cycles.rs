@@ -3,7 +3,8 @@
 //! budget fills, the 429 counts down to that midnight (`retry-after`, `ratelimit`, the
 //! provider message), the admin usage shows the cycle ending there, and once it has passed
 //! the tenant is admitted again in a new cycle. A tenant with its own `billing` zone (UTC)
-//! is on another cycle meanwhile.
+//! is on another cycle meanwhile. And a global (`exact`) monthly cycle across two Envoys,
+//! counted by the real envoyproxy/ratelimit under its `("cycle", local start date)` entry.
 
 mod common;
 use common::*;
@@ -102,4 +103,51 @@ fn a_daily_cycle_resets_at_local_midnight_of_its_time_zone() {
     assert_eq!((d["window_start_ms"].as_u64(), d["window_end_ms"].as_u64()), (Some(midnight_s * 1000), Some((midnight_s + 86_400) * 1000)), "{v}");
     assert_eq!(d["used"], 1, "{v}");
     assert_eq!(up.received(), 4, "rejected requests never reached the upstream");
+}
+
+/// A global monthly cycle: the rate limit service counts it in its YEAR unit under a
+/// `("cycle", "YYYY-MM-DD")` entry, the local date the cycle started on in its zone.
+#[test]
+fn a_global_cycle_is_counted_under_its_local_start_date() {
+    use common::global::*;
+    let redis = Redis::start();
+    let rls = Rls::start(&redis);
+    let up = Upstream::start();
+    // UTC+14: the local date is often a day ahead of UTC's, so a UTC date would not match.
+    let plugin = r#"{"global":{"cluster":"ratelimit","domain":"tenant-quota","sync_period_ms":200,"timeout_ms":500},
+        "budgets":{"monthly":{"counts":"requests","window":{"cycle":"monthly","day":"last","time_zone":"Pacific/Kiritimati"},"limit":3,"global":"exact"}}}"#;
+    let es = envoys(2, plugin, up.port, &rls);
+    let tenant = format!("g{}", now_ms());
+    let h = [("x-tenant-id", tenant.as_str())];
+    let statuses: Vec<u16> = (0..5).map(|i| es[i % 2].get("/", &h).status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429], "3 admitted across both Envoys");
+    // The cycle's local start date in UTC+14, on the month's last day.
+    let start = {
+        let local_days = (now_ms() / 1000 + 14 * 3600) / 86_400;
+        let civil = |days: i64| {
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            (yoe + era * 400 + i64::from(m <= 2), m, d)
+        };
+        // The last local day before or on today that is a month's last day.
+        let mut day = local_days as i64;
+        while civil(day + 1).2 != 1 {
+            day -= 1;
+        }
+        let (y, m, d) = civil(day);
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    let keys = redis.budget_keys("tenant", &tenant, "monthly");
+    assert!(keys.len() == 1 && keys[0].0.contains(&format!("_cycle_{start}_")), "one key of this cycle ({start}): {keys:?}");
+    assert_eq!(keys[0].1, 5, "every call's unit, the refused ones too (the service counts before it refuses)");
+    for e in &es {
+        assert!(!e.log_text().contains("panic"), "{}", e.log_text());
+        assert_eq!(e.stat("quota_global_degraded").unwrap_or(0), 0);
+    }
 }
