@@ -292,9 +292,14 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Su
             match l.window {
                 // The configuration's own spelling.
                 Window::CalendarMonth => e["window"] = json!("calendar_month"),
+                Window::Cycle(c) => e["window"] = cycle_json(c),
                 w => e["window_ms"] = json!(w.fixed_ms().unwrap_or(0)),
             }
             e["resets_in_ms"] = json!(u.resets_in_ms);
+            // The window `used` counts in (a billing cycle's bounds are no arithmetic on
+            // resets_in_ms a reader could do).
+            e["window_start_ms"] = json!(u.window_start);
+            e["window_end_ms"] = json!(l.window.end(u.window_start));
         }
         if let Some(mode) = b.global {
             e["global"] = global_usage(mode, st, b.id, l.window, now);
@@ -310,6 +315,15 @@ fn usage<S: SharedStore>(cfg: &Config, store: &S, overrides: &Overrides, who: Su
     out.insert("override".into(), overrides.raw.get(&okey).cloned().unwrap_or(Value::Null));
     out.insert("budgets".into(), Value::Object(budgets));
     reply(200, Value::Object(out))
+}
+
+/// A billing cycle in the configuration's spelling, with the subject's own anchor: the zone
+/// by its IANA name, or a POSIX string in canonical form; day 31 is every month's last day.
+fn cycle_json(c: crate::core::Cycle) -> Value {
+    match c.period {
+        crate::core::cycle::Period::Daily => json!({"cycle": "daily", "time_zone": c.zone.to_string()}),
+        crate::core::cycle::Period::Monthly(day) => json!({"cycle": "monthly", "day": day, "time_zone": c.zone.to_string()}),
+    }
 }
 
 /// SPEC 8: a global budget's `used` split into this Envoy's own units (`local`) and the

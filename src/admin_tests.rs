@@ -247,3 +247,50 @@ fn a_global_budgets_usage_shows_local_remote_and_age() {
     assert_eq!(v["budgets"]["g"]["used"], 14);
     assert_eq!(v["budgets"]["g"]["global"], json!({"mode": "sync", "local": 7, "remote": 7, "remote_age_ms": 1500}));
 }
+
+/// A billing cycle budget is reported in the configuration's spelling, with the subject's
+/// own anchor (a `tenants` entry's, a runtime override's) and the cycle's bounds.
+#[test]
+fn a_billing_cycle_is_reported_with_the_subjects_anchor_and_bounds() {
+    let c = Config::parse(
+        format!(
+            r#"{{"budgets":{{"spend":{{"counts":"requests","window":{{"cycle":"monthly","day":15,"time_zone":"America/New_York"}},"limit":1000}},
+                            "daily":{{"counts":"requests","window":{{"cycle":"daily","time_zone":"<+0530>-5:30"}},"limit":10}},
+                            "rpm":{{"counts":"requests","window_ms":60000,"limit":10}}}},
+                "tenants":{{"berlin":{{"billing":{{"day":"last","time_zone":"Europe/Berlin"}}}}}},
+                "admin":{{"path_prefix":"/.quota","token_sha256":"{HASH}"}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let (c, s) = setup_with(c);
+    let mut o = Overrides::default();
+    let bounds = |v: &Value, b: &str| (v["budgets"][b]["window_start_ms"].as_u64().unwrap(), v["budgets"][b]["window_end_ms"].as_u64().unwrap());
+    let (st, v) = call(&c, &s, &mut o, "GET", "/tenants/someone", "");
+    assert_eq!(st, 200, "{v}");
+    let spend = &v["budgets"]["spend"];
+    assert_eq!(spend["window"], json!({"cycle": "monthly", "day": 15, "time_zone": "America/New_York"}), "{v}");
+    assert_eq!(spend["window_ms"], Value::Null);
+    let ny = Window::Cycle(crate::core::Cycle::monthly(15, crate::core::tz::Zone::named("America/New_York").unwrap()).unwrap());
+    let (start, end) = bounds(&v, "spend");
+    assert_eq!((start, end), (ny.start(NOW), ny.end(ny.start(NOW))));
+    assert!(start <= NOW && NOW < end, "{v}");
+    assert_eq!(spend["resets_in_ms"].as_u64().unwrap(), end - NOW);
+    assert_eq!(v["budgets"]["daily"]["window"], json!({"cycle": "daily", "time_zone": "<+0530>-5:30"}));
+    let (ds, de) = bounds(&v, "daily");
+    assert_eq!(((ds / 1000 + 19_800) % 86_400, de - ds), (0, 86_400_000), "midnight at +05:30");
+    // Fixed windows get their bounds too.
+    let (rs, re) = bounds(&v, "rpm");
+    assert_eq!((rs % 60_000, re - rs), (0, 60_000));
+    // A tenant's billing anchor, then a runtime override's.
+    let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/berlin", "");
+    assert_eq!(v["budgets"]["spend"]["window"], json!({"cycle": "monthly", "day": 31, "time_zone": "Europe/Berlin"}), "{v}");
+    assert_eq!(v["budgets"]["daily"]["window"]["time_zone"], "Europe/Berlin");
+    let (st, v) = call(&c, &s, &mut o, "PUT", "/tenants/berlin/overrides", r#"{"billing":{"day":3}}"#);
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = call(&c, &s, &mut o, "GET", "/tenants/berlin", "");
+    assert_eq!(v["budgets"]["spend"]["window"], json!({"cycle": "monthly", "day": 3, "time_zone": "Europe/Berlin"}), "{v}");
+    let (st, v) = call(&c, &s, &mut o, "PUT", "/tenants/berlin/overrides", r#"{"billing":{"time_zone":"Moon/Base"}}"#);
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("billing.time_zone"), "{v}");
+}

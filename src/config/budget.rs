@@ -4,7 +4,7 @@
 
 use super::error::{err, ConfigError};
 use super::global::GLOBAL_WINDOWS_MS;
-use super::raw::{RawBudget, RawMatch, RawQueue, RawScope};
+use super::raw::{RawBudget, RawMatch, RawQueue, RawScope, RawWindow};
 use super::{valid_name, visible_ascii};
 use crate::core::budget::{Algorithm, Budget, Counts, GlobalMode, Limits, Match, OnExceed, Queue};
 use crate::core::Window;
@@ -50,6 +50,9 @@ fn compile(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
     if window == Window::CalendarMonth && algorithm == Algorithm::Sliding {
         return err(format!("{p}.algorithm"), "calendar months cannot slide");
     }
+    if window.cycle().is_some() && algorithm == Algorithm::Sliding {
+        return err(format!("{p}.algorithm"), "billing cycles cannot slide");
+    }
     let matcher = raw.match_.as_ref().map_or(Ok(Match::default()), |m| matcher(&p, m))?;
     let limits = Limits { limit: raw.limit, burst_credits: raw.burst_credits.unwrap_or(0), window, unlimited: false };
     if raw.global.is_some() {
@@ -73,14 +76,16 @@ fn compile(name: &str, raw: &RawBudget) -> Result<Budget, ConfigError> {
     Ok(Budget { name: name.to_string(), id: fnv1a(name.as_bytes()), counts, algorithm, limits, matcher, global: raw.global, scope: None, on_exceed, queue, fallback, alerts })
 }
 
-/// The window: none for `in_flight`, `window_ms` or `"window": "calendar_month"` for the rest.
+/// The window: none for `in_flight`, `window_ms`, `"window": "calendar_month"` or a billing
+/// cycle for the rest.
 fn window(p: &str, counts: &Counts, raw: &RawBudget) -> Result<Window, ConfigError> {
-    match (counts, raw.window_ms, raw.window.as_deref()) {
+    match (counts, raw.window_ms, raw.window.as_ref()) {
         // A window on an in_flight budget means nothing; it is accepted and ignored.
         (Counts::InFlight, _, _) => Ok(Window::None),
         (_, Some(_), Some(_)) => err(format!("{p}.window"), "set either `window_ms` or `window`, not both"),
-        (_, None, Some("calendar_month")) => Ok(Window::CalendarMonth),
-        (_, None, Some(w)) => err(format!("{p}.window"), format!("unknown window `{w}`, expected `calendar_month`")),
+        (_, None, Some(RawWindow::Named(w))) if w == "calendar_month" => Ok(Window::CalendarMonth),
+        (_, None, Some(RawWindow::Named(w))) => err(format!("{p}.window"), format!("unknown window `{w}`, expected `calendar_month` or a billing cycle {{\"cycle\": \"monthly\" | \"daily\", ...}}")),
+        (_, None, Some(RawWindow::Cycle(c))) => super::cycle::window(p, c),
         (_, None, None) => err(format!("{p}.window_ms"), "missing window_ms (required for every kind but in_flight)"),
         (_, Some(w), None) => positive_window(&format!("{p}.window_ms"), w),
     }
@@ -135,14 +140,14 @@ fn global(p: &str, name: &str, counts: &Counts, algorithm: Algorithm, limits: &L
 pub(super) fn check_global_limits(path: &str, l: &Limits) -> Result<(), ConfigError> {
     let fits = match l.window {
         Window::Fixed(ms) => GLOBAL_WINDOWS_MS.contains(&ms.get()),
-        Window::CalendarMonth => true,
+        Window::CalendarMonth | Window::Cycle(_) => true,
         Window::None => false,
     };
     if !fits {
         return err(
             format!("{path}.window_ms"),
             format!(
-                "a global budget's window must be 1000, 60000, 3600000 or 86400000 ms (the rate limit service's units) or \"window\": \"calendar_month\", got {}",
+                "a global budget's window must be 1000, 60000, 3600000 or 86400000 ms (the rate limit service's units), \"window\": \"calendar_month\" or a billing cycle, got {}",
                 l.window.fixed_ms().unwrap_or(0)
             ),
         );
@@ -151,15 +156,15 @@ pub(super) fn check_global_limits(path: &str, l: &Limits) -> Result<(), ConfigEr
 }
 
 /// envoyproxy/ratelimit keys a descriptor by joining its entries with `_`
-/// (`<domain>_tenant_<id>_budget_<name>[_month_<YYYY-MM>]`, research note D9), and tenant ids
-/// are anyone's: a global budget's name must not let two (id, name) pairs join to one key.
-/// With names that neither contain `_budget_` or `_month_` nor begin with `budget_`, the key
-/// splits back one way only.
+/// (`<domain>_tenant_<id>_budget_<name>[_month_<YYYY-MM> | _cycle_<YYYY-MM-DD>]`, research
+/// note D9), and tenant ids are anyone's: a global budget's name must not let two (id, name)
+/// pairs join to one key. With names that neither contain `_budget_`, `_month_` or `_cycle_`
+/// nor begin with `budget_`, the key splits back one way only.
 fn check_global_name(path: &str, name: &str) -> Result<(), ConfigError> {
-    if name.contains("_budget_") || name.contains("_month_") || name.starts_with("budget_") {
+    if name.contains("_budget_") || name.contains("_month_") || name.contains("_cycle_") || name.starts_with("budget_") {
         return err(
             format!("{path}.global"),
-            format!("a global budget's name may not contain `_budget_` or `_month_` nor begin with `budget_` (the rate limit service joins descriptor entries with `_`, so `{name}` could share a counter with another tenant's budget)"),
+            format!("a global budget's name may not contain `_budget_`, `_month_` or `_cycle_` nor begin with `budget_` (the rate limit service joins descriptor entries with `_`, so `{name}` could share a counter with another tenant's budget)"),
         );
     }
     Ok(())

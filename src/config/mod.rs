@@ -10,6 +10,7 @@
 
 mod admin;
 mod budget;
+mod cycle;
 mod error;
 mod global;
 mod llm;
@@ -150,6 +151,7 @@ impl Config {
                 Window::None => None,
                 Window::Fixed(ms) => (ms.get() / t.max(1) > 100).then(|| format!("a window of {ms} ms")),
                 Window::CalendarMonth => Some("a calendar month".to_string()),
+                Window::Cycle(_) => Some("a billing cycle".to_string()),
             };
             if let (Some(window), true) = (long, t > 0) {
                 out.push(format!("budgets.{}: {window} is far longer than the queue timeout ({t} ms): few waiting requests will ever see it roll over", b.name));

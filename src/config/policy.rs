@@ -2,6 +2,7 @@
 //! with a `tenants` entry, a scope id's entry or an admin API override applied on top.
 
 use super::budget::{check_global_limits, positive_window};
+use super::cycle;
 use super::error::{err, ConfigError};
 use super::raw::{RawOverride, RawTenant};
 use crate::core::budget::{Budget, Counts, Limits, Priority};
@@ -55,6 +56,10 @@ pub fn compile_subject_on(path: &str, budgets: &[Budget], base: &TenantPolicy, r
             return err(bp, format!("unknown budget `{bname}` (not in `budgets`)"));
         };
         apply_override(&bp, &budgets[i], &mut limits[i], ov)?;
+    }
+    if let Some(b) = &raw.billing {
+        let b = cycle::billing(&format!("{path}.billing"), b)?;
+        cycle::anchor(budgets, &mut limits, scope.map(|s| s.0), b);
     }
     Ok(TenantPolicy { priority: raw.priority.unwrap_or(base.priority), limits })
 }

@@ -10,17 +10,19 @@
 //! answer for another window than the slot's is never applied to it, so units and counts
 //! never cross a window boundary.
 //!
-//! A calendar month is counted by the service in its YEAR unit (365 days from the epoch)
-//! under a month entry, so once a year a month's key changes in the middle of the month.
-//! Such a slot keeps in `prev` (unused by fixed windows) [`YEAR_MARK`] with the service year
-//! its `acked` units went to; in another year every unit of the month is unacknowledged
-//! again and sent in full to the new key, which then holds the whole month's count of every
-//! Envoy that sends again (an Envoy idle since the change does not: see docs/global-budgets.md).
+//! A calendar month or a billing cycle ([`Window::is_calendar`]) is counted by the service in
+//! its YEAR unit (365 days from the epoch) under an entry naming the month or the cycle, so
+//! once a year such a window's key changes in the middle of the window. Such a slot keeps in
+//! `prev` (unused by fixed windows) [`YEAR_MARK`] with the service year its `acked` units
+//! went to; in another year every unit of the window is unacknowledged again and sent in full
+//! to the new key, which then holds the whole window's count of every Envoy that sends again
+//! (an Envoy idle since the change does not: see docs/global-budgets.md).
 
 use super::{rolled, Admit, Demand, Millis, Slot, TenantState, Window};
 use super::budget::{Budget, Limits};
 
-/// Tags `prev` of a calendar-month global slot: the service year of its acknowledged units.
+/// Tags `prev` of a calendar-month or billing-cycle global slot: the service year of its
+/// acknowledged units.
 pub const YEAR_MARK: u64 = 1 << 63;
 const SERVICE_YEAR_MS: u64 = 365 * 86_400_000;
 
@@ -29,12 +31,13 @@ pub fn service_year(now: Millis) -> u64 {
     now / SERVICE_YEAR_MS
 }
 
-/// Whether a month slot's acknowledged units went to the service key of `year`.
+/// Whether a calendar window's acknowledged units went to the service key of `year` (always
+/// for fixed windows, whose key never changes within a window).
 fn acked_in(slot: &Slot, window: Window, year: u64) -> bool {
-    window != Window::CalendarMonth || slot.prev == YEAR_MARK | year
+    !window.is_calendar() || slot.prev == YEAR_MARK | year
 }
 
-/// Make a month slot's acknowledged units those of `year`'s key (none when it changed).
+/// Make a calendar window's acknowledged units those of `year`'s key (none when it changed).
 fn enter_year(slot: &mut Slot, window: Window, year: u64) {
     if !acked_in(slot, window, year) {
         slot.acked = 0;

@@ -5,11 +5,13 @@
 //! of times saturates, because host time is wall clock and may step back.
 
 pub mod budget;
+pub mod cycle;
 pub mod id;
 pub mod month;
 pub mod saturation;
 pub mod state;
 pub mod subject;
+pub mod tz;
 pub mod window;
 
 use budget::{Algorithm, Budget, Counts, Limits, OnExceed};
@@ -17,6 +19,7 @@ pub use global_slot::{apply_answer, record_exact, service_year, unsent, unreserv
 
 mod global_slot;
 pub use state::{Slot, TenantState};
+pub use cycle::Cycle;
 pub use subject::Subject;
 pub use window::Window;
 

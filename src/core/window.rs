@@ -1,12 +1,11 @@
 //! When a budget's counts start again. Times are Unix milliseconds (UTC); every method is
 //! defined for every `now` (results past `u64::MAX` saturate).
 
-use super::{month, Millis};
+use super::{month, Cycle, Millis};
 use std::num::NonZeroU64;
 
-/// A budget's window (SPEC 1, 5). A new kind of window (say a billing cycle: a day of the
-/// month in a time zone) is a new variant with its own `start`/`end`; callers only ask
-/// these methods, never compare lengths.
+/// A budget's window (SPEC 1, 5). A new kind of window is a new variant with its own
+/// `start`/`end`; callers only ask these methods, never compare lengths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Window {
     /// No window: `in_flight` counts what is held now, and never resets.
@@ -16,6 +15,10 @@ pub enum Window {
     Fixed(NonZeroU64),
     /// UTC calendar months (`"window": "calendar_month"`): from 00:00 UTC on the 1st.
     CalendarMonth,
+    /// A billing cycle: every day, or every month on a day, from 00:00 local time in a time
+    /// zone (`"window": {"cycle": ...}`; a tenant or scope id may anchor it on its own day
+    /// and zone).
+    Cycle(Cycle),
 }
 
 impl Window {
@@ -39,12 +42,28 @@ impl Window {
         self == Window::None
     }
 
+    /// Windows that follow a calendar (months, billing cycles) rather than the epoch: a
+    /// global budget counts them in the rate limit service's YEAR with the window named in an
+    /// entry of its own (`core::global_slot`, `global::rls`).
+    pub fn is_calendar(self) -> bool {
+        matches!(self, Window::CalendarMonth | Window::Cycle(_))
+    }
+
+    /// The billing cycle, if the window is one.
+    pub fn cycle(self) -> Option<Cycle> {
+        match self {
+            Window::Cycle(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Start of the window containing `now` (0 without a window).
     pub fn start(self, now: Millis) -> Millis {
         match self {
             Window::None => 0,
             Window::Fixed(ms) => now - now % ms.get(),
             Window::CalendarMonth => month::month_start(now),
+            Window::Cycle(c) => c.start(now),
         }
     }
 
@@ -54,6 +73,7 @@ impl Window {
             Window::None => start,
             Window::Fixed(ms) => start.saturating_add(ms.get()),
             Window::CalendarMonth => month::next_month_start(start),
+            Window::Cycle(c) => c.end(start),
         }
     }
 
@@ -72,6 +92,10 @@ impl Window {
             Window::None => 0,
             Window::Fixed(ms) => ms.get().div_ceil(1000),
             Window::CalendarMonth => month::month_len_ms(now) / 1000,
+            Window::Cycle(c) => {
+                let start = c.start(now);
+                c.end(start).saturating_sub(start) / 1000
+            }
         }
     }
 }

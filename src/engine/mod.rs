@@ -289,3 +289,5 @@ mod tests;
 #[cfg(test)]
 #[path = "fallback_tests.rs"]
 mod fallback_tests;
+#[cfg(test)]
+mod cycle_tests;

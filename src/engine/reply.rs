@@ -105,6 +105,7 @@ fn rejection_error(cfg: &Config, window: Window, r: &Rejection, scope: Option<(&
     let per = match window {
         Window::None => String::new(),
         Window::CalendarMonth => " per calendar month".to_string(),
+        Window::Cycle(c) => format!(" per {} billing cycle", if c.period == crate::core::cycle::Period::Daily { "daily" } else { "monthly" }),
         Window::Fixed(w) => format!(" per {} s", w.get() / 1000),
     };
     let when = if window.is_none() { format!("retry in {} s", r.retry_after_s) } else { format!("resets in {} s", r.reset_s.max(1)) };
@@ -112,7 +113,7 @@ fn rejection_error(cfg: &Config, window: Window, r: &Rejection, scope: Option<(&
     let long = match window {
         Window::None => false,
         Window::Fixed(w) => w.get() > 3_600_000,
-        Window::CalendarMonth => true,
+        Window::CalendarMonth | Window::Cycle(_) => true,
     } || b.counts == Counts::LlmCost;
     let (code, kind) = match (long, &b.counts) {
         (true, _) => ("insufficient_quota", "insufficient_quota"),

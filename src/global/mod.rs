@@ -293,8 +293,8 @@ pub fn descriptor_of(cfg: &Config, policy: &TenantPolicy, p: &Pending) -> rls::R
 /// Not applying an answer that was ours sends its units again (counted twice, and the window
 /// then admits that many less); applying one the service counted in the next second only
 /// sets `remote` of a window that is over, or ends within the clock skew (the README states
-/// this residual error). Calendar months (the month is in the descriptor) and answers
-/// without a reset are taken as they are.
+/// this residual error). Calendar months and billing cycles (the month or the cycle is in
+/// the descriptor) and answers without a reset are taken as they are.
 pub fn same_window(window: Window, window_start: Millis, answered_at: Millis, reset_ms: Option<u64>) -> bool {
     let Some(reset) = reset_ms else { return true };
     match window.fixed_ms() {

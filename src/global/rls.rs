@@ -101,7 +101,8 @@ pub const UNIT_YEAR: i32 = 5;
 const YEAR_MS: u64 = 365 * 86_400_000;
 
 /// The service's unit for a window (config refuses other windows for global budgets). A
-/// calendar month is counted in the service's YEAR with the month in an entry of its own.
+/// calendar month or a billing cycle is counted in the service's YEAR with the month or the
+/// cycle in an entry of its own.
 pub fn unit(window: Window) -> i32 {
     match window.fixed_ms() {
         Some(1000) => 1,
@@ -130,15 +131,24 @@ pub use crate::core::Subject;
 use crate::core::Window;
 
 /// One (subject, budget) descriptor: entries `(tenant|<scope>, id)` ([`Subject::entry`]), `("budget", name)`, and
-/// for a calendar month `("month", "YYYY-MM")`. No entry changes with the window (the
-/// service keys its counters by window itself, and keeps a set of stats counters for every
-/// distinct descriptor for the life of its process: research note D1), so what the service
-/// holds per subject and budget is one descriptor, or one per month for calendar months.
+/// for a calendar month `("month", "YYYY-MM")`, for a billing cycle `("cycle", "YYYY-MM-DD")`
+/// (the local date the cycle starts on). No entry of a fixed window changes with the window
+/// (the service keys its counters by window itself, and keeps a set of stats counters for
+/// every distinct descriptor for the life of its process: research note D1), so what the
+/// service holds per subject and budget is one descriptor, or one per month for calendar
+/// months and monthly cycles, one per day for daily cycles.
 pub fn descriptor(who: Subject<'_>, budget: &str, window: Window, window_start: u64, cap: u64, hits: u64) -> RateLimitDescriptor {
     let mut entries = vec![Entry { key: who.entry().into(), value: who.id().into() }, Entry { key: "budget".into(), value: budget.into() }];
-    if window == Window::CalendarMonth {
-        let (y, m, _) = crate::core::month::civil_from_days(window_start / 86_400_000);
-        entries.push(Entry { key: "month".into(), value: format!("{y:04}-{m:02}") });
+    match window {
+        Window::CalendarMonth => {
+            let (y, m, _) = crate::core::month::civil_from_days(window_start / 86_400_000);
+            entries.push(Entry { key: "month".into(), value: format!("{y:04}-{m:02}") });
+        }
+        Window::Cycle(c) => {
+            let (y, m, d) = c.local_date(window_start);
+            entries.push(Entry { key: "cycle".into(), value: format!("{y:04}-{m:02}-{d:02}") });
+        }
+        _ => {}
     }
     let k = scale(cap);
     RateLimitDescriptor {

@@ -349,3 +349,53 @@ fn a_month_crossing_the_service_year_sends_its_units_again() {
     *st.slot_mut(id) = Slot { budget: id, window_start: boundary - boundary % 86_400_000, used: 4, acked: 4, ..Slot::default() };
     assert_eq!(core::unsent(&st, id, Window::from_ms(86_400_000), after), Some((boundary - boundary % 86_400_000, 0)));
 }
+
+/// A billing cycle's descriptor names the local date its cycle starts on (in the cycle's own
+/// zone, not UTC), in the service's YEAR.
+#[test]
+fn billing_cycles_have_a_cycle_entry_of_their_local_start_date() {
+    use crate::core::tz::{days_from_civil, Zone};
+    use crate::core::Cycle;
+    let entries = |d: &rls::RateLimitDescriptor| d.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect::<Vec<_>>();
+    // Monthly on the 15th in New York: 2027-03-15 00:00 EDT is 04:00Z.
+    let ny = Window::Cycle(Cycle::monthly(15, Zone::named("America/New_York").unwrap()).unwrap());
+    let start = ny.start(days_from_civil(2027, 3, 20) as u64 * 86_400_000);
+    assert_eq!(start, days_from_civil(2027, 3, 15) as u64 * 86_400_000 + 4 * 3_600_000);
+    let d = rls::descriptor(rls::Subject::Tenant("acme"), "spend", ny, start, 1000, 7);
+    let want = |v: &str| vec![("tenant".to_string(), "acme".to_string()), ("budget".to_string(), "spend".to_string()), ("cycle".to_string(), v.to_string())];
+    assert_eq!(entries(&d), want("2027-03-15"));
+    assert_eq!(d.limit.as_ref().map(|l| (l.requests_per_unit, l.unit)), Some((1000, rls::UNIT_YEAR)));
+    // Daily in Tokyo: the day that starts at 15:00Z on March 1 is March 2 there.
+    let tokyo = Window::Cycle(Cycle::daily(Zone::named("Asia/Tokyo").unwrap()));
+    let start = tokyo.start(days_from_civil(2027, 3, 1) as u64 * 86_400_000 + 16 * 3_600_000);
+    let d = rls::descriptor(rls::Subject::Scope { ix: 0, name: "team", id: "blue" }, "tokens", tokyo, start, 5, 0);
+    assert_eq!(entries(&d)[2], ("cycle".to_string(), "2027-03-02".to_string()));
+    assert_eq!(entries(&d)[0], ("team".to_string(), "blue".to_string()));
+    // A monthly cycle on the 31st starts on February 28 in 2027.
+    let last = Window::Cycle(Cycle::monthly(31, Zone::UTC).unwrap());
+    let start = last.start(days_from_civil(2027, 3, 10) as u64 * 86_400_000);
+    assert_eq!(entries(&rls::descriptor(rls::Subject::Tenant("a"), "b", last, start, 1, 0))[2].1, "2027-02-28");
+    // Answers are never dropped for their reset (the cycle is in the descriptor).
+    assert!(same_window(ny, start, start + 5_000, Some(123_000)));
+}
+
+/// A billing cycle crossing the service's year sends its units again, like a calendar month.
+#[test]
+fn a_cycle_crossing_the_service_year_sends_its_units_again() {
+    use crate::core::tz::Zone;
+    use crate::core::Cycle;
+    let year = 365 * 86_400_000u64;
+    let boundary = (core::service_year(T0) + 1) * year;
+    let w = Window::Cycle(Cycle::monthly(20, Zone::named("Europe/Berlin").unwrap()).unwrap());
+    let ws = w.start(boundary);
+    assert!(ws < boundary && w.end(ws) > boundary, "the boundary is inside the cycle");
+    let id = 78;
+    let mut st = TenantState::default();
+    *st.slot_mut(id) = Slot { budget: id, window_start: ws, used: 10, ..Slot::default() };
+    assert!(core::apply_answer(&mut st, id, w, ws, boundary - 1000, 10, Answer::Total(25)));
+    assert_eq!(core::unsent(&st, id, w, boundary - 1000), Some((ws, 0)));
+    assert_eq!(core::unsent(&st, id, w, boundary + 1000), Some((ws, 10)), "the new year's key is empty");
+    assert!(core::apply_answer(&mut st, id, w, ws, boundary + 1000, 10, Answer::Total(35)));
+    let s = *st.slot(id).unwrap();
+    assert_eq!((s.used, s.acked, s.remote), (10, 10, 25));
+}

@@ -111,11 +111,13 @@ pub struct RawScopeId {
     pub unlimited: Option<bool>,
     #[serde(default)]
     pub budgets: BTreeMap<String, RawOverride>,
+    #[serde(default)]
+    pub billing: Option<RawBilling>,
 }
 
 impl From<&RawScopeId> for RawTenant {
     fn from(r: &RawScopeId) -> RawTenant {
-        RawTenant { priority: None, unlimited: r.unlimited, budgets: r.budgets.clone() }
+        RawTenant { priority: None, unlimited: r.unlimited, budgets: r.budgets.clone(), billing: r.billing.clone() }
     }
 }
 
@@ -180,9 +182,9 @@ pub struct RawBudget {
     pub counts: Counts,
     #[serde(default)]
     pub window_ms: Option<i64>,
-    /// `"calendar_month"` (SPEC 5) instead of `window_ms`.
+    /// `"calendar_month"` (SPEC 5) or a billing cycle, instead of `window_ms`.
     #[serde(default)]
-    pub window: Option<String>,
+    pub window: Option<RawWindow>,
     pub limit: u64,
     #[serde(default)]
     pub burst_credits: Option<u64>,
@@ -284,6 +286,51 @@ pub struct RawTenant {
     pub unlimited: Option<bool>,
     #[serde(default)]
     pub budgets: BTreeMap<String, RawOverride>,
+    /// The subject's own billing-cycle anchor (day, time zone) for every cycle budget.
+    #[serde(default)]
+    pub billing: Option<RawBilling>,
+}
+
+/// A budget's `window` when it is not `window_ms`: a name (`"calendar_month"`) or a billing
+/// cycle object (read in `tagged`).
+#[derive(Debug, Clone)]
+pub enum RawWindow {
+    Named(String),
+    Cycle(RawCycle),
+}
+
+/// `{"cycle": "monthly", "day": 15, "time_zone": "America/New_York"}` or
+/// `{"cycle": "daily", "time_zone": "Asia/Tokyo"}`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawCycle {
+    pub cycle: CycleKind,
+    #[serde(default)]
+    pub day: Option<RawDay>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+/// A cycle's day of the month: 1..=31, or `"last"` read as 31 (every month's last day);
+/// anything else is refused while it is read (see `tagged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawDay(pub u8);
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CycleKind {
+    Daily,
+    Monthly,
+}
+
+/// `billing` of a `tenants` entry or a scope id: the anchor of the subject's cycles.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawBilling {
+    #[serde(default)]
+    pub day: Option<RawDay>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

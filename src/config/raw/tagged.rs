@@ -4,10 +4,12 @@
 //! so that each refusal keeps the wording of the configuration reference and names the
 //! value's key when the value is at fault (`budgets.b.counts.llm_tokens`).
 
+use super::{RawCycle, RawDay, RawWindow};
 use crate::config::error::WORDED;
 use crate::config::{valid_header_name, ModelSource, OnUnavailable};
 use crate::core::budget::{Counts, TokenKind};
 use serde::de::value::Error as ValueError;
+use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -252,5 +254,95 @@ impl Tagged for ModelSource {
             }),
             None => Err(refusal(Self::EXPECTED)),
         }
+    }
+}
+
+/// `budgets.<name>.window`: `"calendar_month"`, or a billing cycle object whose keys serde
+/// reads (a refusal inside names its key: `budgets.b.window.cycle`).
+impl<'de> Deserialize<'de> for RawWindow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawWindow, D::Error> {
+        const EXPECTED: &str = "expected \"calendar_month\" or a billing cycle {\"cycle\": \"monthly\" | \"daily\", \"day\": D, \"time_zone\": Z}";
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawWindow;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawWindow, E> {
+                Ok(RawWindow::Named(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawWindow, A::Error> {
+                RawCycle::deserialize(MapAccessDeserializer::new(map)).map(RawWindow::Cycle)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawWindow, E> {
+                Err(refusal(EXPECTED))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RawWindow, A::Error> {
+                Err(refusal(EXPECTED))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `day` of a cycle or a `billing` entry: 1 to 31, or `"last"`.
+impl<'de> Deserialize<'de> for RawDay {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawDay, D::Error> {
+        struct V;
+        fn bad<E: de::Error>(got: impl fmt::Display) -> E {
+            refusal(format_args!("expected a day of the month from 1 to 31 or \"last\", got {got}"))
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDay;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a day of the month from 1 to 31 or \"last\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<RawDay, E> {
+                match u8::try_from(n) {
+                    Ok(d @ 1..=31) => Ok(RawDay(d)),
+                    _ => Err(bad(n)),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<RawDay, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(bad(n)),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<RawDay, E> {
+                Err(bad(n))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawDay, E> {
+                match s {
+                    "last" => Ok(RawDay(31)),
+                    _ => Err(bad(format_args!("{s:?}"))),
+                }
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<RawDay, E> {
+                Err(bad(b))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawDay, E> {
+                Err(bad("null"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RawDay, A::Error> {
+                Err(bad("a list"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<RawDay, A::Error> {
+                Err(bad("an object"))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
