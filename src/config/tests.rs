@@ -399,3 +399,21 @@ fn fallbacks_and_providers() {
     );
     assert!(e.path.starts_with("budgets.b"), "{e}");
 }
+
+#[test]
+fn the_readme_llm_gateway_cookbook_configures() {
+    let readme = include_str!("../../README.md");
+    let at = readme.find("## An LLM gateway cookbook").expect("the cookbook section");
+    let json = readme[at..].split("```json\n").nth(1).and_then(|b| b.split("\n```").next()).expect("its JSON block");
+    let c = parse(json).unwrap_or_else(|e| panic!("README cookbook: {e}"));
+    assert_eq!(c.providers.as_ref().unwrap().fallbacks["openai"].upstream.as_deref(), Some("azure"));
+    let fb = c.budgets.iter().find(|b| b.name == "gpt4o_tokens_per_minute").unwrap();
+    assert_eq!((fb.on_exceed, fb.fallback.as_ref().and_then(|t| t.model.as_deref())), (OnExceed::Fallback, Some("gpt-4o-mini")));
+    let spend = c.budgets.iter().position(|b| b.name == "team_spend_per_month").unwrap();
+    assert!(c.budgets[spend].limits.window.cycle().is_some());
+    // Team blue's own billing day and zone, other teams the budget's.
+    let blue = c.scopes[0].policy("blue").limits[spend].window;
+    let red = c.scopes[0].policy("red").limits[spend].window;
+    assert_ne!(blue, red);
+    assert_eq!(blue.cycle().unwrap().period, crate::core::cycle::Period::Monthly(3));
+}
