@@ -276,6 +276,7 @@ fn plugin() -> String {
     "requests_per_day": {{"counts":"requests","window_ms":86400000,"limit":20,"burst_credits":5,"match":{{"path_prefix":"/api"}}}},
     "soft_requests_per_day": {{"counts":"requests","window_ms":86400000,"limit":3,"on_exceed":"warn","match":{{"path_prefix":"/api"}}}},
     "queued_per_day": {{"counts":"requests","window_ms":86400000,"limit":1,"on_exceed":"queue","queue":{{"timeout_ms":100,"max_waiting":10}},"match":{{"path_prefix":"/q"}}}},
+    "fallback_per_day": {{"counts":"requests","window_ms":86400000,"limit":1,"on_exceed":"fallback","fallback":{{"upstream":"backup"}},"match":{{"path_prefix":"/fb"}}}},
     "team_requests_per_day": {{"counts":"requests","window_ms":86400000,"limit":10,"scope":"team"}},
     "tokens_per_day": {{"counts":{{"llm_tokens":"total"}},"window_ms":86400000,"limit":1000000,"match":{{"path_prefix":"/llm/"}}}},
     "spend_per_month": {{"counts":"llm_cost","window":"calendar_month","limit":500000000,"match":{{"path_prefix":"/llm/"}}}},
@@ -356,6 +357,10 @@ fn dashboard_queries_and_alert_rules_against_a_real_prometheus() {
     // Queue: the first waits for nothing, the next two time out after 100 ms.
     let q: Vec<u16> = (0..3).map(|_| status(&e, "/q/a", &acme)).collect();
     assert_eq!(q.iter().filter(|&&s| s == 429).count(), 2, "{q:?}");
+    // Fallback: past the first, requests are sent on with the route header set (one cluster
+    // here, so they reach the same upstream) instead of refused.
+    let fb: Vec<Option<String>> = (0..3).map(|_| e.get("/fb/a", &acme).header("x-tenant-quota-fallback").map(str::to_string)).collect();
+    assert_eq!(fb.iter().filter(|h| h.is_some()).count(), 2, "{fb:?}");
     // Scope: team blue has 2 requests a day.
     let team = [("x-tenant-id", "acme"), ("x-team-id", "blue")];
     let t: Vec<u16> = (0..4).map(|_| status(&e, "/t", &team)).collect();
