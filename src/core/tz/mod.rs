@@ -1,8 +1,11 @@
 //! Time zones of billing cycles (`"time_zone"`): POSIX TZ strings (POSIX.1-2024 `TZ`, the
 //! form of a TZif v3 file's footer), parsed into a small `Copy` value and evaluated at any
 //! instant. IANA names are looked up in [`zones`], a generated table of each name's
-//! footer ([`table`] reads it): the zone's current rules, which describe now and the future (a zone's past
-//! transitions do not matter, cycles are computed for now and later).
+//! footer ([`table`] reads it): the zone's rules from its last listed transition on. A zone
+//! whose Time Zone Database lists transitions from 2026-01-01 on (America/Havana until 2027,
+//! Asia/Gaza until 2086, ...) also carries them, and its offsets come from them before the
+//! last one: the table is exact from 2026-01-01 on (earlier instants get the offset in
+//! effect at 2026-01-01 or the footer's; cycles are computed for now and later).
 //!
 //! Times here are Unix seconds (`i64`; the callers convert from milliseconds), offsets are
 //! seconds east of UTC. Every function is total: no input panics or overflows for Unix times
@@ -29,6 +32,8 @@ pub struct Zone {
     dst: Option<Dst>,
     /// 1 + the index of the zone's IANA name in the [`table`]; 0 for a POSIX string.
     name: u16,
+    /// 1 + the index of the zone's listed transitions ([`table::run`]); 0 for none.
+    run: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +66,14 @@ enum RuleDate {
 
 impl Zone {
     /// Coordinated Universal Time.
-    pub const UTC: Zone = Zone { std: 0, dst: None, name: 0 };
+    pub const UTC: Zone = Zone { std: 0, dst: None, name: 0, run: 0 };
 
     /// A zone by IANA name (exact spelling, as in the Time Zone Database), from the table.
     pub fn named(name: &str) -> Option<Zone> {
         let i = table::find(name)?;
         let zone = Zone::parse(table::entry(i)?.1).ok()?;
-        Some(Zone { name: u16::try_from(i + 1).unwrap_or(0), ..zone })
+        let run = table::run_of(i).and_then(|r| u8::try_from(r + 1).ok()).unwrap_or(0);
+        Some(Zone { name: u16::try_from(i + 1).unwrap_or(0), run, ..zone })
     }
 
     /// An IANA name from the table, else a POSIX TZ string; the refusal says why neither.
@@ -94,7 +100,7 @@ impl Zone {
         p.name("standard time name")?;
         let std = -p.offset(24, "standard time offset")?;
         if p.done() {
-            return Ok(Zone { std, dst: None, name: 0 });
+            return Ok(Zone { std, dst: None, name: 0, run: 0 });
         }
         p.name("DST name")?;
         let offset = if p.done() || p.peek() == Some(b',') { std + 3600 } else { -p.offset(24, "DST offset")? };
@@ -108,7 +114,7 @@ impl Zone {
         if !p.done() {
             return Err(p.unexpected("the end of the string"));
         }
-        Ok(Zone { std, dst: Some(Dst { offset, start, end }), name: 0 })
+        Ok(Zone { std, dst: Some(Dst { offset, start, end }), name: 0, run: 0 })
     }
 
     /// The IANA name the zone was looked up by (None for a POSIX string).
@@ -116,14 +122,20 @@ impl Zone {
         table::entry(usize::from(self.name).checked_sub(1)?).map(|(n, _)| n)
     }
 
-    /// Whether the zone ever changes its offset.
+    /// Whether the zone ever changes its offset (from 2026 on, for a zone of the table).
     pub fn has_dst(self) -> bool {
-        self.dst.is_some()
+        self.dst.is_some() || self.listed().is_some()
     }
 
-    /// How far local time jumps at a change of offset (0 without DST), in seconds.
+    /// How far local time jumps at a change of offset at most (0 without DST), in seconds.
     pub fn shift(self) -> i64 {
-        self.dst.map_or(0, |d| (i64::from(d.offset) - i64::from(self.std)).abs())
+        let rules = self.dst.map_or(0, |d| (i64::from(d.offset) - i64::from(self.std)).abs());
+        self.listed().map_or(rules, |l| rules.max(i64::from(l.jump)))
+    }
+
+    /// The zone's listed transitions (zones of the table whose database lists some from 2026 on).
+    fn listed(self) -> Option<table::Run> {
+        table::run(usize::from(self.run).checked_sub(1)?)
     }
 
     /// The UTC offset in effect at Unix second `t`.
@@ -146,6 +158,9 @@ impl Zone {
 
     /// [`Zone::offset_at`], reusing the year's rule changes `memo` holds.
     pub(crate) fn offset_in(self, memo: &mut Memo, t: i64) -> i32 {
+        if let Some(o) = self.listed().and_then(|l| l.offset_at(t)) {
+            return o;
+        }
         match self.dst {
             None => self.std,
             Some(d) => memo.changes(self, d, year_of(local_day(t, self.std))).offset_at(t),
@@ -160,6 +175,9 @@ impl Zone {
     /// [`Zone::day_start`], reusing `memo`.
     pub(crate) fn day_start_in(self, memo: &mut Memo, day: i64) -> i64 {
         let m = day.saturating_mul(DAY);
+        if let Some(t) = self.listed().and_then(|l| self.listed_day_start(memo, l, m)) {
+            return t;
+        }
         let Some(d) = self.dst else { return m.saturating_sub(i64::from(self.std)) };
         let ch = memo.changes(self, d, year_of(day));
         // The earliest instant with local time >= m lies where local time equals m (one of
@@ -182,6 +200,44 @@ impl Zone {
             best
         }
     }
+
+    /// [`Zone::day_start`] of local midnight `m` (seconds) near the zone's listed transitions:
+    /// None when `m` is two days or more past the last one (the footer's rules alone decide
+    /// there). The earliest instant whose local time is `m` or later is a change of offset or
+    /// `m` less the offset in effect there: it is the earliest, of every change and `m` less
+    /// every offset within two days of `m` (listed ones, and the footer's past the last
+    /// listed), whose local time is `m` or later.
+    fn listed_day_start(self, memo: &mut Memo, l: table::Run, m: i64) -> Option<i64> {
+        let (lo, hi) = (m.saturating_sub(2 * DAY), m.saturating_add(2 * DAY));
+        if lo >= l.last() {
+            return None;
+        }
+        let mut best = i64::MAX;
+        let mut check = |memo: &mut Memo, t: i64| {
+            if t < best && self.local_in(memo, t) >= m {
+                best = t;
+            }
+        };
+        let i = l.list.partition_point(|&(at, _)| i64::from(at) < lo);
+        let before = i.checked_sub(1).and_then(|i| l.list.get(i)).map_or(l.before, |c| c.1);
+        check(memo, m.saturating_sub(i64::from(before)));
+        for &(at, o) in l.list.get(i..).unwrap_or(&[]).iter().take_while(|c| i64::from(c.0) <= hi) {
+            check(memo, i64::from(at));
+            check(memo, m.saturating_sub(i64::from(o)));
+        }
+        if hi >= l.last() {
+            // The footer's rules from the last listed transition on.
+            check(memo, m.saturating_sub(i64::from(self.std)));
+            if let Some(d) = self.dst {
+                check(memo, m.saturating_sub(i64::from(d.offset)));
+                let changes = memo.changes(self, d, year_of(m.div_euclid(DAY))).list;
+                for (t, _) in changes {
+                    check(memo, t);
+                }
+            }
+        }
+        Some(if best == i64::MAX { m.saturating_sub(i64::from(before)) } else { best })
+    }
 }
 
 /// The rule changes around the last year asked for, kept for the next question about the
@@ -200,9 +256,49 @@ impl Memo {
     }
 }
 
-/// The generated zone table ([`zones`]): names in one string, each with its rule's index.
+/// The generated zone table ([`zones`]): names in one string, each with its rule's index;
+/// the listed transitions from 2026 on of the few zones that have some.
 pub mod table {
-    use super::zones::{NAMES, RULES, RULE_OF, STARTS};
+    use super::zones::{NAMES, RULES, RULE_OF, RUNS, RUN_OF, STARTS, TRANSITIONS};
+
+    /// A zone's listed transitions from 2026-01-01 on: `(Unix second, offset from then on)`,
+    /// ascending and never empty, the offset before the first, the largest change.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Run {
+        pub list: &'static [(u32, i32)],
+        pub before: i32,
+        pub jump: u16,
+    }
+
+    impl Run {
+        /// The last listed transition: the footer's rules from then on.
+        pub fn last(self) -> i64 {
+            self.list.last().map_or(i64::MIN, |c| i64::from(c.0))
+        }
+
+        /// The offset at Unix second `t`, if before the last listed transition.
+        pub fn offset_at(self, t: i64) -> Option<i32> {
+            if t >= self.last() {
+                return None;
+            }
+            let i = self.list.partition_point(|&(at, _)| i64::from(at) <= t);
+            Some(i.checked_sub(1).and_then(|i| self.list.get(i)).map_or(self.before, |c| c.1))
+        }
+    }
+
+    /// Run `r` of the listed transitions.
+    pub fn run(r: usize) -> Option<Run> {
+        let &(end, before, jump) = RUNS.get(r)?;
+        let start = r.checked_sub(1).and_then(|p| RUNS.get(p)).map_or(0, |p| usize::from(p.0));
+        let list = TRANSITIONS.get(start..usize::from(end)).filter(|l| !l.is_empty())?;
+        Some(Run { list, before, jump })
+    }
+
+    /// The run of listed transitions of name `i`, if it has one.
+    pub fn run_of(i: usize) -> Option<usize> {
+        let k = RUN_OF.binary_search_by_key(&i, |&(n, _)| usize::from(n)).ok()?;
+        Some(usize::from(RUN_OF.get(k)?.1))
+    }
 
     /// How many names.
     pub fn len() -> usize {

@@ -104,7 +104,7 @@ fn names_come_from_the_table_and_unknown_ones_are_refused() {
     let ny = Zone::named("America/New_York").unwrap();
     assert_eq!(ny.iana_name(), Some("America/New_York"));
     assert_eq!(ny.to_string(), "America/New_York");
-    assert_eq!(Zone { name: 0, ..ny }, Zone::parse("EST5EDT,M3.2.0,M11.1.0").unwrap());
+    assert_eq!(Zone { name: 0, run: 0, ..ny }, Zone::parse("EST5EDT,M3.2.0,M11.1.0").unwrap());
     assert_eq!(Zone::resolve("UTC").unwrap().offset_at(0), 0);
     assert!(Zone::named("america/new_york").is_none(), "names are exact");
     let e = Zone::resolve("Mars/Olympus_Mons").unwrap_err();
@@ -155,4 +155,29 @@ fn day_starts_at_the_end_of_a_gap_and_the_first_of_a_fold() {
     let _ = hav.day_start(i64::MAX / DAY);
     let _ = hav.day_start(-1);
     let _ = hav.offset_at(i64::MAX);
+}
+
+#[test]
+fn listed_transitions_come_before_the_footer() {
+    // Havana (and its link Cuba): the database keeps DST from 2026-03-08 to 2027-11-07, which
+    // the footer (`CST5CDT,M3.2.0/0,M11.1.0/1`) would end on 2026-11-01.
+    for name in ["America/Havana", "Cuba"] {
+        let hav = Zone::named(name).unwrap();
+        assert!(hav.has_dst());
+        assert_eq!(hav.offset_at(utc(2026, 1, 1, 0, 0, 0)), -5 * 3600, "{name}");
+        assert_eq!(hav.offset_at(utc(2026, 12, 1, 0, 0, 0)), -4 * 3600, "{name}: DST all winter");
+        assert_eq!(hav.offset_at(utc(2027, 11, 7, 4, 59, 59)), -4 * 3600, "{name}");
+        assert_eq!(hav.offset_at(utc(2027, 11, 7, 5, 0, 0)), -5 * 3600, "{name}: the last listed transition");
+        // The footer from then on: DST again from 2028-03-12 00:00 CST, so no midnight that day.
+        assert_eq!(hav.offset_at(utc(2028, 3, 12, 6, 0, 0)), -4 * 3600, "{name}");
+        assert_eq!(hav.day_start(days_from_civil(2028, 3, 12)), utc(2028, 3, 12, 5, 0, 0), "{name}");
+        // No fall-back fold on 2026-11-01: one midnight, in CDT.
+        assert_eq!(hav.day_start(days_from_civil(2026, 11, 1)), utc(2026, 11, 1, 4, 0, 0), "{name}");
+        assert_eq!(hav.day_start(days_from_civil(2026, 11, 2)), utc(2026, 11, 2, 4, 0, 0), "{name}");
+    }
+    // A POSIX string never has listed transitions; a zone without any keeps its footer.
+    assert_eq!(Zone::parse("CST5CDT,M3.2.0/0,M11.1.0/1").unwrap().offset_at(utc(2026, 12, 1, 0, 0, 0)), -5 * 3600);
+    let ny = Zone::named("America/New_York").unwrap();
+    assert_eq!(ny.shift(), 3600);
+    assert_eq!(Zone::named("Asia/Gaza").unwrap().shift(), 3600);
 }
