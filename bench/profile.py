@@ -15,7 +15,12 @@ flush at most every 1 ms, the 5 ms tick, the saturation recompute every 5 ms) ru
 every request instead of once per tens to hundreds of requests: the filter's figures here are
 slight overestimates of what it costs at full speed.
 
-usage: python3 bench/profile.py [--requests 1000] [--only a,c,d]
+usage: python3 bench/profile.py [--requests 1000] [--only a,c,d] [--keep DIR]
+
+`--only` runs the named variants and probes only, and prints their rows without touching
+PROFILE.md and profile.json;
+`--keep DIR` keeps each run's callgrind output as DIR/<key>.callgrind.out, for
+`callgrind_annotate` (V8's JIT code is not symbolised: the wasm's own work shows as `???`).
 """
 import argparse
 import datetime
@@ -121,6 +126,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--only", default="")
+    ap.add_argument("--keep", default="", help="keep callgrind output per variant in this directory")
     ap.add_argument("--envoy", default=os.environ.get("ENVOY_BIN") or os.path.join(B.ROOT, ".venv/bin/envoy"))
     a = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
@@ -139,10 +145,15 @@ def main():
         wd = os.path.join(work, key)
         os.makedirs(wd, exist_ok=True)
         ir = instructions(envoy, kind, a.requests, wd)
+        if a.keep:
+            os.makedirs(a.keep, exist_ok=True)
+            for i, f in enumerate(sorted(glob.glob(os.path.join(wd, "callgrind.out*")))):
+                shutil.copy(f, os.path.join(a.keep, f"{key}.callgrind.out" + (f".{i}" if i else "")))
         print(f"({key}) {name}: {ir:,.0f} instructions per request", flush=True)
         rows.append({"key": key, "name": name, "ir": ir})
     shutil.rmtree(work, ignore_errors=True)
-    write(rows, a, time.time() - started)
+    if not only:
+        write(rows, a, time.time() - started)
 
 
 def write(rows, a, elapsed):
