@@ -10,7 +10,7 @@
 //! so a scope's series can never be read as a tenant's.
 
 use crate::config::Config;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// The host's metric types (proxy-wasm ABI numbers).
 pub const COUNTER: u32 = 0;
@@ -66,16 +66,18 @@ pub fn saturation_gauge(signal: &str) -> String {
 /// The label sets of one configuration, and the slots of its per-(label set, budget, kind)
 /// metrics: slot = (label set * budgets + budget) * [`KINDS`] + kind.
 pub struct Labels {
-    tenants: HashMap<String, usize>,
+    /// Looked up on every request: a few string comparisons, where a SipHash of the id costs
+    /// more (the named ids are few).
+    tenants: BTreeMap<String, usize>,
     /// Per scope: named ids' label indices, and the index of its `other`.
-    scopes: Vec<(HashMap<String, usize>, usize)>,
+    scopes: Vec<(BTreeMap<String, usize>, usize)>,
     labels: Vec<String>,
     budgets: usize,
 }
 
 impl Labels {
     pub fn new(cfg: &Config) -> Labels {
-        let mut tenants = HashMap::new();
+        let mut tenants = BTreeMap::new();
         let mut labels = Vec::new();
         for (i, id) in cfg.tenants.keys().enumerate() {
             tenants.insert(id.clone(), i);
@@ -84,7 +86,7 @@ impl Labels {
         labels.push("tenant_id.other".into());
         let mut scopes = Vec::new();
         for sc in &cfg.scopes {
-            let mut ids = HashMap::new();
+            let mut ids = BTreeMap::new();
             for id in sc.ids.keys() {
                 ids.insert(id.clone(), labels.len());
                 labels.push(format!("scope.{}.scope_id.{}", sc.name, label(id)));
