@@ -38,16 +38,47 @@ pub fn serialize_pairs<K: AsRef<str>, V: AsRef<str>>(map: &[(K, V)]) -> Vec<u8> 
     b
 }
 
-/// `n` in decimal, written into `buf`.
-pub fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// `n` in decimal, written into `buf`. On wasm32 a u64 division is a call-free but slow
+/// path that V8 does not turn into a multiplication, so the digits are taken from u32 parts
+/// of at most 8 digits, two at a time.
+pub fn fmt_u64(n: u64, buf: &mut [u8; 20]) -> &str {
+    const DIGITS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+    // Two digits of `v` (< 100) at buf[i - 2..i].
+    let pair = |buf: &mut [u8; 20], i: usize, v: u32| {
+        let d = 2 * v as usize;
+        buf[i - 2] = DIGITS[d];
+        buf[i - 1] = DIGITS[d + 1];
+    };
+    // A part of exactly 8 digits (leading zeros kept) ending at buf[i].
+    let eight = |buf: &mut [u8; 20], i: usize, mut v: u32| {
+        for k in 0..4 {
+            pair(buf, i - 2 * k, v % 100);
+            v /= 100;
         }
+    };
+    let mut i = buf.len();
+    let mut n = n;
+    while n >= 100_000_000 {
+        eight(buf, i, (n % 100_000_000) as u32);
+        n /= 100_000_000;
+        i -= 8;
+    }
+    let mut v = n as u32;
+    while v >= 100 {
+        pair(buf, i, v % 100);
+        v /= 100;
+        i -= 2;
+    }
+    if v >= 10 {
+        pair(buf, i, v);
+        i -= 2;
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
     }
     // Only ASCII digits were written.
     std::str::from_utf8(&buf[i..]).unwrap_or("0")
@@ -83,7 +114,7 @@ mod tests {
     #[test]
     fn fmt_u64_matches_display() {
         let mut buf = [0u8; 20];
-        for n in [0, 1, 9, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+        for n in [0, 1, 9, 10, 11, 99, 100, 101, 12345, 99_999_999, 100_000_000, 100_000_001, 4_000_000_000, 1_000_000_000_000_000, 999_999_999_999_999_999, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
             assert_eq!(fmt_u64(n, &mut buf), n.to_string());
         }
     }
