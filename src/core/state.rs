@@ -48,7 +48,19 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// A LEB128 varint at `b[*at..]`; rejects truncated, overlong and overflowing encodings.
+/// One byte (counts below 128) is the common case, decoded inline.
+#[inline]
 fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, DecodeError> {
+    match b.get(*at) {
+        Some(&byte) if byte < 0x80 => {
+            *at += 1;
+            Ok(u64::from(byte))
+        }
+        _ => get_varint_long(b, at),
+    }
+}
+
+fn get_varint_long(b: &[u8], at: &mut usize) -> Result<u64, DecodeError> {
     let mut v: u64 = 0;
     for i in 0..10 {
         let byte = *b.get(*at).ok_or(DecodeError)?;

@@ -29,8 +29,6 @@ pub struct Metrics {
     pub crossings: Vec<Crossing>,
     /// The tenant of the request being recorded (a scoped crossing reports it too).
     pub current_tenant: String,
-    /// The last (scope, id) looked up and its label set (`usize::MAX`: none yet).
-    last_label: (Option<usize>, String, usize),
 }
 
 /// One threshold crossing (SPEC 5), for `alerts_webhook`.
@@ -64,7 +62,6 @@ impl Metrics {
             admin_failures: 0,
             crossings: Vec::new(),
             current_tenant: String::new(),
-            last_label: (None, String::new(), usize::MAX),
         }
     }
 
@@ -109,21 +106,6 @@ impl Metrics {
         let Some(slot) = self.ready(cfg, tenant, budget, kind) else { return };
         self.mark(slot);
         self.gauge[slot] = Some(v);
-    }
-
-    /// [`Labels::label_index`], remembering the last answer: a request records several
-    /// budgets of the same subject in a row.
-    fn label_of(&mut self, scope: Option<usize>, id: &str) -> usize {
-        let (s, last, t) = &mut self.last_label;
-        if *t != usize::MAX && *s == scope && last == id {
-            return *t;
-        }
-        let i = self.labels.label_index(scope, id);
-        *s = scope;
-        last.clear();
-        last.push_str(id);
-        *t = i;
-        i
     }
 
     /// A queue event (SPEC 6) of a tenant (`scope` None) or scope id: `waiting` moves the
@@ -239,7 +221,7 @@ impl Metrics {
     /// Standing after an admission or a charge, of a tenant (`scope` None) or of a scope id:
     /// allowed checks, burst use, remaining, threshold crossings (logged once each per window).
     pub fn usage_of(&mut self, cfg: &Config, scope: Option<usize>, tenant_id: &str, u: &Usage, count_check: bool) {
-        let t = self.label_of(scope, tenant_id);
+        let t = self.labels.label_index(scope, tenant_id);
         let who = match scope.and_then(|s| cfg.scopes.get(s)) {
             None => "tenant",
             Some(sc) => sc.name.as_str(),
@@ -280,7 +262,7 @@ impl Metrics {
 
     /// [`Metrics::rejected`] of a tenant (`scope` None) or of a scope id.
     pub fn rejected_of(&mut self, cfg: &Config, scope: Option<usize>, tenant_id: &str, budget: usize, reason: Reason, shadow: bool) {
-        let t = self.label_of(scope, tenant_id);
+        let t = self.labels.label_index(scope, tenant_id);
         if shadow {
             self.inc(cfg, t, budget, Kind::ShadowRejected, 1);
             return;
