@@ -407,17 +407,14 @@ pub fn reset(state: &mut TenantState, budget_id: u32) {
     }
 }
 
-/// Alert thresholds (percent of the limit) this usage crossed: each is crossed by exactly
-/// one committed update per window, since every update is a CAS on the subject's one value.
+/// Alert thresholds (percent of the limit, ascending as the configuration keeps them) this
+/// usage crossed: each is crossed by exactly one committed update per window, since every
+/// update is a CAS on the subject's one value. The thresholds `used` reached are a prefix of
+/// the list, so a usage below the first (the common case) costs one comparison.
 pub fn crossed<'a>(u: &'a Usage, thresholds: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
-    thresholds.iter().copied().filter(move |pct| {
-        if u.limit == 0 {
-            return false;
-        }
-        // used * 100 >= pct * limit, without overflow (and without u128: see `mul_wide`).
-        let at = |used: u64| mul_wide(used, 100) >= mul_wide(*pct, u.limit);
-        at(u.used) && !at(u.used_before)
-    })
+    // used * 100 >= pct * limit, without overflow (and without u128: see `mul_wide`).
+    let at = move |used: u64, pct: u64| u.limit != 0 && mul_wide(used, 100) >= mul_wide(pct, u.limit);
+    thresholds.iter().copied().take_while(move |&pct| at(u.used, pct)).filter(move |&pct| !at(u.used_before, pct))
 }
 
 /// Give back one in_flight slot. Never underflows.
