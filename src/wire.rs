@@ -21,6 +21,38 @@ pub fn pairs_get<'a>(b: &'a [u8], name: &str) -> Option<&'a [u8]> {
     None
 }
 
+/// Where each pair of a serialized header map lies: (name offset, name length, value offset,
+/// value length), for the well-formed pairs before the first malformed one (what
+/// [`pairs_get`] can reach). A request looks up several headers: each lookup then compares
+/// names without walking the size table again.
+pub fn pairs_index(b: &[u8]) -> Vec<[u32; 4]> {
+    let mut out = Vec::new();
+    let Some(&[c0, c1, c2, c3]) = b.get(..4) else { return out };
+    let count = u64::from(u32::from_le_bytes([c0, c1, c2, c3]));
+    // The size-table entries present; a pair past them is unreadable, like a short value.
+    let n = count.min((b.len() as u64 - 4) / 8) as usize;
+    let len = b.len() as u64;
+    let mut off = 4 + 8 * count;
+    out.reserve_exact(n);
+    for e in b[4..4 + 8 * n].chunks_exact(8) {
+        let kl = u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
+        let vl = u64::from(u32::from_le_bytes([e[4], e[5], e[6], e[7]]));
+        let v = off + kl + 1;
+        if v + vl > len {
+            break;
+        }
+        out.push([off as u32, kl as u32, v as u32, vl as u32]);
+        off = v + vl + 1;
+    }
+    out
+}
+
+/// [`pairs_get`] through a [`pairs_index`] of the same map.
+pub fn index_get<'a>(b: &'a [u8], index: &[[u32; 4]], name: &str) -> Option<&'a [u8]> {
+    let name = name.as_bytes();
+    index.iter().find(|e| e[1] as usize == name.len() && &b[e[0] as usize..(e[0] + e[1]) as usize] == name).map(|e| &b[e[2] as usize..(e[2] + e[3]) as usize])
+}
+
 /// A header map in the host's serialized form (the layout [`pairs_get`] reads).
 pub fn serialize_pairs<K: AsRef<str>, V: AsRef<str>>(map: &[(K, V)]) -> Vec<u8> {
     let mut b = Vec::with_capacity(4 + map.iter().map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 10).sum::<usize>());

@@ -10,14 +10,16 @@ use crate::engine::{self, Headers, RequestFacts};
 /// headers per request they are fetched in one call and looked up here.
 pub(super) enum HostHeaders {
     OneByOne,
-    All(Vec<u8>),
+    /// The serialized map and where its pairs lie ([`crate::wire::pairs_index`]).
+    All(Vec<u8>, Vec<[u32; 4]>),
 }
 
 impl HostHeaders {
     fn for_config(cfg: &Config) -> HostHeaders {
         if header_reads(cfg) >= 2 {
             if let Some(all) = host::headers_raw(map::REQUEST_HEADERS) {
-                return HostHeaders::All(all);
+                let index = crate::wire::pairs_index(&all);
+                return HostHeaders::All(all, index);
             }
         }
         HostHeaders::OneByOne
@@ -40,7 +42,7 @@ impl Headers for HostHeaders {
     fn with<R>(&mut self, name: &str, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         match self {
             HostHeaders::OneByOne => host::header(map::REQUEST_HEADERS, name).map(|v| f(&v)),
-            HostHeaders::All(all) => crate::wire::pairs_get(all, name).map(f),
+            HostHeaders::All(all, index) => crate::wire::index_get(all, index, name).map(f),
         }
     }
 }
