@@ -58,13 +58,28 @@ const SATURATION = {
 const TEAM = structuredClone(FOUR);
 TEAM.scopes = { team: { header: "x-team-id", max_tracked: 100000 } };
 TEAM.budgets.team_requests_per_minute = { counts: "requests", window_ms: 60000, limit: HUGE, scope: "team" };
+const TOKENS = { tenant: { max_tracked: 2000000 }, budgets: { tokens: { counts: { llm_tokens: "total" }, window_ms: 60000, limit: HUGE } } };
+// bench/run.py's sse_body: ~100-byte OpenAI chunks, then the usage chunk and [DONE].
+function sseBody(kb) {
+  let out = "";
+  let events = 0;
+  while (out.length < kb * 1024 - 200) {
+    out += `data: {"id":"c","choices":[{"index":0,"delta":{"content":"${"x".repeat(24)}"}}],"usage":null}\n\n`;
+    events++;
+  }
+  out += `data: {"id":"c","choices":[],"usage":{"prompt_tokens":100,"completion_tokens":${events},"total_tokens":${events + 100}}}\n\ndata: [DONE]\n\n`;
+  return new TextEncoder().encode(out);
+}
 const CONFIGS = {
   d: { tenant: { max_tracked: 2000000 }, budgets: { requests_per_minute: { counts: "requests", window_ms: 60000, limit: HUGE } } },
   e: FOUR,
   f: { ...FOUR, saturation: SATURATION },
   k: TEAM,
+  g: TOKENS,
+  g2: TOKENS,
 };
 const variant = args.variant || "e";
+const SSE = variant === "g" ? sseBody(4) : variant === "g2" ? sseBody(40) : null;
 const config = args["config-file"] ? fs.readFileSync(args["config-file"]) : Buffer.from(JSON.stringify(CONFIGS[variant]));
 const REQUESTS = Number(args.requests || 200000);
 const TICK_EVERY = Number(args["tick-every"] || 3);
@@ -104,7 +119,7 @@ function serialize(pairs) {
 let now = 1_700_000_000_000n * 1_000_000n;
 let reqHeaders = [];
 let reqSerialized = null;
-const respHeaders = [[":status", "200"], ["content-length", "3"]];
+const respHeaders = SSE ? [[":status", "200"], ["content-type", "text/event-stream"]] : [[":status", "200"], ["content-length", "3"]];
 const respSerialized = serialize(respHeaders);
 const shared = new Map(); // key -> [Uint8Array, cas]
 let casSeq = 1;
@@ -146,6 +161,11 @@ const env = {
   proxy_record_metric: () => (count("metric"), 0),
   proxy_get_metric: (id, rp) => (dv().setBigUint64(rp, 0n, true), 0),
   proxy_get_buffer_bytes: (t, start, max, rp, rs) => {
+    if (t === 1 && SSE) {
+      count("body_read");
+      give(SSE.subarray(start, Math.min(SSE.length, start + max)), rp, rs);
+      return 0;
+    }
     if (t !== 7) return 1;
     give(config, rp, rs);
     return 0;
@@ -194,7 +214,7 @@ function request(i) {
   ex.proxy_on_context_create(c, ROOT);
   ex.proxy_on_request_headers(c, reqHeaders.length, 1);
   ex.proxy_on_response_headers(c, respHeaders.length, 0);
-  ex.proxy_on_response_body && ex.proxy_on_response_body(c, 3, 1);
+  ex.proxy_on_response_body(c, SSE ? SSE.length : 3, 1);
   ex.proxy_on_log(c);
   ex.proxy_on_done(c);
   ex.proxy_on_delete(c);
