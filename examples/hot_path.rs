@@ -14,11 +14,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use tenant_quota::config::Config;
 use tenant_quota::engine::{admitted_headers, evaluate, Conditions, Headers, RequestFacts, RuntimePolicies, Verdict, Worker};
-use tenant_quota::store::{init_registry, init_registry as init_scope, SharedStore, StoreError};
+use tenant_quota::store::{init_registry, SharedStore, StoreError};
+
+/// Key -> (value, CAS token), and the last token handed out.
+type Entries = (HashMap<String, (Vec<u8>, u32)>, u32);
 
 /// Envoy's shared data as the filter sees it: a get hands over a fresh copy of the value.
 #[derive(Default)]
-struct Host(RefCell<(HashMap<String, (Vec<u8>, u32)>, u32)>);
+struct Host(RefCell<Entries>);
 
 impl SharedStore for Host {
     fn get(&self, key: &str, buf: &mut Vec<u8>) -> Result<Option<u32>, StoreError> {
@@ -76,7 +79,7 @@ fn main() {
     let s = Host::default();
     init_registry(&s, None).unwrap();
     if scope {
-        init_scope(&s, Some("team")).unwrap();
+        init_registry(&s, Some("team")).unwrap();
     }
     let mut w = Worker::new(7);
     let maps: Vec<Vec<u8>> = (0..1000)

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 
 pub use crate::metric_names::Kind;
 
-/// Counters and gauges are batched per worker and written to the host on the root's 5 ms
-/// tick, never on a request: each metric update is a host call (about 1,000 instructions
-/// with its dispatch), and a request of SPEC's 4 budgets would make six. Stats lag the
-/// requests by at most one tick.
+// Counters and gauges are batched per worker and written to the host on the root's 5 ms
+// tick, never on a request: each metric update is a host call (about 1,000 instructions
+// with its dispatch), and a request of SPEC's 4 budgets would make six. Stats lag the
+// requests by at most one tick.
 
 pub struct Metrics {
     labels: Labels,
