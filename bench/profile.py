@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402  (the bench's variants and Envoy configs)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ANALYSIS = "<!-- analysis: kept by bench/profile.py -->"
 TENANTS = 1000
 PROBES = [
     ("c1", "1 request-header read (`proxy_get_header_map_value`)", '{"read_header": true}'),
@@ -189,8 +190,16 @@ def write(rows, a, elapsed):
         if c and r["key"] in {k for k, _, _ in PROBES}:
             L.append(f"| {r['name']} | {(r['ir'] - c) / B.PROBE_REPEAT:,.0f} |")
     L += ["", "Reproduce: `make bench-profile` (or `python3 bench/profile.py --requests 1000`)."]
-    with open(os.path.join(HERE, "PROFILE.md"), "w") as f:
-        f.write("\n".join(L) + "\n")
+    # The written analysis below the marker is kept from one run to the next.
+    path = os.path.join(HERE, "PROFILE.md")
+    kept = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        if ANALYSIS in old:
+            kept = "\n" + old[old.index(ANALYSIS):]
+    with open(path, "w") as f:
+        f.write("\n".join(L) + "\n" + kept)
 
 
 if __name__ == "__main__":
