@@ -10,10 +10,10 @@ sends N requests on one keep-alive connection (the same rotating `x-tenant-id` a
 `x-query-cost: 1` as `bench/run.py`), switches it off, and divides Envoy's instruction count
 by N. Writes bench/PROFILE.md and bench/profile.json.
 
-Caveat: under valgrind Envoy runs about 50x slower, so the filter's time-paced work (metric
-flush at most every 1 ms, the 5 ms tick, the saturation recompute every 5 ms) runs on nearly
-every request instead of once per tens to hundreds of requests: the filter's figures here are
-slight overestimates of what it costs at full speed.
+Caveat: under valgrind Envoy runs about 50x slower, so the filter's time-paced work (the 5 ms
+tick with the batched metric writes, the saturation re-read every 25 ms) runs every few
+requests instead of once per tens to hundreds of requests: the filter's figures here are
+overestimates of what it costs at full speed.
 
 usage: python3 bench/profile.py [--requests 1000] [--only a,c,d] [--keep DIR]
 
@@ -177,8 +177,8 @@ def write(rows, a, elapsed):
         f"{a.requests} requests are sent on one keep-alive connection (after a warm-up that creates all "
         f"{TENANTS} tenants), and Envoy's instruction count is divided by the requests. The count "
         "is repeatable to about 0.1 %, unlike timing on this VM. Under valgrind Envoy is ~50x slower, "
-        "so the filter's time-paced work (metric flush every 1 ms, 5 ms tick) runs on almost every "
-        "request: the filter rows are slight overestimates.",
+        "so the filter's time-paced work (the 5 ms tick with its metric writes, the saturation "
+        "re-read every 25 ms) runs far more often per request than at full speed: the filter rows are overestimates.",
         "",
         "| Variant | instructions / request | − (c) no-op wasm |",
         "|---|---:|---:|",
