@@ -75,7 +75,7 @@ pub(crate) fn identify<'a>(cfg: &'a Config, facts: &'a RequestFacts, overrides: 
     // The map is looked at only when it holds something (hashing the id is not free).
     let runtime = if overrides.is_empty() { None } else { overrides.get(tenant) };
     let policy = runtime.or(named).unwrap_or(&cfg.default_policy);
-    let mut scopes = Vec::new();
+    let mut scopes = Vec::with_capacity(cfg.scopes.len());
     for (i, sc) in cfg.scopes.iter().enumerate() {
         let Some(raw) = facts.scope_ids.get(i).and_then(Option::as_deref).filter(|v| !v.is_empty()) else {
             scopes.push(None);
