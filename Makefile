@@ -105,9 +105,10 @@ bench: build bench-tools noop ratelimit
 	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) RATELIMIT_BIN=$(CURDIR)/$(RATELIMIT_BIN) $(VENV)/bin/python bench/run.py --rounds 3 --seconds 8
 
 # Instructions per request under callgrind: repeatable where timing on a shared VM is not.
+# PROFILE_ARGS="--keep DIR" keeps the callgrind output of each variant (bench/profile.py).
 bench-profile: build envoy noop
 	@command -v valgrind >/dev/null || (apt-get update && apt-get install -y valgrind)
-	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) python3 bench/profile.py --requests 1000
+	ENVOY_BIN=$$($(ENVOY_BIN_CMD)) python3 bench/profile.py --requests 1000 $(PROFILE_ARGS)
 
 clean:
 	cargo clean

@@ -10,12 +10,17 @@ sends N requests on one keep-alive connection (the same rotating `x-tenant-id` a
 `x-query-cost: 1` as `bench/run.py`), switches it off, and divides Envoy's instruction count
 by N. Writes bench/PROFILE.md and bench/profile.json.
 
-Caveat: under valgrind Envoy runs about 50x slower, so the filter's time-paced work (metric
-flush at most every 1 ms, the 5 ms tick, the saturation recompute every 5 ms) runs on nearly
-every request instead of once per tens to hundreds of requests: the filter's figures here are
-slight overestimates of what it costs at full speed.
+Caveat: under valgrind Envoy runs about 50x slower, so the filter's time-paced work (the 5 ms
+tick with the batched metric writes, the saturation re-read every 25 ms) runs every few
+requests instead of once per tens to hundreds of requests: the filter's figures here are
+overestimates of what it costs at full speed.
 
-usage: python3 bench/profile.py [--requests 1000] [--only a,c,d]
+usage: python3 bench/profile.py [--requests 1000] [--only a,c,d] [--keep DIR]
+
+`--only` runs the named variants and probes only, and prints their rows without touching
+PROFILE.md and profile.json;
+`--keep DIR` keeps each run's callgrind output as DIR/<key>.callgrind.out, for
+`callgrind_annotate` (V8's JIT code is not symbolised: the wasm's own work shows as `???`).
 """
 import argparse
 import datetime
@@ -35,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402  (the bench's variants and Envoy configs)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ANALYSIS = "<!-- analysis: kept by bench/profile.py -->"
 TENANTS = 1000
 PROBES = [
     ("c1", "1 request-header read (`proxy_get_header_map_value`)", '{"read_header": true}'),
@@ -121,6 +127,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--only", default="")
+    ap.add_argument("--keep", default="", help="keep callgrind output per variant in this directory")
     ap.add_argument("--envoy", default=os.environ.get("ENVOY_BIN") or os.path.join(B.ROOT, ".venv/bin/envoy"))
     a = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
@@ -131,7 +138,11 @@ def main():
     rows = []
     work = tempfile.mkdtemp(prefix="tq-profile-")
     # Variants that need the rate limit service ((h), (i), (j)) are left to `make bench`.
-    jobs = [(k, name, kind) for k, name, kind in B.VARIANTS if kind is None or kind == "native" or len(kind) == 3 or B.opts(kind) == ("access_log",)]
+    # The SSE answers ((g), (g2), (g0), (g1)) only when named in --only: the parser's
+    # instructions per KB are ((g2) - (g)) - ((g1) - (g0)), over 36 KB.
+    sse = lambda kind: B.opts(kind) in (("sse4",), ("sse40",))
+    jobs = [(k, name, kind) for k, name, kind in B.VARIANTS
+            if kind is None or kind == "native" or len(kind) == 3 or B.opts(kind) == ("access_log",) or (sse(kind) and k in only)]
     jobs += [(k, name, ("wasm", B.NOOP_WASM, cfg)) for k, name, cfg in PROBES]
     for key, name, kind in jobs:
         if only and key not in only:
@@ -139,10 +150,15 @@ def main():
         wd = os.path.join(work, key)
         os.makedirs(wd, exist_ok=True)
         ir = instructions(envoy, kind, a.requests, wd)
+        if a.keep:
+            os.makedirs(a.keep, exist_ok=True)
+            for i, f in enumerate(sorted(glob.glob(os.path.join(wd, "callgrind.out*")))):
+                shutil.copy(f, os.path.join(a.keep, f"{key}.callgrind.out" + (f".{i}" if i else "")))
         print(f"({key}) {name}: {ir:,.0f} instructions per request", flush=True)
         rows.append({"key": key, "name": name, "ir": ir})
     shutil.rmtree(work, ignore_errors=True)
-    write(rows, a, time.time() - started)
+    if not only:
+        write(rows, a, time.time() - started)
 
 
 def write(rows, a, elapsed):
@@ -161,8 +177,8 @@ def write(rows, a, elapsed):
         f"{a.requests} requests are sent on one keep-alive connection (after a warm-up that creates all "
         f"{TENANTS} tenants), and Envoy's instruction count is divided by the requests. The count "
         "is repeatable to about 0.1 %, unlike timing on this VM. Under valgrind Envoy is ~50x slower, "
-        "so the filter's time-paced work (metric flush every 1 ms, 5 ms tick) runs on almost every "
-        "request: the filter rows are slight overestimates.",
+        "so the filter's time-paced work (the 5 ms tick with its metric writes, the saturation "
+        "re-read every 25 ms) runs far more often per request than at full speed: the filter rows are overestimates.",
         "",
         "| Variant | instructions / request | − (c) no-op wasm |",
         "|---|---:|---:|",
@@ -178,8 +194,16 @@ def write(rows, a, elapsed):
         if c and r["key"] in {k for k, _, _ in PROBES}:
             L.append(f"| {r['name']} | {(r['ir'] - c) / B.PROBE_REPEAT:,.0f} |")
     L += ["", "Reproduce: `make bench-profile` (or `python3 bench/profile.py --requests 1000`)."]
-    with open(os.path.join(HERE, "PROFILE.md"), "w") as f:
-        f.write("\n".join(L) + "\n")
+    # The written analysis below the marker is kept from one run to the next.
+    path = os.path.join(HERE, "PROFILE.md")
+    kept = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        if ANALYSIS in old:
+            kept = "\n" + old[old.index(ANALYSIS):]
+    with open(path, "w") as f:
+        f.write("\n".join(L) + "\n" + kept)
 
 
 if __name__ == "__main__":

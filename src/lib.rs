@@ -13,6 +13,7 @@ pub mod engine;
 pub mod global;
 pub mod llm;
 pub mod metric_names;
+pub mod pool_alloc;
 pub mod providers;
 pub mod queue;
 pub mod store;

@@ -10,7 +10,7 @@
 //! so a scope's series can never be read as a tenant's.
 
 use crate::config::Config;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// The host's metric types (proxy-wasm ABI numbers).
 pub const COUNTER: u32 = 0;
@@ -63,19 +63,38 @@ pub fn saturation_gauge(signal: &str) -> String {
     format!("saturation_{signal}")
 }
 
+/// Which lengths a set of ids has (bit `n` for length `n`, bit 63 for 63 and longer).
+#[derive(Debug, Clone, Copy, Default)]
+struct Lengths(u64);
+
+impl Lengths {
+    fn of<'a>(ids: impl Iterator<Item = &'a String>) -> Lengths {
+        Lengths(ids.fold(0, |m, id| m | 1 << id.len().min(63)))
+    }
+    fn may_hold(self, id: &str) -> bool {
+        self.0 >> id.len().min(63) & 1 == 1
+    }
+}
+
 /// The label sets of one configuration, and the slots of its per-(label set, budget, kind)
 /// metrics: slot = (label set * budgets + budget) * [`KINDS`] + kind.
 pub struct Labels {
-    tenants: HashMap<String, usize>,
+    /// Looked up on every request: a few string comparisons, where a SipHash of the id costs
+    /// more (the named ids are few).
+    tenants: BTreeMap<String, usize>,
     /// Per scope: named ids' label indices, and the index of its `other`.
-    scopes: Vec<(HashMap<String, usize>, usize)>,
+    scopes: Vec<(BTreeMap<String, usize>, usize)>,
+    /// The lengths of the named tenant ids and of each scope's named ids ([`Lengths`]): most
+    /// ids are not named, and most of those are told so without a string comparison.
+    tenant_lens: Lengths,
+    scope_lens: Vec<Lengths>,
     labels: Vec<String>,
     budgets: usize,
 }
 
 impl Labels {
     pub fn new(cfg: &Config) -> Labels {
-        let mut tenants = HashMap::new();
+        let mut tenants = BTreeMap::new();
         let mut labels = Vec::new();
         for (i, id) in cfg.tenants.keys().enumerate() {
             tenants.insert(id.clone(), i);
@@ -84,7 +103,7 @@ impl Labels {
         labels.push("tenant_id.other".into());
         let mut scopes = Vec::new();
         for sc in &cfg.scopes {
-            let mut ids = HashMap::new();
+            let mut ids = BTreeMap::new();
             for id in sc.ids.keys() {
                 ids.insert(id.clone(), labels.len());
                 labels.push(format!("scope.{}.scope_id.{}", sc.name, label(id)));
@@ -92,7 +111,9 @@ impl Labels {
             scopes.push((ids, labels.len()));
             labels.push(format!("scope.{}.scope_id.other", sc.name));
         }
-        Labels { tenants, scopes, labels, budgets: cfg.budgets.len() }
+        let tenant_lens = Lengths::of(tenants.keys());
+        let scope_lens = scopes.iter().map(|(ids, _)| Lengths::of(ids.keys())).collect();
+        Labels { tenants, scopes, labels, budgets: cfg.budgets.len(), tenant_lens, scope_lens }
     }
 
     /// How many label sets there are.
@@ -116,14 +137,19 @@ impl Labels {
 
     /// A tenant's label set (named tenants their own, everyone else `other`).
     pub fn tenant_index(&self, id: &str) -> usize {
-        self.tenants.get(id).copied().unwrap_or(self.tenants.len())
+        let other = self.tenants.len();
+        if !self.tenant_lens.may_hold(id) {
+            return other;
+        }
+        self.tenants.get(id).copied().unwrap_or(other)
     }
 
     /// The label set of a tenant (`scope` None) or of a scope id.
     pub fn label_index(&self, scope: Option<usize>, id: &str) -> usize {
-        match scope.and_then(|s| self.scopes.get(s)) {
+        match scope.and_then(|s| self.scopes.get(s).zip(self.scope_lens.get(s))) {
             None => self.tenant_index(id),
-            Some((ids, other)) => ids.get(id).copied().unwrap_or(*other),
+            Some(((_, other), lens)) if !lens.may_hold(id) => *other,
+            Some(((ids, other), _)) => ids.get(id).copied().unwrap_or(*other),
         }
     }
 

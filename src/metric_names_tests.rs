@@ -134,3 +134,24 @@ fn slots_map_back_to_their_label_set_and_budget() {
         }
     }
 }
+
+#[test]
+fn label_index_finds_named_ids_of_any_length_and_sends_the_rest_to_other() {
+    let long = "t".repeat(70);
+    let json = format!(
+        r#"{{"budgets":{{"rpm":{{"counts":"requests","window_ms":60000,"limit":1}},"team_rpm":{{"counts":"requests","window_ms":60000,"limit":1,"scope":"team"}}}},
+            "tenants":{{"acme":{{}},"{long}":{{}}}},"scopes":{{"team":{{"header":"x-team-id","ids":{{"blue":{{}}}}}}}}}}"#
+    );
+    let cfg = Config::parse(json.as_bytes()).unwrap();
+    let l = Labels::new(&cfg);
+    let (acme, long_ix, other) = (l.tenant_index("acme"), l.tenant_index(&long), l.tenant_index("nobody"));
+    assert_ne!(acme, long_ix);
+    assert_eq!(other, 2);
+    assert!(acme < 2 && long_ix < 2);
+    assert_eq!(l.tenant_index("acmf"), other);
+    assert_eq!(l.tenant_index(&"t".repeat(71)), other);
+    assert_eq!(l.tenant_index(""), other);
+    let blue = l.label_index(Some(0), "blue");
+    assert_ne!(blue, l.label_index(Some(0), "bluf"));
+    assert_eq!(l.label_index(Some(0), "red"), l.label_index(Some(0), "bluf"));
+}

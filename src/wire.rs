@@ -21,6 +21,38 @@ pub fn pairs_get<'a>(b: &'a [u8], name: &str) -> Option<&'a [u8]> {
     None
 }
 
+/// Where each pair of a serialized header map lies: (name offset, name length, value offset,
+/// value length), for the well-formed pairs before the first malformed one (what
+/// [`pairs_get`] can reach). A request looks up several headers: each lookup then compares
+/// names without walking the size table again.
+pub fn pairs_index(b: &[u8]) -> Vec<[u32; 4]> {
+    let mut out = Vec::new();
+    let Some(&[c0, c1, c2, c3]) = b.get(..4) else { return out };
+    let count = u64::from(u32::from_le_bytes([c0, c1, c2, c3]));
+    // The size-table entries present; a pair past them is unreadable, like a short value.
+    let n = count.min((b.len() as u64 - 4) / 8) as usize;
+    let len = b.len() as u64;
+    let mut off = 4 + 8 * count;
+    out.reserve_exact(n);
+    for e in b[4..4 + 8 * n].chunks_exact(8) {
+        let kl = u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
+        let vl = u64::from(u32::from_le_bytes([e[4], e[5], e[6], e[7]]));
+        let v = off + kl + 1;
+        if v + vl > len {
+            break;
+        }
+        out.push([off as u32, kl as u32, v as u32, vl as u32]);
+        off = v + vl + 1;
+    }
+    out
+}
+
+/// [`pairs_get`] through a [`pairs_index`] of the same map.
+pub fn index_get<'a>(b: &'a [u8], index: &[[u32; 4]], name: &str) -> Option<&'a [u8]> {
+    let name = name.as_bytes();
+    index.iter().find(|e| e[1] as usize == name.len() && &b[e[0] as usize..(e[0] + e[1]) as usize] == name).map(|e| &b[e[2] as usize..(e[2] + e[3]) as usize])
+}
+
 /// A header map in the host's serialized form (the layout [`pairs_get`] reads).
 pub fn serialize_pairs<K: AsRef<str>, V: AsRef<str>>(map: &[(K, V)]) -> Vec<u8> {
     let mut b = Vec::with_capacity(4 + map.iter().map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 10).sum::<usize>());
@@ -38,19 +70,51 @@ pub fn serialize_pairs<K: AsRef<str>, V: AsRef<str>>(map: &[(K, V)]) -> Vec<u8> 
     b
 }
 
-/// `n` in decimal, written into `buf`.
-pub fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// `n` in decimal, written into `buf`. On wasm32 a u64 division is a call-free but slow
+/// path that V8 does not turn into a multiplication, so the digits are taken from u32 parts
+/// of at most 8 digits, two at a time.
+pub fn fmt_u64(n: u64, buf: &mut [u8; 20]) -> &str {
+    const DIGITS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+    // Two digits of `v` (< 100) at buf[i - 2..i].
+    let pair = |buf: &mut [u8; 20], i: usize, v: u32| {
+        let d = 2 * v as usize;
+        buf[i - 2] = DIGITS[d];
+        buf[i - 1] = DIGITS[d + 1];
+    };
+    // A part of exactly 8 digits (leading zeros kept) ending at buf[i].
+    let eight = |buf: &mut [u8; 20], i: usize, mut v: u32| {
+        for k in 0..4 {
+            pair(buf, i - 2 * k, v % 100);
+            v /= 100;
         }
+    };
+    let mut i = buf.len();
+    let mut n = n;
+    while n >= 100_000_000 {
+        eight(buf, i, (n % 100_000_000) as u32);
+        n /= 100_000_000;
+        i -= 8;
     }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+    let mut v = n as u32;
+    while v >= 100 {
+        pair(buf, i, v % 100);
+        v /= 100;
+        i -= 2;
+    }
+    if v >= 10 {
+        pair(buf, i, v);
+        i -= 2;
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
+    }
+    // SAFETY: only ASCII digits were written to buf[i..] (validating them costs as much as
+    // writing them on wasm32).
+    unsafe { std::str::from_utf8_unchecked(&buf[i..]) }
 }
 
 #[cfg(test)]
@@ -83,7 +147,7 @@ mod tests {
     #[test]
     fn fmt_u64_matches_display() {
         let mut buf = [0u8; 20];
-        for n in [0, 1, 9, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+        for n in [0, 1, 9, 10, 11, 99, 100, 101, 12345, 99_999_999, 100_000_000, 100_000_001, 4_000_000_000, 1_000_000_000_000_000, 999_999_999_999_999_999, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
             assert_eq!(fmt_u64(n, &mut buf), n.to_string());
         }
     }

@@ -419,17 +419,14 @@ pub fn reset(state: &mut TenantState, budget_id: u32) {
     }
 }
 
-/// Alert thresholds (percent of the limit) this usage crossed: each is crossed by exactly
-/// one committed update per window, since every update is a CAS on the subject's one value.
+/// Alert thresholds (percent of the limit, ascending as the configuration keeps them) this
+/// usage crossed: each is crossed by exactly one committed update per window, since every
+/// update is a CAS on the subject's one value. The thresholds `used` reached are a prefix of
+/// the list, so a usage below the first (the common case) costs one comparison.
 pub fn crossed<'a>(u: &'a Usage, thresholds: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
-    thresholds.iter().copied().filter(move |pct| {
-        if u.limit == 0 {
-            return false;
-        }
-        // used * 100 >= pct * limit, without overflow.
-        let at = |used: u64| (used as u128) * 100 >= (*pct as u128) * (u.limit as u128);
-        at(u.used) && !at(u.used_before)
-    })
+    // used * 100 >= pct * limit, without overflow (and without u128: see `mul_wide`).
+    let at = move |used: u64, pct: u64| u.limit != 0 && mul_wide(used, 100) >= mul_wide(pct, u.limit);
+    thresholds.iter().copied().take_while(move |&pct| at(u.used, pct)).filter(move |&pct| !at(u.used_before, pct))
 }
 
 /// Give back one in_flight slot. Never underflows.
@@ -442,10 +439,23 @@ pub fn release(state: &mut TenantState, budget_id: u32, units: u64) {
 pub fn closest_to_exhaustion(usage: &[Usage]) -> Option<&Usage> {
     usage.iter().min_by(|a, b| {
         // left_a / cap_a < left_b / cap_b  <=>  left_a * cap_b < left_b * cap_a
-        let la = a.cap().saturating_sub(a.used) as u128;
-        let lb = b.cap().saturating_sub(b.used) as u128;
-        (la * b.cap().max(1) as u128).cmp(&(lb * a.cap().max(1) as u128))
+        let la = a.cap().saturating_sub(a.used);
+        let lb = b.cap().saturating_sub(b.used);
+        mul_wide(la, b.cap().max(1)).cmp(&mul_wide(lb, a.cap().max(1)))
     })
+}
+
+/// `a * b` as (high, low) 64-bit halves: on wasm32 a `u128` product is a call to
+/// `__multi3`, a full 128 x 128-bit multiplication; four 32 x 32-bit products are cheaper.
+fn mul_wide(a: u64, b: u64) -> (u64, u64) {
+    let (a1, a0) = (a >> 32, a & 0xffff_ffff);
+    let (b1, b0) = (b >> 32, b & 0xffff_ffff);
+    let (p00, p01, p10, p11) = (a0 * b0, a0 * b1, a1 * b0, a1 * b1);
+    // The middle column: each term < 2^64 - 2^33, so the sum fits.
+    let mid = (p00 >> 32) + (p01 & 0xffff_ffff) + (p10 & 0xffff_ffff);
+    let low = (mid << 32) | (p00 & 0xffff_ffff);
+    let high = p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+    (high, low)
 }
 
 #[cfg(test)]

@@ -37,6 +37,10 @@ pub struct TenantState {
 }
 
 pub const STATE_VERSION: u8 = 2;
+/// States of at most this many slots are encoded through a stack buffer.
+const SMALL_SLOTS: usize = 8;
+/// A slot's most bytes: the budget id and six varints of at most 10 bytes.
+const MAX_SLOT_BYTES: usize = 4 + 6 * 10;
 const V1_SLOT_BYTES: usize = 28;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -48,7 +52,19 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// A LEB128 varint at `b[*at..]`; rejects truncated, overlong and overflowing encodings.
+/// One byte (counts below 128) is the common case, decoded inline.
+#[inline]
 fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, DecodeError> {
+    match b.get(*at) {
+        Some(&byte) if byte < 0x80 => {
+            *at += 1;
+            Ok(u64::from(byte))
+        }
+        _ => get_varint_long(b, at),
+    }
+}
+
+fn get_varint_long(b: &[u8], at: &mut usize) -> Result<u64, DecodeError> {
     let mut v: u64 = 0;
     for i in 0..10 {
         let byte = *b.get(*at).ok_or(DecodeError)?;
@@ -88,6 +104,20 @@ impl TenantState {
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.clear();
+        if self.slots.len() <= SMALL_SLOTS {
+            // Most states: bytes written into a stack buffer and copied once, instead of a
+            // capacity check per byte.
+            let mut buf = [0u8; 2 + SMALL_SLOTS * MAX_SLOT_BYTES];
+            let n = self.encode_small(&mut buf);
+            out.extend_from_slice(&buf[..n]);
+            return;
+        }
+        self.encode_long(out);
+    }
+
+    /// [`TenantState::encode_into`] for any number of slots, byte by byte into `out`.
+    pub(crate) fn encode_long(&self, out: &mut Vec<u8>) {
+        out.clear();
         // v3 adds `acked` and `remote` to every slot, v4 also `remote_at`: a tenant pays for
         // the fields of global budgets only once it has one.
         let aged = self.slots.iter().any(|s| s.remote_at != 0);
@@ -107,6 +137,40 @@ impl TenantState {
                 put_varint(out, if s.remote_at == 0 { 0 } else { s.remote_at.saturating_sub(s.window_start).saturating_add(1) });
             }
         }
+    }
+
+    /// [`TenantState::encode_into`] for at most [`SMALL_SLOTS`] slots, into `buf`; returns the
+    /// length written.
+    fn encode_small(&self, buf: &mut [u8; 2 + SMALL_SLOTS * MAX_SLOT_BYTES]) -> usize {
+        fn put(buf: &mut [u8], at: &mut usize, mut v: u64) {
+            while v >= 0x80 {
+                buf[*at] = (v as u8) | 0x80;
+                v >>= 7;
+                *at += 1;
+            }
+            buf[*at] = v as u8;
+            *at += 1;
+        }
+        let aged = self.slots.iter().any(|s| s.remote_at != 0);
+        let global = aged || self.slots.iter().any(|s| s.acked != 0 || s.remote != 0);
+        buf[0] = if aged { 4 } else if global { 3 } else { STATE_VERSION };
+        buf[1] = self.slots.len() as u8;
+        let mut at = 2;
+        for s in &self.slots {
+            buf[at..at + 4].copy_from_slice(&s.budget.to_le_bytes());
+            at += 4;
+            put(buf, &mut at, s.window_start);
+            put(buf, &mut at, s.used);
+            put(buf, &mut at, s.prev);
+            if global {
+                put(buf, &mut at, s.acked);
+                put(buf, &mut at, s.remote);
+            }
+            if aged {
+                put(buf, &mut at, if s.remote_at == 0 { 0 } else { s.remote_at.saturating_sub(s.window_start).saturating_add(1) });
+            }
+        }
+        at
     }
 
     pub fn encode(&self) -> Vec<u8> {

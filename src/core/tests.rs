@@ -354,3 +354,14 @@ fn warn_admits_past_the_cap_and_queue_refuses_only_when_no_reject_budget_does() 
     let r = k.ask("x", t, &all, 1.0).unwrap_err();
     assert_eq!((r.budget, r.queue), (hard, false), "a reject budget wins over a queue one");
 }
+
+#[test]
+fn mul_wide_is_the_u128_product() {
+    let vals = [0u64, 1, 2, 0xffff_ffff, 0x1_0000_0000, 4_000_000_020, 1_000_000_000_000_000, u64::MAX / 3, u64::MAX - 1, u64::MAX];
+    for &a in &vals {
+        for &b in &vals {
+            let p = u128::from(a) * u128::from(b);
+            assert_eq!(super::mul_wide(a, b), ((p >> 64) as u64, p as u64), "{a} * {b}");
+        }
+    }
+}

@@ -56,6 +56,7 @@ pub(crate) fn commit<S: SharedStore>(cfg: &Config, store: &S, w: &mut Worker, su
     done.reported = subjects.tenant.to_owned();
     if d.scoped() || !d.exact.is_empty() {
         done.tenant_reserved = w.demands.clone();
+        done.scopes.reserve_exact(cfg.scopes.len());
     }
     for scope in std::iter::once(None).chain((0..cfg.scopes.len()).map(Some)) {
         let Some(who) = subjects.who(cfg, scope) else { continue };

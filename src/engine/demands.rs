@@ -41,7 +41,9 @@ pub(crate) fn demands(cfg: &Config, facts: &RequestFacts, at: Conditions, subjec
         None => None,
     };
     tenant.clear();
-    let mut out = Demands { scopes: vec![Vec::new(); cfg.scopes.len()], ..Demands::default() };
+    // Sized up front: a scope's demands are at most the budgets (no growing on the way).
+    let scopes = (0..cfg.scopes.len()).map(|_| Vec::with_capacity(cfg.budgets.len())).collect();
+    let mut out = Demands { scopes, ..Demands::default() };
     // SPEC 8: `exact` budgets wait for the service, unless it is down (then `on_unavailable`
     // decides them like `sync` ones) or nothing may wait (shadow mode).
     let exact_waits = cfg.mode == Mode::Enforce && !at.global_degraded;

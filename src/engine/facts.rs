@@ -91,7 +91,11 @@ impl RequestFacts {
     /// Read the facts `cfg` needs from `h`; the tenant and scope ids are read by the filter
     /// (a header or a property).
     pub fn read(cfg: &Config, h: &mut impl Headers, tenant: Option<Vec<u8>>, scope_ids: Vec<Option<Vec<u8>>>, end_of_stream: bool) -> RequestFacts {
-        let needs = Needs::of(cfg);
+        RequestFacts::read_needing(cfg, Needs::of(cfg), h, tenant, scope_ids, end_of_stream)
+    }
+
+    /// [`RequestFacts::read`] with the configuration's [`Needs`] already known.
+    pub fn read_needing(cfg: &Config, needs: Needs, h: &mut impl Headers, tenant: Option<Vec<u8>>, scope_ids: Vec<Option<Vec<u8>>>, end_of_stream: bool) -> RequestFacts {
         let mut text = |name: &str| h.with(name, |v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
         let method = if needs.method { text(":method") } else { String::new() };
         let path = if needs.path { text(":path") } else { String::new() };

@@ -66,13 +66,16 @@ pub(crate) fn identify<'a>(cfg: &'a Config, facts: &'a RequestFacts, overrides: 
             }
             // Valid ids are ASCII, so this cannot fail.
             let id = std::str::from_utf8(raw).unwrap_or_default();
-            (id, if cfg.tenants.contains_key(id) { TenantKind::Named } else { TenantKind::Dynamic })
+            (id, TenantKind::Dynamic)
         }
     };
+    // One lookup for the kind and the configured policy (`cfg.policy`).
+    let named = cfg.tenants.get(tenant);
+    let kind = if named.is_some() { TenantKind::Named } else { kind };
     // The map is looked at only when it holds something (hashing the id is not free).
     let runtime = if overrides.is_empty() { None } else { overrides.get(tenant) };
-    let policy = runtime.unwrap_or_else(|| cfg.policy(tenant));
-    let mut scopes = Vec::new();
+    let policy = runtime.or(named).unwrap_or(&cfg.default_policy);
+    let mut scopes = Vec::with_capacity(cfg.scopes.len());
     for (i, sc) in cfg.scopes.iter().enumerate() {
         let Some(raw) = facts.scope_ids.get(i).and_then(Option::as_deref).filter(|v| !v.is_empty()) else {
             scopes.push(None);

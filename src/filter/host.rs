@@ -318,8 +318,8 @@ impl SharedStore for HostStore {
                 if v.is_empty() {
                     return Ok(None);
                 }
-                buf.clear();
-                buf.extend_from_slice(&v);
+                // The host's copy becomes the buffer (no second copy); the old one is freed.
+                *buf = v;
                 Ok(Some(cas))
             }
             NOT_FOUND => Ok(None),

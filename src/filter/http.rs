@@ -375,12 +375,7 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
+        // Metrics are written on the tick (filter/metrics.rs).
         self.finish();
-        if let Ok(mut sh) = self.shared.try_borrow_mut() {
-            let Shared { metrics, overrides, .. } = &mut *sh;
-            // The request's start time is recent enough to pace flushes, and saves a host call.
-            let now = if self.started_ms > 0 { self.started_ms } else { host::now_ms() };
-            metrics.flush(&self.config, overrides, now, false);
-        }
     }
 }

@@ -12,12 +12,14 @@ use crate::core::saturation::{self as sat, Hysteresis, Reading};
 use crate::core::Millis;
 use crate::store::{counter, SharedStore, StoreError};
 
-pub const RECOMPUTE_MS: u64 = 5;
+/// A worker re-reads the shared signals (one shared-data get each, ~10k instructions) at
+/// most this often; its own readings it sees at once.
+pub const RECOMPUTE_MS: u64 = 25;
 pub const HOLD_MS: u64 = 1000;
 /// A worker republishes an unchanged reading at most this often.
 const REPUBLISH_MS: u64 = 100;
 /// A worker reads the upstream's load headers at most this often (they are stripped always).
-const SAMPLE_MS: u64 = 10;
+const SAMPLE_MS: u64 = 20;
 /// A worker folds its in-flight changes into the shared count at most this often (and on tick).
 pub const FLUSH_MS: u64 = 5;
 const ORCA_HEADER: &str = "endpoint-load-metrics";
@@ -43,6 +45,10 @@ pub struct SaturationState {
     pub pending_in_flight: i64,
     next_flush: Millis,
     next_sample: Millis,
+    /// `saturation_<signal>` gauge names, and the values last recorded (gauges, then the
+    /// level): an unchanged gauge costs no host call.
+    gauge_names: Vec<String>,
+    recorded: Vec<Option<u64>>,
 }
 
 impl SaturationState {
@@ -53,6 +59,8 @@ impl SaturationState {
             published: vec![None; s.signals.len()],
             keys: s.signals.iter().map(|g| signal_key(&g.name)).collect(),
             counts_in_flight: s.signals.iter().any(|g| g.source == SignalSource::InFlight),
+            gauge_names: s.signals.iter().map(|g| crate::metric_names::saturation_gauge(&g.name)).collect(),
+            recorded: vec![None; s.signals.len() + 1],
             ..SaturationState::default()
         }
     }
@@ -81,7 +89,7 @@ impl SaturationState {
         }
         let raw = sat::raw_level(s, &self.readings, now);
         self.level = self.hysteresis.next(raw, now, HOLD_MS);
-        record_gauges(s, &self.readings, self.level, metrics);
+        self.record_gauges(s, metrics);
         self.level
     }
 
@@ -177,15 +185,27 @@ pub fn init(cfg: &Config) -> Result<(), StoreError> {
     counter::init_in_flight(&HostStore)
 }
 
-/// `saturation_<signal>` gauges: fractional signals (critical threshold ≤ 1, such as ORCA
-/// utilization) in percent, others in their own unit, rounded; `saturation_level` 0-2.
-fn record_gauges(s: &Saturation, readings: &[Option<Reading>], level: u8, metrics: &mut Metrics) {
-    for (g, r) in s.signals.iter().zip(readings) {
-        let v = r.map_or(0.0, |r| r.value);
-        let v = if g.critical <= 1.0 { v * 100.0 } else { v };
-        metrics.gauge_named(&crate::metric_names::saturation_gauge(&g.name), v.round().max(0.0) as u64);
+impl SaturationState {
+    /// `saturation_<signal>` gauges: fractional signals (critical threshold ≤ 1, such as ORCA
+    /// utilization) in percent, others in their own unit, rounded; `saturation_level` 0-2.
+    /// Only values that changed since this worker last recorded them are written.
+    fn record_gauges(&mut self, s: &Saturation, metrics: &mut Metrics) {
+        let n = s.signals.len();
+        for (i, (g, r)) in s.signals.iter().zip(&self.readings).enumerate() {
+            let v = r.map_or(0.0, |r| r.value);
+            let v = if g.critical <= 1.0 { v * 100.0 } else { v };
+            let v = v.round().max(0.0) as u64;
+            if self.recorded[i] != Some(v) {
+                metrics.gauge_named(&self.gauge_names[i], v);
+                self.recorded[i] = Some(v);
+            }
+        }
+        let level = u64::from(self.level);
+        if self.recorded[n] != Some(level) {
+            metrics.gauge_named(crate::metric_names::SATURATION_LEVEL, level);
+            self.recorded[n] = Some(level);
+        }
     }
-    metrics.gauge_named(crate::metric_names::SATURATION_LEVEL, u64::from(level));
 }
 
 /// The status view of saturation.

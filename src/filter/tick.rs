@@ -12,7 +12,7 @@ pub(super) fn run(root: u32, cfg: Option<&Config>, sh: &mut Shared) {
     sh.saturation.flush(now, true);
     if let Some(cfg) = cfg {
         let Shared { metrics, overrides, global, .. } = &mut *sh;
-        metrics.flush(cfg, overrides, now, true);
+        metrics.flush(cfg, overrides, now);
         if cfg.global.is_some() {
             global.tick(cfg, &|id| overrides.get(id), now);
         }

@@ -10,6 +10,7 @@
 mod json;
 pub mod price;
 pub mod request;
+mod scan;
 pub mod usage;
 
 pub use price::{cost, matches_any, model_matches, Price, Prices};

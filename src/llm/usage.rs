@@ -249,6 +249,20 @@ impl UsageParser {
                 continue;
             }
             match self.sse.line {
+                Line::Field if self.sse.name_len == 0 && starts_with(chunk.get(i..).unwrap_or_default(), b"data:") => {
+                    // The usual line start, whole in this chunk: what reading `data`, its
+                    // colon (and the one space after it) byte by byte does.
+                    self.sse.name[..4].copy_from_slice(b"data");
+                    self.sse.name_len = 4;
+                    self.begin_data_line();
+                    i += 5;
+                    if chunk.get(i) == Some(&b' ') {
+                        i += 1;
+                        self.sse.line = Line::Data;
+                    } else {
+                        self.sse.line = Line::DataStart;
+                    }
+                }
                 Line::Field => {
                     if b == b':' {
                         self.begin_value();
@@ -266,7 +280,7 @@ impl UsageParser {
                 }
                 Line::Data | Line::Ignore => {
                     let rest = chunk.get(i..).unwrap_or_default();
-                    let end = rest.iter().position(|&c| c == b'\n' || c == b'\r').unwrap_or(rest.len());
+                    let end = super::scan::find2(rest, b'\n', b'\r').unwrap_or(rest.len());
                     if self.sse.line == Line::Data {
                         self.push_data(rest.get(..end).unwrap_or_default());
                     }
@@ -363,21 +377,30 @@ fn extend_bounded(v: &mut Vec<u8>, bytes: &[u8], max: usize) {
 /// produce this sequence.
 fn has_usage_object(data: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\"";
-    // Scan for the rare `u` after a quote first (one pass over the bytes), then compare.
-    let mut from = 0;
+    // Scan for the key's `g` (rare in the keys of every shape read, and in most text), then
+    // look around it.
+    const G: usize = 4; // KEY[G] == b'g'
+    let mut from = G;
     while let Some(rest) = data.get(from..) {
-        let Some(q) = rest.iter().position(|&c| c == b'"') else { return false };
-        let at = from + q;
-        if data.get(at..at + KEY.len()) == Some(KEY) {
+        let Some(g) = super::scan::find(rest, b'g') else { return false };
+        let at = from + g - G;
+        if starts_with(data.get(at..).unwrap_or_default(), KEY) {
             let after = data.get(at + KEY.len()..).unwrap_or_default();
             let mut it = after.iter().copied().filter(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
             if it.next() == Some(b':') && it.next() == Some(b'{') {
                 return true;
             }
         }
-        from = at + 1;
+        from = from + g + 1;
     }
     false
+}
+
+/// `s` starts with the short `prefix`, compared byte by byte (a slice comparison is a call
+/// to `memcmp` on wasm32, dearer than a few compares).
+#[inline]
+fn starts_with(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s.iter().zip(prefix).all(|(a, b)| a == b)
 }
 
 /// Where the parser is within the current line.

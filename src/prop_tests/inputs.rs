@@ -451,7 +451,12 @@ proptest! {
         for (k, _) in &map {
             let first = map.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v.as_bytes());
             prop_assert_eq!(crate::wire::pairs_get(&b, k), first);
+            prop_assert_eq!(crate::wire::index_get(&b, &crate::wire::pairs_index(&b), k), first);
         }
-        let _ = crate::wire::pairs_get(&b[..cut.index(b.len().max(1)).min(b.len())], "x");
+        let cut = &b[..cut.index(b.len().max(1)).min(b.len())];
+        for (k, _) in &map {
+            prop_assert_eq!(crate::wire::index_get(cut, &crate::wire::pairs_index(cut), k), crate::wire::pairs_get(cut, k));
+        }
+        let _ = crate::wire::pairs_get(cut, "x");
     }
 }

@@ -30,7 +30,7 @@ fn slot(ids: Vec<u32>) -> impl Strategy<Value = Slot> {
 
 fn state() -> impl Strategy<Value = TenantState> {
     let ids = cfg().budgets.iter().map(|b| b.id).collect::<Vec<_>>();
-    prop::collection::vec(slot(ids), 0..8).prop_map(|slots| TenantState { slots })
+    prop::collection::vec(slot(ids), 0..12).prop_map(|slots| TenantState { slots })
 }
 
 proptest! {
@@ -46,6 +46,10 @@ proptest! {
         prop_assert_eq!(b[0], if v4 { 4 } else if v3 { 3 } else { 2 });
         prop_assert_eq!(b[1] as usize, st.slots.len());
         prop_assert_eq!(TenantState::decode(&b), Ok(st.clone()));
+        // The stack-buffer encoding (at most 8 slots) writes what the byte-by-byte one does.
+        let mut long = Vec::new();
+        st.encode_long(&mut long);
+        prop_assert_eq!(&long, &b);
         // decode_from reuses a dirty value and leaves the same.
         let mut reused = TenantState { slots: vec![Slot { budget: 9, used: 9, ..Slot::default() }] };
         prop_assert!(reused.decode_from(&b).is_ok());

@@ -111,7 +111,9 @@ pub fn tenant_of(key: &str) -> Option<&str> {
 
 /// Whether a state key is its space's `overflow` subject.
 pub fn is_overflow(key: &str) -> bool {
-    parse_state(key).is_some_and(|(_, id)| id == OVERFLOW)
+    // Asked of every subject a request commits: every overflow key starts with `tq1|so|` or
+    // ends with `overflow`, which rules out most keys without parsing them.
+    (key.starts_with(SCOPE_OVERFLOW) || key.ends_with(OVERFLOW)) && parse_state(key).is_some_and(|(_, id)| id == OVERFLOW)
 }
 
 /// The registry (tracked count, creation lock) of a space: the tenants' (`scope` None) or a

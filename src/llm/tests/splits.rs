@@ -79,3 +79,24 @@ proptest! {
         let _ = p.finish();
     }
 }
+
+#[test]
+fn a_usage_key_and_its_object_on_different_data_lines_are_read_at_every_split() {
+    let bodies: [&[u8]; 3] = [
+        b"data: {\"id\":\"x\",\"usage\"\ndata:  :{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n",
+        b"data: {\"usage\":\ndata: {\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n",
+        b"data: {\"x\":\"g\",\"usage\" : \r\ndata:\t{\"prompt_tokens\":3,\"completion_tokens\":4}}\r\n\r\n",
+    ];
+    for body in bodies {
+        for cut in 0..=body.len() {
+            let (got, _) = run_split(SSE, body, &[cut]);
+            assert_eq!(got, Some(Usage { input: 3, output: 4 }), "{}: cut at {cut}", String::from_utf8_lossy(body));
+        }
+    }
+    // A "usage" whose value is not an object is never parsed, wherever the body is cut.
+    let body = b"data: {\"usage\":null,\"g\":\"usage\"}\n\ndata: {\"usage\" :\"{\"}\n\n";
+    for cut in 0..=body.len() {
+        let (got, p) = run_split(SSE, body, &[cut]);
+        assert_eq!((got, p.stats().parsed), (None, 0), "cut at {cut}");
+    }
+}
