@@ -58,7 +58,7 @@ fn class_layout(c: usize) -> Layout {
 }
 
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Pool<A> {
-    #[inline]
+    #[inline(never)]
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         let Some(c) = class(l) else {
             // SAFETY: forwarded as received.
@@ -76,7 +76,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Pool<A> {
         head.cast()
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         let Some(c) = class(l) else {
             // SAFETY: forwarded as received.
@@ -92,7 +92,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Pool<A> {
         }
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller's layout with the new size is valid (GlobalAlloc's contract).
         let nl = unsafe { Layout::from_size_align_unchecked(new_size, l.align()) };
