@@ -4,21 +4,11 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use crate::config::{Config, ConfigError};
+use crate::config::tests::{parse, refused};
+use crate::config::Config;
 use crate::core::cycle::Period;
 use crate::core::tz::Zone;
 use crate::core::{Cycle, Subject, Window};
-
-fn parse(s: &str) -> Result<Config, ConfigError> {
-    Config::parse(s.as_bytes())
-}
-
-fn refused(s: &str) -> ConfigError {
-    match parse(s) {
-        Ok(_) => panic!("config was accepted: {s}"),
-        Err(e) => e,
-    }
-}
 
 /// A config with budget `b` whose window is `window` (JSON), and `rest` top-level keys.
 fn with_window(window: &str, rest: &str) -> String {

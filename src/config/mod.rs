@@ -207,4 +207,4 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,11 +3,11 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 
-fn parse(s: &str) -> Result<Config, ConfigError> {
+pub(super) fn parse(s: &str) -> Result<Config, ConfigError> {
     Config::parse(s.as_bytes())
 }
 
-fn refused(s: &str) -> ConfigError {
+pub(super) fn refused(s: &str) -> ConfigError {
     match parse(s) {
         Ok(_) => panic!("config was accepted: {s}"),
         Err(e) => e,

@@ -27,13 +27,16 @@ pub(super) fn follow(sh: &mut Shared) {
     *list = providers::read(&HostStore, buf);
 }
 
+/// The upstream cluster of the request's route (Envoy's `xds.cluster_name`).
+fn cluster_name() -> Option<String> {
+    let path: Vec<String> = CLUSTER_NAME.iter().map(|s| s.to_string()).collect();
+    host::property(&path).and_then(|v| String::from_utf8(v).ok())
+}
+
 /// The provider a request goes to: its route's upstream cluster, or its model.
 pub(super) fn provider_of(cfg: &Config, facts: &RequestFacts) -> Option<String> {
     match cfg.providers.as_ref()?.by {
-        ProviderBy::Cluster => {
-            let path: Vec<String> = CLUSTER_NAME.iter().map(|s| s.to_string()).collect();
-            host::property(&path).and_then(|v| String::from_utf8(v).ok())
-        }
+        ProviderBy::Cluster => cluster_name(),
         ProviderBy::Model => model_of(cfg, facts),
     }
 }
@@ -141,10 +144,7 @@ pub(super) fn observe_answer(cfg: &Config, shared: &RefCell<Shared>, model: Opti
         return;
     }
     let id = match p.by {
-        ProviderBy::Cluster => {
-            let path: Vec<String> = CLUSTER_NAME.iter().map(|s| s.to_string()).collect();
-            host::property(&path).and_then(|v| String::from_utf8(v).ok())
-        }
+        ProviderBy::Cluster => cluster_name(),
         ProviderBy::Model => model.map(str::to_string),
     };
     let Some(id) = id else { return };

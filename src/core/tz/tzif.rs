@@ -5,18 +5,22 @@
 /// `(footer, last transition)`: the POSIX TZ string of the file's last line, and the Unix
 /// second of its last listed transition (None when it lists none). None for a file that is
 /// not TZif version 2 or later.
-pub fn read(data: &[u8]) -> Option<(String, Option<i64>)> {
+/// The six counts of the TZif header at `at` (isutcnt, isstdcnt, leapcnt, timecnt, typecnt,
+/// charcnt). None for a file that is not TZif version 2 or later, or too short.
+fn counts(data: &[u8], at: usize) -> Option<[usize; 6]> {
     if data.len() < 44 || &data[..4] != b"TZif" || data[4] < b'2' {
         return None;
     }
-    let counts = |at: usize| -> Option<[usize; 6]> {
-        let mut c = [0usize; 6];
-        for (i, c) in c.iter_mut().enumerate() {
-            let b = data.get(at + 20 + 4 * i..at + 24 + 4 * i)?;
-            *c = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        }
-        Some(c)
-    };
+    let mut c = [0usize; 6];
+    for (i, c) in c.iter_mut().enumerate() {
+        let b = data.get(at + 20 + 4 * i..at + 24 + 4 * i)?;
+        *c = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    }
+    Some(c)
+}
+
+pub fn read(data: &[u8]) -> Option<(String, Option<i64>)> {
+    let counts = |at: usize| counts(data, at);
     // isutcnt, isstdcnt, leapcnt, timecnt, typecnt, charcnt
     let [isut, isstd, leap, time, typ, chars] = counts(0)?;
     let v1 = time * 5 + typ * 6 + chars + leap * 8 + isstd + isut;
@@ -40,17 +44,7 @@ pub fn read(data: &[u8]) -> Option<(String, Option<i64>)> {
 /// on)`, ascending, with the offset before the first (time type 0). None for a file that is
 /// not TZif version 2 or later.
 pub fn transitions(data: &[u8]) -> Option<(Vec<(i64, i32)>, i32)> {
-    if data.len() < 44 || &data[..4] != b"TZif" || data[4] < b'2' {
-        return None;
-    }
-    let counts = |at: usize| -> Option<[usize; 6]> {
-        let mut c = [0usize; 6];
-        for (i, c) in c.iter_mut().enumerate() {
-            let b = data.get(at + 20 + 4 * i..at + 24 + 4 * i)?;
-            *c = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        }
-        Some(c)
-    };
+    let counts = |at: usize| counts(data, at);
     let [isut, isstd, leap, time, typ, chars] = counts(0)?;
     let h2 = 44 + time * 5 + typ * 6 + chars + leap * 8 + isstd + isut;
     let [_, _, _, time, typ, _] = counts(h2)?;
